@@ -1,0 +1,264 @@
+"""The proof-of-ignorance test on difficulty-calibrated scores (host-side, NumPy).
+
+H0: the audited model Mu is ignorant of Du — its calibrated scores on Du are
+exchangeable with its scores on D_ref, records that no model trained on.
+
+Why the test is exact under H0. Du and D_ref are random subsets of the same
+pool (class-matched when Du is not), and neither Mu (honestly retrained on Dr)
+nor the verifiers (trained on subsets of Dr) depend on which of the records of
+Du ∪ D_ref were labelled "forget" and which "reference". The calibrated score
+of a record is a fixed function of the record and of those models, so under H0
+the labels are exchangeable and every rank test below is valid at level α.
+
+Statistics (per record, A views: the exact record and augmented neighbours):
+  exact    c_0(x) = φ_Mu(x) − mean_k φ_Mv_k(x)
+  neighbours  c̄(x) = mean over augmented views of c_a(x)
+  gap      c_0(x) − c̄(x)  (large only where the exact inputs are treated
+           differently from their neighbours: output masking)
+Each is compared between Du and D_ref by a two-sided Mann–Whitney test; the
+p-values are combined by Bonferroni (valid under any dependence).
+
+Decision:
+  * reference check: the verifiers' own scores on Du and D_ref must agree
+    (two-sided MWU, p ≥ ``self_check_alpha``); otherwise ``invalid_reference``.
+  * reject H0 → ``not_forgotten``, direction ``remembers`` (Du more familiar
+    than unseen data) or ``damaged`` (less familiar, e.g. gradient ascent).
+  * not rejected but the estimated power to detect a Du that behaves like
+    Mu's members is < ``power_target`` → ``inconclusive``.
+  * otherwise ``forgotten``.
+  * utility collapse (Mu clearly worse than the verifiers on D_ref) turns a
+    pass into ``not_forgotten`` with direction ``collapse``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxaudit.audit import stats
+from jaxaudit.errors import AuditError
+
+DECISIONS = ('forgotten', 'not_forgotten', 'inconclusive', 'invalid_reference')
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSettings:
+  """Settings of the decision rule.
+
+  Attributes:
+    alpha: significance level of the ignorance test.
+    fdr: false-discovery rate of the per-record evidence (Benjamini–Hochberg).
+    power_target: minimum estimated power for a pass to count as evidence.
+    self_check_alpha: level of the reference-exchangeability check.
+    collapse_margin: Mu's D_ref accuracy below the worst verifier's minus this
+      margin is a utility collapse.
+    n_boot: bootstrap resamples for the forgetting-score interval.
+    seed: bootstrap seed.
+  """
+  alpha: float = 0.05
+  fdr: float = 0.05
+  power_target: float = 0.8
+  self_check_alpha: float = 0.01
+  collapse_margin: float = 0.05
+  n_boot: int = 500
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ('alpha', 'fdr', 'power_target', 'self_check_alpha'):
+      v = getattr(self, name)
+      if not 0 < v < 1:
+        raise AuditError(f'{name} must be in (0, 1), got {v}')
+
+
+def _scores(calibrated: np.ndarray) -> dict[str, np.ndarray]:
+  """Test statistics per record from calibrated scores (A, n)."""
+  out = {'exact': calibrated[0]}
+  if calibrated.shape[0] > 1:
+    neighbours = calibrated[1:].mean(0)
+    out['neighbours'] = neighbours
+    out['gap'] = calibrated[0] - neighbours
+  return out
+
+
+def forgetting_score(du: np.ndarray, ref: np.ndarray, members: np.ndarray) -> float:
+  """(AUC_mem − AUC_du) / (AUC_mem − 1/2): 0 = as remembered as members, 1 = unseen.
+
+  AUCs are of each set against D_ref. NaN when members are not separated
+  from D_ref (AUC_mem ≤ 0.5), where the score is undefined.
+  """
+  a_mem = stats.auc(members, ref)
+  if a_mem <= 0.5 + 1e-9:
+    return float('nan')
+  return float((a_mem - stats.auc(du, ref)) / (a_mem - 0.5))
+
+
+def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, bool]:
+  """Direction of a rejection: ('remembers' | 'damaged', exact_inputs_masked).
+
+  Neighbours that look familiar mean Du is remembered even when the exact
+  inputs look unfamiliar (then the exact inputs are masked). Otherwise the
+  exact view decides; if only the exact-vs-neighbour gap is significant, a
+  positive gap (exact inputs more familiar than their neighbours) is
+  memorisation, a negative one masking of the exact inputs.
+  """
+  sig = {k: t['p_value'] <= level for k, t in tests.items()}
+  up = {k: t['auc'] > 0.5 for k, t in tests.items()}
+  gap_masks = sig.get('gap', False) and not up['gap']
+  if sig.get('neighbours') and up['neighbours']:
+    return 'remembers', bool(gap_masks or (sig['exact'] and not up['exact']))
+  if sig['exact']:
+    if up['exact']:
+      return 'remembers', False
+    if gap_masks and up.get('neighbours', False):
+      return 'remembers', True   # exact inputs suppressed, neighbours familiar
+    return 'damaged', False
+  if sig.get('neighbours'):
+    return 'damaged', False
+  # Only the gap (or only the combination) is significant.
+  best = min(tests, key=lambda k: tests[k]['p_value'])
+  if best == 'gap':
+    return 'remembers', not up['gap']
+  return ('remembers' if up[best] else 'damaged'), False
+
+
+def forgetting_score_ci(du, ref, members, *, level: float = 0.95, n_boot: int = 500,
+                        seed: int = 0) -> tuple[float, float]:
+  """Percentile-bootstrap interval of :func:`forgetting_score`.
+
+  Each set is resampled independently; replicates where the score is
+  undefined (members not separated from D_ref) are dropped, and if more than
+  half are, the interval is (nan, nan).
+  """
+  rng = np.random.default_rng([int(seed), 15485863])
+  vals = []
+  for _ in range(n_boot):
+    b = [a[rng.integers(0, len(a), len(a))] for a in (du, ref, members)]
+    vals.append(forgetting_score(*b))
+  vals = np.asarray(vals)
+  vals = vals[np.isfinite(vals)]
+  if len(vals) < n_boot / 2:
+    return float('nan'), float('nan')
+  lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+  return float(lo), float(hi)
+
+
+def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
+                   ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
+                   *, acc_target_ref: float | None = None,
+                   acc_verifiers_ref: np.ndarray | None = None) -> dict[str, Any]:
+  """Runs the test on calibrated scores.
+
+  Args:
+    cal_du: (A, n_du) calibrated scores of Du (view 0 = exact record).
+    cal_ref: (A, n_ref) calibrated scores of the (class-matched) D_ref sample.
+    cal_members: (A, n_mem) calibrated scores of Mu's member sample, or None.
+    ver_du: (n_du,) the verifiers' mean φ on the exact Du records.
+    ver_ref: (n_ref,) the same on D_ref (reference-exchangeability check).
+    settings: the decision settings.
+    acc_target_ref: Mu's accuracy on D_ref (collapse check).
+    acc_verifiers_ref: (K,) the verifiers' accuracies on D_ref.
+  Returns:
+    A JSON-serialisable dict: decision, direction, p_value, tests, effect_auc
+    (+ CI), forgetting_score (+ CI), power, per-record p-values.
+  """
+  cal_du, cal_ref = np.asarray(cal_du, np.float64), np.asarray(cal_ref, np.float64)
+  if cal_du.ndim != 2 or cal_ref.ndim != 2 or cal_du.shape[0] != cal_ref.shape[0]:
+    raise AuditError(f'calibrated scores must be (A, n) with the same A; got {cal_du.shape}, '
+                     f'{cal_ref.shape}')
+  if cal_du.shape[1] < 2 or cal_ref.shape[1] < 2:
+    raise AuditError(f'the test needs at least 2 records in Du and in D_ref; got '
+                     f'{cal_du.shape[1]} and {cal_ref.shape[1]}')
+  for name, arr in (('Du scores', cal_du), ('D_ref scores', cal_ref)):
+    if not np.all(np.isfinite(arr)):
+      raise AuditError(f'{name} hold NaN or inf values')
+  s = settings
+  s_du, s_ref = _scores(cal_du), _scores(cal_ref)
+  tests = {}
+  for name in s_du:
+    r = stats.mann_whitney(s_du[name], s_ref[name])
+    tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
+  p_value = stats.combine_bonferroni([t['p_value'] for t in tests.values()])
+  n_tests = len(tests)
+
+  check = stats.mann_whitney(np.asarray(ver_du, np.float64), np.asarray(ver_ref, np.float64))
+  reference_ok = bool(check.p_value >= s.self_check_alpha)
+
+  effect = tests['exact']['auc']
+  effect_ci = stats.auc_confidence_interval(s_du['exact'], s_ref['exact'])
+
+  power = float('nan')
+  member_auc = float('nan')
+  fs, fs_ci = float('nan'), (float('nan'), float('nan'))
+  if cal_members is not None and np.shape(cal_members)[1] >= 2:
+    cal_members = np.asarray(cal_members, np.float64)
+    member_auc = stats.auc(cal_members[0], cal_ref[0])
+    power = float(stats.mwu_power(max(member_auc, 1 - member_auc), cal_du.shape[1],
+                                  cal_ref.shape[1], s.alpha / n_tests))
+    fs = forgetting_score(cal_du[0], cal_ref[0], cal_members[0])
+    if np.isfinite(fs):
+      fs_ci = forgetting_score_ci(cal_du[0], cal_ref[0], cal_members[0], n_boot=s.n_boot,
+                                  seed=s.seed)
+
+  # Per-record evidence: is each Du record more familiar than unseen data?
+  per_record_score = cal_du.mean(0)
+  per_record_p = stats.empirical_p_values(per_record_score, cal_ref.mean(0), 'greater')
+  flagged = stats.benjamini_hochberg(per_record_p, s.fdr)
+
+  collapse = False
+  if acc_target_ref is not None and acc_verifiers_ref is not None:
+    collapse = bool(acc_target_ref < np.min(acc_verifiers_ref) - s.collapse_margin)
+
+  rejected = p_value <= s.alpha
+  direction = None
+  masked = False
+  if not reference_ok:
+    decision = 'invalid_reference'
+  elif rejected:
+    decision = 'not_forgotten'
+    direction, masked = _direction(tests, s.alpha / n_tests)
+  elif collapse:
+    decision, direction = 'not_forgotten', 'collapse'
+  elif not np.isfinite(power) or power < s.power_target:
+    decision = 'inconclusive'
+  else:
+    decision = 'forgotten'
+  return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
+              alpha=s.alpha, tests=tests, n_tests=n_tests, exact_inputs_masked=bool(masked),
+              effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
+              member_auc=float(member_auc), power=power, power_target=s.power_target,
+              forgetting_score=float(fs), forgetting_score_ci=list(fs_ci),
+              reference_check=dict(ok=reference_ok, p_value=float(check.p_value),
+                                   auc=float(check.auc), alpha=s.self_check_alpha),
+              utility_collapse=collapse,
+              per_record=dict(score=per_record_score.tolist(), p_value=per_record_p.tolist(),
+                              flagged=flagged.tolist(), fdr=s.fdr),
+              n_forget=int(cal_du.shape[1]), n_ref=int(cal_ref.shape[1]),
+              n_members=int(0 if cal_members is None else np.shape(cal_members)[1]))
+
+
+def class_matched_sample(labels_du: np.ndarray, idx_pool: np.ndarray, labels_pool: np.ndarray,
+                         max_size: int, seed: int) -> tuple[np.ndarray, bool]:
+  """A sample of ``idx_pool`` whose class proportions match Du's.
+
+  Per class c with n_c records in Du, draws round(r · n_c) records of class c,
+  with r the largest ratio every class can supply (capped by max_size).
+
+  Returns:
+    (sorted sample of idx_pool, matched) — matched is False when some class
+    of Du is absent from the pool; then the sample is uniform instead.
+  """
+  rng = np.random.default_rng([int(seed), 104729])
+  classes, counts = np.unique(labels_du, return_counts=True)
+  avail = np.array([np.sum(labels_pool == c) for c in classes])
+  if np.any(avail == 0):
+    n = min(max_size, len(idx_pool))
+    return np.sort(rng.choice(idx_pool, n, replace=False)), False
+  r = min(np.min(avail / counts), max_size / counts.sum())
+  out = []
+  for c, n_c in zip(classes, counts):
+    take = max(1, int(np.floor(r * n_c)))
+    out.append(rng.choice(idx_pool[labels_pool == c], min(take, int(np.sum(labels_pool == c))),
+                          replace=False))
+  return np.sort(np.concatenate(out)), True

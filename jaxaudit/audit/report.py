@@ -1,0 +1,163 @@
+"""Audit reports: ``report.json``, ``report.md`` and plots, written atomically.
+
+Everything is first written to a temporary sibling directory which is then
+renamed onto the output directory, so a reader never sees a half-written
+report and an interrupted write leaves the previous report intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from jaxaudit.audit.runner import AuditResult
+
+
+def _clean(obj):
+  """JSON-safe copy: NaN/inf become None, NumPy scalars become Python numbers."""
+  if isinstance(obj, dict):
+    return {str(k): _clean(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_clean(v) for v in obj]
+  if isinstance(obj, (np.floating, float)):
+    v = float(obj)
+    return v if math.isfinite(v) else None
+  if isinstance(obj, np.integer):
+    return int(obj)
+  if isinstance(obj, np.ndarray):
+    return _clean(obj.tolist())
+  return obj
+
+
+def report_dict(result: AuditResult) -> dict[str, Any]:
+  """The content of report.json (scores per record omitted for size)."""
+  d = result.to_dict()
+  d.pop('scores', None)
+  return _clean(d)
+
+
+def atomic_write_dir(out_dir: str, files: dict[str, bytes]) -> str:
+  """Writes ``files`` (name -> bytes) into out_dir, replacing it atomically."""
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
+  try:
+    for name, data in files.items():
+      with open(os.path.join(tmp, name), 'wb') as f:
+        f.write(data)
+    if os.path.exists(out_dir):
+      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
+      os.replace(out_dir, os.path.join(old, 'x'))
+      os.replace(tmp, out_dir)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out_dir
+
+
+def _png(fig) -> bytes:
+  import io
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+  import matplotlib.pyplot as plt
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def _plots(result: AuditResult) -> dict[str, bytes]:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  scores = result.details.get('scores', {})
+  out = {}
+  fig, ax = plt.subplots(figsize=(6.4, 3.6))
+  labels = {'members': 'members of Mu (Dr)', 'forget': 'Du (forget set)', 'ref': 'D_ref (unseen)'}
+  allv = np.concatenate([np.asarray(v)[0] for v in scores.values()]) if scores else np.zeros(1)
+  lo, hi = np.quantile(allv, [0.01, 0.99]) if allv.size > 1 else (-1, 1)
+  bins = np.linspace(lo, hi + 1e-9, 40)
+  for key in ('members', 'ref', 'forget'):
+    if key in scores:
+      ax.hist(np.clip(np.asarray(scores[key])[0], lo, hi), bins=bins, density=True, alpha=0.45,
+              label=labels[key])
+  ax.set_xlabel('calibrated score  φ(Mu) − mean φ(verifiers)  (exact records)')
+  ax.set_ylabel('density')
+  ax.set_title(f'{result.details.get("target", "")}: {result.decision}'
+               + (f' ({result.direction})' if result.direction else ''))
+  ax.legend()
+  out['scores.png'] = _png(fig)
+  pr = result.details.get('per_record', {})
+  if pr.get('p_value'):
+    p = np.sort(np.asarray(pr['p_value']))
+    m = len(p)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(np.arange(1, m + 1), p, '.', ms=3, label='per-record p-values (sorted)')
+    ax.plot(np.arange(1, m + 1), pr['fdr'] * np.arange(1, m + 1) / m, '-', label=f'BH line, FDR {pr["fdr"]}')
+    ax.set_xlabel('rank'); ax.set_ylabel('p-value'); ax.set_xscale('log'); ax.set_yscale('log')
+    ax.set_title(f'per-record evidence: {len(result.flagged_records)} of {m} records flagged')
+    ax.legend()
+    out['per_record.png'] = _png(fig)
+  return out
+
+
+def _fmt(v, nd=3):
+  return 'n/a' if v is None or (isinstance(v, float) and not math.isfinite(v)) else f'{v:.{nd}g}'
+
+
+def markdown(result: AuditResult) -> str:
+  """A human-readable report."""
+  d = result.details
+  acc = d.get('accuracy', {})
+  lines = [f'# Audit of `{d.get("target", "target")}`', '',
+           f'**Decision: {result.decision}**' + (f' — direction: **{result.direction}**'
+                                                if result.direction else ''), '',
+           '| quantity | value |', '|---|---|',
+           f'| p-value (two-sided, Bonferroni over {len(d.get("tests", {}))} statistics) | {_fmt(result.p_value)} |',
+           f'| significance α | {d.get("alpha")} |',
+           f'| effect: AUC(Du vs D_ref), 95% CI | {_fmt(result.effect_auc)} '
+           f'[{_fmt(result.effect_auc_ci[0])}, {_fmt(result.effect_auc_ci[1])}] |',
+           f'| forgetting score (0 = remembered, 1 = unseen), 95% CI | {_fmt(result.forgetting_score, 2)} '
+           f'[{_fmt(result.forgetting_score_ci[0], 2)}, {_fmt(result.forgetting_score_ci[1], 2)}] |',
+           f'| estimated power (members vs D_ref AUC {_fmt(d.get("member_auc"))}) | {_fmt(result.power, 2)} |',
+           f'| records flagged (BH, FDR {d.get("per_record", {}).get("fdr")}) | {len(result.flagged_records)} of {d.get("sizes", {}).get("forget")} |',
+           f'| reference check (verifiers agree on Du and D_ref) | {"ok" if d.get("reference_check", {}).get("ok") else "FAILED"} (p={_fmt(d.get("reference_check", {}).get("p_value"))}) |',
+           f'| utility collapse | {d.get("utility_collapse")} |',
+           f'| exact inputs masked | {d.get("exact_inputs_masked")} |', '',
+           '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value |', '|---|---|---|']
+  for name, t in d.get('tests', {}).items():
+    lines.append(f'| {name} | {_fmt(t["auc"])} | {_fmt(t["p_value"])} |')
+  lines += ['', '## Accuracy', '', '| set | Mu | verifiers (mean) |', '|---|---|---|']
+  for name, v in acc.get('target', {}).items():
+    ver = acc.get('verifiers', {}).get(name)
+    lines.append(f'| {name} | {100 * v:.1f}% | {100 * np.mean(ver):.1f}% |' if ver is not None
+                 else f'| {name} | {100 * v:.1f}% | |')
+  cost = d.get('cost', {})
+  s = d.get('settings', {})
+  lines += ['', '## Cost', '',
+            f'- models trained: {cost.get("models_trained")} (verifiers from cache: {d.get("verifiers", {}).get("from_cache")})',
+            f'- wall time: {_fmt(cost.get("wall_time_s"))} s (verifier training {_fmt(cost.get("verifier_train_s"))} s)',
+            f'- queries of Mu: {cost.get("queries")}', '',
+            '## Settings', '',
+            f'- K = {s.get("num_verifiers")} verifiers on {100 * (s.get("subset_ratio") or 0):.0f}% of Dr each; views: {", ".join(s.get("views", []))}',
+            f'- sizes: {d.get("sizes")}; class-matched: {d.get("class_matched")}',
+            f'- data: {d.get("request", {}).get("dataset")} (split {str(d.get("request", {}).get("split_hash"))[:12]})',
+            '', '![scores](scores.png)', '', '![per-record evidence](per_record.png)', '']
+  return '\n'.join(lines)
+
+
+def write_report(result: AuditResult, out_dir: str, *, plots: bool = True) -> str:
+  """Writes report.json, report.md (and plots) into out_dir atomically."""
+  files = {'report.json': json.dumps(report_dict(result), indent=1, sort_keys=True).encode(),
+           'report.md': markdown(result).encode()}
+  if plots:
+    files.update(_plots(result))
+  return atomic_write_dir(out_dir, files)

@@ -1,0 +1,264 @@
+"""`audit(...)`: the proof-of-ignorance audit, end to end.
+
+1. Validate the request (split vs data, K ≥ 2, settings).
+2. Train or load K verification models on subsets of Dr (one program, cached).
+3. Query Mu and the verifiers on Du, a class-matched sample of D_ref and a
+   sample of Mu's members (records of Dr no verifier saw), each on the exact
+   record and its augmented neighbours — one batched program per model set.
+4. Difficulty-calibrated scores → the two-sided ignorance test
+   (:mod:`jaxaudit.audit.decision`), per-record evidence, accuracies, cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jaxaudit.audit import decision as decision_lib
+from jaxaudit.audit.signals import compute_signals, default_views, query_views
+from jaxaudit.audit.target import Target
+from jaxaudit.audit.verifiers import VerifierSet, check_disjoint, get_verifiers
+from jaxaudit.data import AuditSplit, Dataset
+from jaxaudit.data.splits import split_hash, validate_split
+from jaxaudit.errors import AuditError
+from jaxaudit.train import Recipe, accuracy, predict_logits
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+  """Settings of one audit.
+
+  Attributes:
+    num_verifiers: K verification models (≥ 2).
+    subset_ratio: verifier subset size as a fraction of |Dr|, or a ladder of
+      ratios (the rung whose verifiers' D_ref accuracy is closest to Mu's is used).
+    views: ``auto`` (1-px shifts + noise for images, noise otherwise) or a tuple
+      of view names from ``jaxaudit.audit.signals.VIEWS``; ``('identity',)``
+      queries the exact records only.
+    flips: include horizontal flips in ``auto`` views (natural for CIFAR).
+    ref_sample: maximum size of the class-matched D_ref sample.
+    member_sample: records of Dr reserved as Mu's member reference.
+    test_sample: test records used for accuracies.
+    verifier_epochs: epochs of the verifiers (default: the original recipe's).
+    seed: seed of verifier subsets/keys, samples and noise.
+    test: the decision settings (α, FDR, power target, ...).
+  """
+  num_verifiers: int = 4
+  subset_ratio: float | tuple[float, ...] = 0.15
+  views: str | tuple[str, ...] = 'auto'
+  flips: bool = False
+  ref_sample: int = 2000
+  member_sample: int = 1000
+  test_sample: int = 2000
+  verifier_epochs: int | None = None
+  seed: int = 0
+  test: decision_lib.TestSettings = decision_lib.TestSettings()
+
+  def __post_init__(self):
+    if int(self.num_verifiers) < 2:
+      raise AuditError(f'the audit needs K >= 2 verification models, got {self.num_verifiers}')
+    ratios = self.ratios
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+      raise AuditError(f'subset_ratio must be in (0, 1), got {self.subset_ratio}')
+    if self.ref_sample < 2 or self.member_sample < 0 or self.test_sample < 1:
+      raise AuditError('ref_sample must be >= 2, member_sample >= 0, test_sample >= 1')
+
+  @property
+  def ratios(self) -> tuple[float, ...]:
+    r = self.subset_ratio
+    return tuple(float(v) for v in r) if isinstance(r, (tuple, list)) else (float(r),)
+
+
+@dataclasses.dataclass
+class AuditResult:
+  """Outcome of an audit; ``to_dict()`` is what report.json holds."""
+  decision: str
+  direction: str | None
+  p_value: float
+  effect_auc: float
+  effect_auc_ci: list[float]
+  forgetting_score: float
+  forgetting_score_ci: list[float]
+  power: float
+  flagged_records: list[int]
+  details: dict[str, Any]
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    details = d.pop('details')
+    d.update(details)
+    return d
+
+  def summary(self) -> str:
+    d = self.decision + (f' ({self.direction})' if self.direction else '')
+    fs = self.forgetting_score
+    return (f'{d}: p={self.p_value:.3g}, AUC(Du vs D_ref)={self.effect_auc:.3f} '
+            f'[{self.effect_auc_ci[0]:.3f}, {self.effect_auc_ci[1]:.3f}], '
+            f'forgetting score={fs:.2f}, power={self.power:.2f}, '
+            f'{len(self.flagged_records)} record(s) flagged')
+
+
+def _validate_request(dataset: Dataset, split: AuditSplit) -> None:
+  validate_split(split, dataset)
+  if len(split.forget) < 2:
+    raise AuditError(f'the audit needs at least 2 records in Du, got {len(split.forget)}')
+
+
+def _ensemble_logits(model, params, views_x: np.ndarray) -> np.ndarray:
+  """(A, n, ...) inputs -> (A, K, n, C) logits of a stacked ensemble."""
+  a, n = views_x.shape[:2]
+  flat = views_x.reshape((a * n,) + views_x.shape[2:])
+  lg = predict_logits(model, params, flat, ensemble=True)           # (K, A*n, C)
+  return np.transpose(lg.reshape(lg.shape[0], a, n, -1), (1, 0, 2, 3))
+
+
+def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model,
+          recipe: Recipe, settings: AuditSettings = AuditSettings(),
+          cache_dir: str | None = None, verifiers: VerifierSet | None = None,
+          log: Callable[[str], None] = lambda s: None) -> AuditResult:
+  """Decides whether ``target`` is ignorant of Du.
+
+  Args:
+    target: Mu (see :class:`Target`).
+    dataset: the data the split indexes.
+    split: the audit request (D, Du, Dr, D_ref, test).
+    verifier_model: Linen module for the verification models.
+    recipe: their training recipe (``settings.verifier_epochs`` overrides epochs).
+    settings: audit settings.
+    cache_dir: where verifier sets are cached (None: no cache).
+    verifiers: a ready VerifierSet (skips training; checked for disjointness).
+    log: progress printer.
+  Returns:
+    AuditResult.
+  """
+  t0 = time.time()
+  _validate_request(dataset, split)
+  if not isinstance(target, Target):
+    raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
+  if settings.verifier_epochs:
+    recipe = recipe.replace(epochs=int(settings.verifier_epochs))
+  x, y = dataset.x_train, dataset.y_train
+  views = default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
+      else tuple(settings.views)
+  if views[0] != 'identity':
+    raise AuditError(f"the first view must be 'identity', got {views}")
+  avail = target.available_views()
+  if avail is not None and set(views) - set(avail):
+    log(f'[audit] {target.name} answers views {avail} only; neighbour queries reduced')
+    views = tuple(v for v in views if v in avail)
+
+  # Verification models (one ensemble per rung of the ratio ladder).
+  models_trained = 0
+  candidates: list[VerifierSet] = []
+  if verifiers is not None:
+    check_disjoint(split, verifiers.subsets, verifiers.members)
+    candidates.append(verifiers)
+  else:
+    for ratio in settings.ratios:
+      vs = get_verifiers(verifier_model, dataset, split, recipe,
+                         num_verifiers=settings.num_verifiers, ratio=ratio,
+                         member_sample=settings.member_sample, seed=settings.seed,
+                         cache_dir=cache_dir, log=log)
+      models_trained += 0 if vs.from_cache else vs.num_models
+      candidates.append(vs)
+  verifier_train_s = sum(v.wall_time_s for v in candidates)
+
+  # Samples: class-matched D_ref, member reference, test.
+  ref_idx, ref_matched = decision_lib.class_matched_sample(
+      y[split.forget], split.ref, y[split.ref], settings.ref_sample, settings.seed)
+  rng = np.random.default_rng([settings.seed, 31])
+  test_idx = np.sort(rng.choice(split.test, min(settings.test_sample, len(split.test)),
+                                replace=False))
+
+  # Mu's logits on D_ref (exact view) choose the ladder rung.
+  xq_ref = query_views(x[ref_idx], ref_idx, views, seed=settings.seed)
+  tl_ref = target.logits(xq_ref, ref_idx, views, dataset.num_classes)
+  acc_target_ref = float(accuracy(tl_ref[0], y[ref_idx]))
+  chosen, vl_ref = None, None
+  for vs in candidates:
+    lg = _ensemble_logits(verifier_model, vs.params, xq_ref)
+    gap = abs(float(np.mean(accuracy(lg[0], y[ref_idx]))) - acc_target_ref)
+    if chosen is None or gap < chosen[0]:
+      chosen, vl_ref = (gap, vs), lg
+  vs = chosen[1]
+  members = vs.members
+  if len(members) >= 2:
+    mem_idx, mem_matched = decision_lib.class_matched_sample(
+        y[split.forget], members, y[members], settings.member_sample, settings.seed)
+  else:
+    mem_idx, mem_matched = members, False
+
+  # Query Du and members (all views), compute signals.
+  sets = {'ref': (ref_idx, xq_ref, tl_ref, vl_ref)}
+  for name, idx in (('forget', np.asarray(split.forget)), ('members', mem_idx)):
+    if len(idx) == 0:
+      continue
+    xq = query_views(x[idx], idx, views, seed=settings.seed)
+    sets[name] = (idx, xq, target.logits(xq, idx, views, dataset.num_classes),
+                  _ensemble_logits(verifier_model, vs.params, xq))
+  sig = {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in sets.items()}
+
+  # Accuracies of Mu and of the verifiers.
+  acc = {'target': {}, 'verifiers': {}}
+  for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
+    if key in sig:
+      acc['target'][name] = float(np.mean(sig[key].correct_target))
+      acc['verifiers'][name] = np.mean(sig[key].correct_verifiers, axis=1).tolist()
+  xt = dataset.x_test[test_idx][None]
+  try:
+    tl_test = target.logits(xt, test_idx, ('identity',), dataset.num_classes, test=True)[0]
+    acc['target']['test'] = float(accuracy(tl_test, dataset.y_test[test_idx]))
+  except AuditError as e:
+    if not target.is_table:
+      raise
+    log(f'[audit] no test accuracy for {target.name}: {e}')
+  vl_test = predict_logits(verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True)
+  acc['verifiers']['test'] = accuracy(vl_test, dataset.y_test[test_idx]).tolist()
+
+  res = decision_lib.ignorance_test(
+      sig['forget'].calibrated, sig['ref'].calibrated,
+      sig['members'].calibrated if 'members' in sig else None,
+      sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
+      settings.test, acc_target_ref=acc['target']['ref'],
+      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']))
+  flagged = np.asarray(split.forget)[np.asarray(res['per_record']['flagged'], bool)].tolist()
+  res['per_record']['indices'] = np.asarray(split.forget).tolist()
+
+  def _summ(s):   # per-set means of the raw signals, for the report
+    return dict(phi_target=float(s.phi_target[0].mean()),
+                phi_verifiers=float(s.phi_verifiers[0].mean()),
+                calibrated=float(s.calibrated[0].mean()),
+                loss_target=float(s.loss_target[0].mean()),
+                agreement=float(s.agreement[0].mean()), kl=float(s.kl[0].mean()))
+
+  wall = time.time() - t0
+  details = dict(
+      target=target.name, tests=res['tests'], alpha=settings.test.alpha,
+      rejected=res['rejected'], exact_inputs_masked=res['exact_inputs_masked'],
+      member_auc=res['member_auc'], power_target=res['power_target'],
+      reference_check=res['reference_check'], utility_collapse=res['utility_collapse'],
+      per_record=res['per_record'], accuracy=acc,
+      signals={k: _summ(s) for k, s in sig.items()},
+      scores={k: s.calibrated.tolist() for k, s in sig.items()},
+      sizes=dict(forget=len(split.forget), ref=len(ref_idx), members=len(mem_idx),
+                 test=len(test_idx)),
+      class_matched=dict(ref=ref_matched, members=mem_matched),
+      settings=dict(num_verifiers=settings.num_verifiers, subset_ratio=vs.ratio,
+                    ratio_ladder=list(settings.ratios), views=list(views),
+                    ref_sample=settings.ref_sample, member_sample=settings.member_sample,
+                    seed=settings.seed, verifier_recipe=recipe.to_dict(),
+                    test=dataclasses.asdict(settings.test)),
+      request=dict(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
+                   split_hash=split_hash(split)),
+      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
+                     subset_size=int(vs.subsets.shape[1])),
+      cost=dict(models_trained=models_trained, verifier_train_s=verifier_train_s,
+                wall_time_s=wall, queries=int(sum(len(i) for i, *_ in sets.values()) * len(views))))
+  return AuditResult(decision=res['decision'], direction=res['direction'], p_value=res['p_value'],
+                     effect_auc=res['effect_auc'], effect_auc_ci=res['effect_auc_ci'],
+                     forgetting_score=res['forgetting_score'],
+                     forgetting_score_ci=res['forgetting_score_ci'], power=res['power'],
+                     flagged_records=flagged, details=details)

@@ -1,0 +1,152 @@
+"""Verification models: K small models trained on random subsets of Dr.
+
+They are provably ignorant of Du (and of D_ref): their training subsets are
+drawn from Dr after reserving a *member sample* — records of Dr that no
+verifier sees, which serve as the "remembered" reference of the audited model.
+All K members train in one compiled program (:func:`jaxaudit.train.train_ensemble`)
+and are cached on disk keyed by everything that determines them, so auditing
+many targets for the same request trains them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from jaxaudit import checkpoint
+from jaxaudit.data import AuditSplit, Dataset
+from jaxaudit.data.splits import split_hash
+from jaxaudit.errors import AuditError
+from jaxaudit.train import Recipe, train_ensemble
+
+
+class VerifierSet(NamedTuple):
+  """K verification models.
+
+  Attributes:
+    params: stacked (K, ...) parameters.
+    subsets: (K, M) pool indices each verifier trained on (all in Dr).
+    members: (m,) pool indices of Dr that no verifier trained on.
+    ratio: subset size as a fraction of |Dr|.
+    cache_key: hex digest identifying this set.
+    wall_time_s: training time (0 when loaded from the cache).
+    from_cache: whether it was loaded from disk.
+  """
+  params: Any
+  subsets: np.ndarray
+  members: np.ndarray
+  ratio: float
+  cache_key: str
+  wall_time_s: float
+  from_cache: bool
+
+  @property
+  def num_models(self) -> int:
+    return int(self.subsets.shape[0])
+
+
+def plan_subsets(split: AuditSplit, *, num_verifiers: int, ratio: float, member_sample: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Draws the member sample and the K verifier subsets (pure in its arguments).
+
+  Returns:
+    (subsets (K, M) sorted pool indices, members (m,) sorted pool indices),
+    with every subset ⊂ Dr \\ members.
+  """
+  if num_verifiers < 2:
+    raise AuditError(f'the audit needs at least 2 verification models, got K={num_verifiers}')
+  if not 0 < ratio < 1:
+    raise AuditError(f'verifier subset ratio must be in (0, 1), got {ratio}')
+  retain = np.asarray(split.retain)
+  rng = np.random.default_rng([int(seed), 7919])
+  n_mem = int(min(member_sample, len(retain) // 4))
+  members = np.sort(rng.choice(retain, n_mem, replace=False)) if n_mem else np.zeros(0, np.int64)
+  pool = np.setdiff1d(retain, members)
+  m = int(round(ratio * len(retain)))
+  if m < 1 or m > len(pool):
+    raise AuditError(f'verifier subsets of {m} records cannot be drawn from the {len(pool)} '
+                     f'retained records left after the member sample; adjust ratio={ratio}')
+  subsets = np.stack([np.sort(rng.choice(pool, m, replace=False)) for _ in range(num_verifiers)])
+  return subsets.astype(np.int64), members.astype(np.int64)
+
+
+def check_disjoint(split: AuditSplit, subsets: np.ndarray, members: np.ndarray | None = None) -> None:
+  """Raises AuditError if verifier data touch Du or D_ref, or include members."""
+  used = np.unique(np.asarray(subsets).ravel())
+  for name, idx in (('Du (the forget set)', split.forget), ('D_ref (the reference set)', split.ref)):
+    both = np.intersect1d(used, idx)
+    if both.size:
+      raise AuditError(f'verification data overlap {name} in {both.size} record(s), e.g. '
+                       f'{both[:5].tolist()}; verifiers must never see them')
+  outside = np.setdiff1d(used, split.retain)
+  if outside.size:
+    raise AuditError(f'{outside.size} verifier record(s) lie outside Dr, e.g. {outside[:5].tolist()}')
+  if members is not None:
+    both = np.intersect1d(used, members)
+    if both.size:
+      raise AuditError(f'{both.size} member-reference record(s) were used to train verifiers')
+
+
+def cache_key(dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *, num_verifiers: int,
+              ratio: float, member_sample: int, seed: int) -> str:
+  """sha256 of everything that determines a verifier set."""
+  fields = dict(data=dataset.fingerprint, split=split_hash(split),
+                du=hashlib.sha256(np.asarray(split.forget, np.int64).tobytes()).hexdigest(),
+                model=type(model).__name__, model_cfg=repr(model), recipe=recipe.to_dict(),
+                k=num_verifiers, ratio=float(ratio), members=int(member_sample), seed=int(seed))
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
+                  num_verifiers: int = 4, ratio: float = 0.15, member_sample: int = 1000,
+                  seed: int = 0, cache_dir: str | None = None, model_meta: dict | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> VerifierSet:
+  """Trains (or loads from ``cache_dir``) K verification models.
+
+  Args:
+    model: Linen module of the verifiers (any architecture works: they are a
+      difficulty reference; the audited model's own architecture is best).
+    dataset, split: the audit request.
+    recipe: training recipe (the original's, possibly with fewer epochs).
+    num_verifiers: K ≥ 2.
+    ratio: subset size as a fraction of |Dr| (about 0.15).
+    member_sample: size of the member reference reserved from Dr.
+    seed: seed of the subsets and of the verifiers' keys.
+    cache_dir: directory of the cache (one checkpoint per key); None: no cache.
+    model_meta: extra metadata for the checkpoint (e.g. model name/kwargs).
+  Returns:
+    A VerifierSet.
+  """
+  subsets, members = plan_subsets(split, num_verifiers=num_verifiers, ratio=ratio,
+                                  member_sample=member_sample, seed=seed)
+  check_disjoint(split, subsets, members)
+  key = cache_key(dataset, split, model, recipe, num_verifiers=num_verifiers, ratio=ratio,
+                  member_sample=member_sample, seed=seed)
+  path = os.path.join(cache_dir, key) if cache_dir else None
+  if path and checkpoint.exists(path):
+    params, meta = checkpoint.load_checkpoint(path, expect=dict(verifier_key=key,
+                                                                 ensemble_size=num_verifiers))
+    log(f'[verifiers] loaded {num_verifiers} from cache {path}')
+    return VerifierSet(params, subsets, members, ratio, key, 0.0, True)
+  log(f'[verifiers] training K={num_verifiers} on {subsets.shape[1]} records each '
+      f'({100 * ratio:.0f}% of Dr), {recipe.epochs} epochs, one program')
+  t0 = time.time()
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(
+      np.arange(num_verifiers))
+  res = train_ensemble(model, dataset.x_train, dataset.y_train, subsets, keys, recipe)
+  params = jax.block_until_ready(res.params)
+  wall = time.time() - t0
+  log(f'[verifiers] trained in {wall:.1f}s')
+  if path:
+    meta = dict(model_meta or {})
+    meta.update(verifier_key=key, ensemble_size=num_verifiers, kind='verifiers', ratio=ratio,
+                dataset_fingerprint=dataset.fingerprint, split_hash=split_hash(split),
+                recipe=recipe.to_dict(), seed=int(seed), wall_time_s=wall)
+    checkpoint.save_checkpoint(path, params, meta)
+  return VerifierSet(params, subsets, members, ratio, key, wall, False)

@@ -1,0 +1,1 @@
+"""One module per CLI command; only the chosen command's flags are defined."""

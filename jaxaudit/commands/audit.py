@@ -1,0 +1,28 @@
+"""`jaxaudit audit`: is the unlearned model ignorant of Du?
+
+  jaxaudit audit --workdir=runs/demo --target=unlearned/finetune
+  jaxaudit audit --workdir=runs/demo --logits=mu_logits.npz        # black box
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from jaxaudit import pipeline
+from jaxaudit.commands import common
+
+common.define_config_and_workdir()
+flags.DEFINE_string('target', None, 'Checkpoint to audit: a name under WORKDIR/models '
+                    '(original, retrain, unlearned/METHOD) or a checkpoint path.')
+flags.DEFINE_string('logits', None, 'Black-box mode: .npz with `indices` (pool indices) and '
+                    '`logits` (n, C) of the audited model, optionally `test_indices`/`test_logits`.')
+flags.DEFINE_string('out', None, 'Report directory (default WORKDIR/audits/TARGET).')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+  result, out = pipeline.run_audit(FLAGS.config, FLAGS.workdir, target=FLAGS.target,
+                                   logits_file=FLAGS.logits, out_dir=FLAGS.out)
+  print(f'decision: {result.decision}' + (f' ({result.direction})' if result.direction else ''))

@@ -1,0 +1,20 @@
+"""`jaxaudit train`: train the original model (and the retrain reference)."""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from jaxaudit import pipeline
+from jaxaudit.commands import common
+
+common.define_config_and_workdir()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+  summary = pipeline.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print('summary: ' + json.dumps(summary, indent=1, default=str))

@@ -1,0 +1,319 @@
+"""Training one model or an ensemble of K models in one compiled program.
+
+Every member has its own PRNG key and its own training subset (an index array
+into the device-resident training pool, padded to a common length with a
+mask). One epoch of all K members is a single jitted XLA program: batches are
+gathered on the device and the steps run under ``lax.scan``, so there is no
+per-step host round trip. The Python loop only iterates over epochs (for
+progress reporting) and reuses the same compiled program each time.
+
+Members are batched either with ``jax.vmap`` (one program, the model axis
+vectorised) or with ``jax.lax.map`` (one program, members run one after the
+other). Which is faster depends on the backend and the model (vmapped
+convolutions become grouped convolutions, slow on CPU), so ``strategy='auto'``
+follows the measurements recorded in BUILD_NOTES.md (``experiments/bench_train.py``).
+
+Axis conventions: axis 0 of stacked params, subsets and keys is the model axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxaudit.errors import ConfigError, DataError
+from jaxaudit.models import init_params as _init_params
+from jaxaudit.models import make_apply_fn
+from jaxaudit.train.losses import masked_ce
+from jaxaudit.train.recipe import Recipe, learning_rate_at, make_base_optimizer
+
+Params = Any
+STRATEGIES = ('auto', 'vmap', 'map')
+
+
+class TrainResult(NamedTuple):
+  """Output of :func:`train_ensemble`.
+
+  Attributes:
+    params: stacked parameters, every leaf with a leading model axis (K, ...).
+    losses: (epochs, K) mean training loss of each member per epoch.
+  """
+  params: Params
+  losses: np.ndarray
+
+
+def member_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(init_key, data_key) derived from one member's key."""
+  return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
+
+def stack_subsets(subsets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Pads ragged index arrays to one length.
+
+  Args:
+    subsets: K int arrays of possibly different lengths.
+  Returns:
+    (indices (K, M) int32, mask (K, M) bool) with M the longest subset; padded
+    slots hold index 0 and mask False.
+  """
+  if len(subsets) == 0:
+    raise ConfigError('no training subsets given')
+  m = max(len(s) for s in subsets)
+  idx = np.zeros((len(subsets), m), np.int32)
+  mask = np.zeros((len(subsets), m), bool)
+  for k, s in enumerate(subsets):
+    idx[k, :len(s)] = np.asarray(s, np.int64)
+    mask[k, :len(s)] = True
+  return idx, mask
+
+
+def epoch_batches(key: jax.Array, subset: jnp.ndarray, mask: jnp.ndarray,
+                  batch_size: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Shuffles one member's subset into fixed-shape batches.
+
+  Args:
+    key: PRNG key of this epoch.
+    subset: (M,) int indices into the pool.
+    mask: (M,) bool, False for padding.
+    batch_size: B.
+  Returns:
+    (indices (S, B), weights (S, B) float32) with S = ceil(M / B); valid
+    records come first in random order, padding last with weight 0.
+  """
+  m = subset.shape[0]
+  steps = max(math.ceil(m / batch_size), 1)
+  # One draw per position, so the order of the valid records does not depend
+  # on how much padding follows them.
+  pos_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(m))
+  r = jax.vmap(lambda k: jax.random.uniform(k))(pos_keys)
+  r = jnp.where(mask, r, 2.0)
+  order = jnp.argsort(r)
+  pad = steps * batch_size - m
+  idx = jnp.pad(subset[order], (0, pad))
+  w = jnp.pad(mask[order].astype(jnp.float32), (0, pad))
+  return idx.reshape(steps, batch_size), w.reshape(steps, batch_size)
+
+
+def augment_images(key: jax.Array, x: jnp.ndarray, mode: str) -> jnp.ndarray:
+  """Random flips and/or ±2 px translations of a batch x (B, H, W, C)."""
+  if mode == 'none' or x.ndim != 4:
+    return x
+  kf, kc = jax.random.split(key)
+  if 'flip' in mode:
+    flip = jax.random.bernoulli(kf, 0.5, (x.shape[0], 1, 1, 1))
+    x = jnp.where(flip, x[:, :, ::-1, :], x)
+  if 'crop' in mode:
+    pad = 2
+    h, w = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+    offs = jax.random.randint(kc, (x.shape[0], 2), 0, 2 * pad + 1)
+    x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1])))(xp, offs)
+  return x
+
+
+def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, recipe: Recipe,
+                      carry, x, y, subset, mask, data_key, epoch):
+  """One epoch of one member: carry = (params, opt_state, t) -> (carry, mean loss).
+
+  ``t`` counts this member's live steps; its learning-rate schedule spans
+  ceil(|subset| / B) · epochs steps, so a padded member follows exactly the
+  schedule of a lone run on its own subset.
+  """
+  ekey = jax.random.fold_in(data_key, epoch)
+  idx, w = epoch_batches(ekey, subset, mask, recipe.batch_size)
+  n_valid = jnp.sum(mask)
+  total = (n_valid + recipe.batch_size - 1) // recipe.batch_size * recipe.epochs
+
+  def loss_fn(params, xb, yb, wb):
+    return masked_ce(apply_fn(params, xb), yb, wb, recipe.label_smoothing)
+
+  def step(carry, batch):
+    params, opt_state, t = carry
+    s, bi, bw = batch
+    xb = augment_images(jax.random.fold_in(ekey, s), x[bi], recipe.augment)
+    loss, grads = jax.value_and_grad(loss_fn)(params, xb, y[bi], bw)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    lr = learning_rate_at(recipe, t, total)
+    new_params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
+    live = jnp.sum(bw) > 0   # an all-padding batch leaves the state untouched
+    keep = lambda new, old: jnp.where(live, new, old)
+    params = jax.tree.map(keep, new_params, params)
+    opt_state = jax.tree.map(keep, new_opt, opt_state)
+    return (params, opt_state, t + live.astype(t.dtype)), (loss * jnp.sum(bw), jnp.sum(bw))
+
+  steps = jnp.arange(idx.shape[0])
+  carry, (lsum, wsum) = jax.lax.scan(step, carry, (steps, idx, w))
+  return carry, jnp.sum(lsum) / jnp.maximum(jnp.sum(wsum), 1.0)
+
+
+def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
+  """Maps fn over the model axis with vmap or lax.map (sequential)."""
+  if strategy == 'vmap':
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    mapped_args = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+    def body(margs):
+      it = iter(margs)
+      full = tuple(next(it) if ax == 0 else a for a, ax in zip(args, in_axes))
+      return fn(*full)
+    return jax.lax.map(body, mapped_args)
+
+  return mapped
+
+
+@functools.lru_cache(maxsize=64)
+def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: int,
+              input_shape: tuple[int, ...]):
+  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape)."""
+  apply_fn = make_apply_fn(model)
+  tx = make_base_optimizer(recipe)
+
+  def init_one(init_key):
+    return _init_params(model, init_key, input_shape)
+
+  def opt_init_one(params):
+    return tx.init(params), jnp.zeros((), jnp.int32)
+
+  epoch_one = functools.partial(_one_member_epoch, apply_fn, tx, recipe)
+  # args: carry, x, y, subset, mask, data_key, epoch
+  epoch_all = _batched(epoch_one, strategy, (0, None, None, 0, 0, 0, None))
+  init_all = _batched(init_one, strategy, (0,))
+  opt_init_all = _batched(opt_init_one, strategy, (0,))
+  return (jax.jit(init_all), jax.jit(opt_init_all),
+          jax.jit(epoch_all, donate_argnums=(0,)))
+
+
+def default_strategy(model: nn.Module, backend: str | None = None) -> str:
+  """The batching strategy chosen by measurement for this backend and model.
+
+  On accelerators the model axis is vectorised (``vmap``). On CPU the
+  benchmark (``experiments/bench_train.py``, BUILD_NOTES.md) found vmapped
+  convolutions slower than running members one after the other, and vmapped
+  dense layers faster; so convolutional models use ``map`` there.
+  """
+  backend = backend or jax.default_backend()
+  if backend != 'cpu':
+    return 'vmap'
+  return 'vmap' if type(model).__name__ == 'MLP' else 'map'
+
+
+def _check_inputs(x, y, subsets, masks, keys, input_shape):
+  if x.shape[0] != y.shape[0]:
+    raise DataError(f'x has {x.shape[0]} records but y has {y.shape[0]}')
+  if tuple(x.shape[1:]) != tuple(input_shape):
+    raise DataError(f'x records have shape {tuple(x.shape[1:])}, expected {tuple(input_shape)}')
+  if subsets.ndim != 2 or masks.shape != subsets.shape:
+    raise ConfigError(f'subsets must be (K, M) with a mask of the same shape; got '
+                      f'{subsets.shape} and {masks.shape}')
+  if keys.shape[0] != subsets.shape[0]:
+    raise ConfigError(f'{keys.shape[0]} keys for {subsets.shape[0]} subsets')
+  valid = subsets[masks]
+  if valid.size and (valid.min() < 0 or valid.max() >= x.shape[0]):
+    raise ConfigError(f'subset indices must lie in [0, {x.shape[0]}); '
+                      f'got range [{valid.min()}, {valid.max()}]')
+  empty = np.flatnonzero(masks.sum(1) == 0)
+  if empty.size:
+    raise ConfigError(f'training subset(s) {empty.tolist()} are empty')
+
+
+def as_keys(keys) -> jax.Array:
+  """Accepts typed keys (K,), raw uint32 keys (K, 2) or a list of ints (seeds)."""
+  if isinstance(keys, (list, tuple)) and keys and isinstance(keys[0], (int, np.integer)):
+    return jax.vmap(jax.random.key)(jnp.asarray(keys, jnp.uint32))
+  keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+  if not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    keys = jax.random.wrap_key_data(keys)
+  return keys
+
+
+def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
+                   subset_masks=None, init_params: Params | None = None,
+                   strategy: str = 'auto', input_shape: tuple[int, ...] | None = None,
+                   callback: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
+  """Trains K models, each on its own subset with its own key.
+
+  Args:
+    model: a Linen module (hashable; keys the compiled-program cache).
+    x: (N, *input_shape) float32 training pool (numpy or device array).
+    y: (N,) int labels.
+    subsets: (K, M) int indices into the pool, or a list of K ragged arrays.
+    keys: (K,) PRNG keys (or K integer seeds); member k uses keys[k] for its
+      initialisation and data order, so it equals a lone run with that key.
+    recipe: the training recipe.
+    subset_masks: (K, M) bool, False marks padding (default: all valid).
+    init_params: stacked (K, ...) parameters to start from (warm start);
+      default: fresh initialisation from each member's key.
+    strategy: ``vmap``, ``map`` or ``auto`` (see :func:`default_strategy`).
+    input_shape: shape of one record (default ``x.shape[1:]``).
+    callback: called after each epoch with (epoch, losses (K,)).
+  Returns:
+    TrainResult(params stacked (K, ...), losses (epochs, K)).
+  """
+  if strategy not in STRATEGIES:
+    raise ConfigError(f'unknown strategy {strategy!r}; choose one of {STRATEGIES}')
+  if strategy == 'auto':
+    strategy = default_strategy(model)
+  if isinstance(subsets, (list, tuple)):
+    subsets, auto_masks = stack_subsets(subsets)
+    subset_masks = auto_masks if subset_masks is None else subset_masks
+  subsets = np.asarray(subsets)
+  masks = np.ones(subsets.shape, bool) if subset_masks is None else np.asarray(subset_masks, bool)
+  keys = as_keys(keys)
+  input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
+  _check_inputs(x, y, subsets, masks, keys, input_shape)
+
+  steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
+  init_all, opt_init_all, epoch_all = _programs(model, recipe, strategy, steps, input_shape)
+  split = jax.vmap(member_keys)(keys)
+  init_keys, data_keys = split
+  params = init_all(init_keys) if init_params is None else jax.tree.map(jnp.array, init_params)
+  opt_state, t = opt_init_all(params)
+  carry = (params, opt_state, t)
+  x = jnp.asarray(x, jnp.float32)
+  y = jnp.asarray(y, jnp.int32)
+  subsets_d = jnp.asarray(subsets, jnp.int32)
+  masks_d = jnp.asarray(masks)
+  losses = []
+  for epoch in range(recipe.epochs):
+    carry, loss = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch))
+    if callback is not None:
+      loss = np.asarray(loss)
+      callback(epoch, loss)
+    losses.append(loss)
+  losses = np.stack([np.asarray(l) for l in losses]) if losses else np.zeros((0, subsets.shape[0]))
+  return TrainResult(carry[0], losses)
+
+
+def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,
+                init_params: Params | None = None, strategy: str = 'auto',
+                callback: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
+  """Trains one model on ``x[subset]``; returns unstacked params, losses (epochs,).
+
+  This is a K = 1 ensemble run with the same per-member program, so member k of
+  :func:`train_ensemble` (same key, subset, strategy) equals it.
+  """
+  subset = np.asarray(subset)
+  stacked_init = None if init_params is None else stack([init_params])
+  if isinstance(key, (int, np.integer)):
+    key = jax.random.key(int(key))
+  res = train_ensemble(model, x, y, subset[None], as_keys(jnp.asarray(key)[None]), recipe,
+                       init_params=stacked_init, strategy=strategy, callback=callback)
+  return TrainResult(jax.tree.map(lambda p: p[0], res.params), res.losses[:, 0])
+
+
+def unstack(params: Params, k: int) -> Params:
+  """Member k of stacked params."""
+  return jax.tree.map(lambda p: p[k], params)
+
+
+def stack(members: Sequence[Params]) -> Params:
+  """Stacks K single-model pytrees into (K, ...) leaves."""
+  return jax.tree.map(lambda *ps: jnp.stack(ps), *members)

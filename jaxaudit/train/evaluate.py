@@ -1,0 +1,68 @@
+"""Batched evaluation of one model or a stacked ensemble, in one compiled program.
+
+Records are padded to a multiple of the batch size and run under ``lax.map``
+so that every call with the same (N, batch size) reuses one program.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxaudit.models import make_apply_fn
+
+Params = Any
+
+
+@functools.lru_cache(maxsize=64)
+def _logits_program(model: nn.Module, batch_size: int, ensemble: bool, strategy: str):
+  apply_fn = make_apply_fn(model)
+
+  def one_model(params, xb):   # xb (S, B, ...) -> (S, B, C)
+    return jax.lax.map(lambda b: apply_fn(params, b), xb)
+
+  if ensemble:
+    fn = jax.vmap(one_model, in_axes=(0, None)) if strategy == 'vmap' else (
+        lambda params, xb: jax.lax.map(lambda p: one_model(p, xb), params))
+  else:
+    fn = one_model
+  return jax.jit(fn)
+
+
+def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512,
+                   ensemble: bool = False, strategy: str = 'auto') -> np.ndarray:
+  """Logits of one model or K stacked models.
+
+  Args:
+    model: the Linen module.
+    params: a single model's params, or stacked (K, ...) when ``ensemble``.
+    x: (N, *input_shape) inputs.
+    batch_size: records per step (the last batch is padded).
+    ensemble: whether params carry a leading model axis.
+    strategy: ``vmap`` / ``map`` over models (``auto``: as for training).
+  Returns:
+    float32 logits, (N, C) or (K, N, C), as a NumPy array.
+  """
+  from jaxaudit.train.ensemble import default_strategy  # avoid an import cycle
+  if strategy == 'auto':
+    strategy = default_strategy(model)
+  x = jnp.asarray(x, jnp.float32)
+  n = x.shape[0]
+  b = max(1, min(batch_size, n))
+  steps = max(math.ceil(n / b), 1)
+  xp = jnp.pad(x, ((0, steps * b - n),) + ((0, 0),) * (x.ndim - 1))
+  xb = xp.reshape((steps, b) + x.shape[1:])
+  out = _logits_program(model, b, ensemble, strategy)(params, xb)
+  out = out.reshape(out.shape[:-3] + (steps * b, out.shape[-1]))
+  return np.asarray(out[..., :n, :])
+
+
+def accuracy(logits, y) -> np.ndarray:
+  """Top-1 accuracy. logits (..., N, C), y (N,) -> (...)."""
+  return np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y), axis=-1)

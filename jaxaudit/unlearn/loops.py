@@ -1,0 +1,271 @@
+"""The shared inner loop of the optimisation-based unlearning methods.
+
+:func:`fit` trains one model for E epochs on one or more *streams* (index sets
+into the device-resident pool) with a custom per-batch loss. Like
+:mod:`jaxaudit.train.ensemble`, all E epochs are one jitted XLA program
+(``lax.scan`` over epochs of ``lax.scan`` over steps); batches are gathered on
+the device and have fixed shapes (the last batch of an epoch is padded and its
+padding carries weight 0).
+
+Streams: stream 0 leads (an epoch is one pass over it, ``ceil(M0 / B)``
+steps); every other stream is shuffled once per epoch and cycled, so each step
+sees one batch of every stream (e.g. a retain batch paired with a forget
+batch for NG+ and SCRUB).
+
+Losses are *values*: any hashable callable
+
+    ``loss(apply_fn, params, batches: tuple[Batch, ...], key, aux, info) -> ()``
+
+(typically a frozen dataclass holding its hyper-parameters, see
+:mod:`jaxaudit.unlearn.objectives`). Everything array-valued a loss needs
+(teacher params, per-record flags, class weights) travels in ``aux``, a pytree
+passed at run time, so compiled programs are cached by
+``functools.lru_cache`` on (model, loss, optimiser spec, steps, epochs) and a
+second call with the same shapes does not recompile. (The brief's
+``loss_fn(params, xb, yb, wb, key)`` is this signature with the model, the
+batch fields and the run-time arrays made explicit.)
+
+Keys: epoch e uses ``ekey = fold_in(key, e)``; stream j is shuffled with
+``fold_in(fold_in(ekey, 0), j)``; step s draws augmentation and loss
+randomness from ``fold_in(fold_in(ekey, 1), s)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxaudit.errors import ConfigError
+from jaxaudit.models import make_apply_fn
+from jaxaudit.train.ensemble import augment_images, epoch_batches
+from jaxaudit.train.recipe import Recipe, make_optimizer
+
+Params = Any
+
+
+class Batch(NamedTuple):
+  """One fixed-shape batch of one stream.
+
+  Attributes:
+    x: (B, *input_shape) inputs.
+    y: (B,) int32 labels (from the ``y`` given to :func:`fit`).
+    w: (B,) float32 weights: 1 for records, 0 for padding.
+    idx: (B,) int32 pool indices (to look up per-record arrays in ``aux``).
+  """
+  x: jax.Array
+  y: jax.Array
+  w: jax.Array
+  idx: jax.Array
+
+
+class StepInfo(NamedTuple):
+  """Where a step is. ``epoch``/``step`` are traced int32 scalars.
+
+  Attributes:
+    epoch: absolute epoch (``start_epoch`` + epochs run so far in this call).
+    step: step within the epoch.
+    epochs: total epochs of the optimiser spec (static int).
+    steps_per_epoch: static int.
+  """
+  epoch: jax.Array
+  step: jax.Array
+  epochs: int
+  steps_per_epoch: int
+
+
+class FitResult(NamedTuple):
+  """Output of :func:`fit`.
+
+  Attributes:
+    params: the trained params.
+    opt_state: optimiser state, to continue with ``start_epoch`` (same spec).
+    losses: (num_epochs,) mean loss of each epoch.
+  """
+  params: Params
+  opt_state: Any
+  losses: jax.Array
+
+
+LossFn = Callable[..., jax.Array]
+
+
+def make_spec(*, epochs: int, lr: float, batch_size: int, optimizer: str = 'sgd',
+              momentum: float = 0.9, weight_decay: float = 0.0,
+              schedule: str = 'cosine', augment: str = 'none') -> Recipe:
+  """The optimiser spec of an unlearning phase, as a (hashable) :class:`Recipe`.
+
+  Raises ConfigError (from Recipe) on invalid values.
+  """
+  return Recipe(optimizer=optimizer, learning_rate=float(lr), momentum=float(momentum),
+                weight_decay=float(weight_decay), schedule=schedule, epochs=int(epochs),
+                batch_size=int(batch_size), augment=augment)
+
+
+def steps_per_epoch(lead_size: int, batch_size: int) -> int:
+  """ceil(lead_size / batch_size), at least 1."""
+  return max(math.ceil(int(lead_size) / int(batch_size)), 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_epochs: int):
+  """The jitted E-epoch program for one (model, loss, spec, steps, epochs)."""
+  apply_fn = make_apply_fn(model)
+  tx = make_optimizer(spec, steps * spec.epochs)
+
+  def run(params, opt_state, x, y, streams, key, aux, scale, start_epoch):
+    def one_epoch(carry, e):
+      params, opt_state = carry
+      epoch = start_epoch + e
+      ekey = jax.random.fold_in(key, epoch)
+      skey = jax.random.fold_in(ekey, 0)
+      shuffled = [epoch_batches(jax.random.fold_in(skey, j), s, jnp.ones(s.shape, bool),
+                                spec.batch_size) for j, s in enumerate(streams)]
+
+      def step(carry, s):
+        params, opt_state = carry
+        k = jax.random.fold_in(jax.random.fold_in(ekey, 1), s)
+        batches = []
+        for j, (idx, w) in enumerate(shuffled):
+          row = s % idx.shape[0]
+          bi, bw = idx[row], w[row]
+          xb = augment_images(jax.random.fold_in(jax.random.fold_in(k, 0), j), x[bi],
+                              spec.augment)
+          batches.append(Batch(xb, y[bi], bw, bi))
+        info = StepInfo(epoch, s, spec.epochs, steps)
+        lkey = jax.random.fold_in(k, 1)
+        value, grads = jax.value_and_grad(
+            lambda p: loss(apply_fn, p, tuple(batches), lkey, aux, info))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        if scale is not None:
+          updates = jax.tree.map(lambda u, c: jnp.where(c == 0, jnp.zeros_like(u), u * c),
+                                 updates, scale)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state), value
+
+      (params, opt_state), values = jax.lax.scan(step, (params, opt_state),
+                                                 jnp.arange(steps))
+      return (params, opt_state), jnp.mean(values)
+
+    (params, opt_state), losses = jax.lax.scan(one_epoch, (params, opt_state),
+                                               jnp.arange(num_epochs))
+    return params, opt_state, losses
+
+  return jax.jit(run), jax.jit(tx.init)
+
+
+def _as_stream(s, n: int, name: str) -> jax.Array:
+  if isinstance(s, jax.core.Tracer):
+    return s
+  arr = np.asarray(s)
+  if arr.ndim != 1 or arr.size == 0:
+    raise ConfigError(f'{name} must be a non-empty 1-D index array, got shape {arr.shape}')
+  if arr.min() < 0 or arr.max() >= n:
+    raise ConfigError(f'{name} indices must lie in [0, {n}); got [{arr.min()}, {arr.max()}]')
+  return jnp.asarray(arr, jnp.int32)
+
+
+def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Array,
+        spec: Recipe, loss: LossFn, *, aux: Any = None, update_scale: Params | None = None,
+        opt_state: Any = None, start_epoch: int = 0,
+        num_epochs: int | None = None) -> FitResult:
+  """Trains ``params`` on the pool with a custom loss, one program for all epochs.
+
+  Args:
+    model: the Linen module (hashable: keys the program cache).
+    params: initial params of one model.
+    x: (N, *input_shape) float32 pool (device array).
+    y: (N,) int32 labels; pass relabelled targets here to override labels.
+    streams: one or more 1-D index arrays into the pool (non-empty); stream 0
+      leads, the others are cycled (see the module docstring). Indices may be
+      traced (e.g. a random subset drawn from the key) as long as the lengths
+      are static.
+    key: PRNG key of this phase.
+    spec: optimiser spec (:func:`make_spec`): optimizer, learning rate,
+      momentum, weight decay, schedule over ``spec.epochs`` epochs, batch size.
+    loss: a hashable loss ``loss(apply_fn, params, batches, key, aux, info)``.
+    aux: pytree of arrays the loss reads (teacher params, flags, ...).
+    update_scale: optional pytree like ``params``: every optimiser update is
+      multiplied by it elementwise, and entries equal to 0 are frozen exactly
+      (bit-identical). Scaling updates equals scaling gradients for SGD and
+      stays meaningful for Adam.
+    opt_state: optimiser state to continue from (default: fresh).
+    start_epoch: absolute index of the first epoch (keys, schedule position
+      via ``opt_state``, :class:`StepInfo`).
+    num_epochs: epochs to run now (default ``spec.epochs - start_epoch``).
+  Returns:
+    FitResult(params, opt_state, losses (num_epochs,)).
+  """
+  if num_epochs is None:
+    num_epochs = spec.epochs - start_epoch
+  if num_epochs < 0:
+    raise ConfigError(f'num_epochs must be >= 0, got {num_epochs}')
+  if not streams:
+    raise ConfigError('fit needs at least one stream of indices')
+  n = x.shape[0]
+  streams = tuple(_as_stream(s, n, f'stream {j}') for j, s in enumerate(streams))
+  if num_epochs == 0:
+    return FitResult(params, opt_state, jnp.zeros((0,), jnp.float32))
+  steps = steps_per_epoch(streams[0].shape[0], spec.batch_size)
+  program, opt_init = _fit_program(model, loss, spec, steps, int(num_epochs))
+  if opt_state is None:
+    opt_state = opt_init(params)
+  return FitResult(*program(params, opt_state, x, y, streams, key, aux, update_scale,
+                            jnp.int32(start_epoch)))
+
+
+@functools.lru_cache(maxsize=64)
+def _grad_program(model: nn.Module, loss: LossFn, batch_size: int):
+  apply_fn = make_apply_fn(model)
+
+  def run(params, x, y, idx, key, aux):
+    m = idx.shape[0]
+    steps = max(math.ceil(m / batch_size), 1)
+    pad = steps * batch_size - m
+    bidx = jnp.pad(idx, (0, pad)).reshape(steps, batch_size)
+    bw = jnp.pad(jnp.ones((m,), jnp.float32), (0, pad)).reshape(steps, batch_size)
+
+    def body(acc, s):
+      bi, w = bidx[s], bw[s]
+      info = StepInfo(jnp.int32(0), s, 1, steps)
+      g = jax.grad(lambda p: loss(apply_fn, p, (Batch(x[bi], y[bi], w, bi),),
+                                  jax.random.fold_in(key, s), aux, info))(params)
+      return jax.tree.map(lambda a, b: a + b * jnp.sum(w), acc, g), None
+
+    zero = jax.tree.map(jnp.zeros_like, params)
+    total, _ = jax.lax.scan(body, zero, jnp.arange(steps))
+    return jax.tree.map(lambda t: t / m, total)
+
+  return jax.jit(run)
+
+
+def mean_gradient(model: nn.Module, params: Params, x, y, indices, loss: LossFn, *,
+                  key: jax.Array | None = None, aux: Any = None,
+                  batch_size: int = 256) -> Params:
+  """Gradient of a (per-batch mean) loss averaged over a whole index set.
+
+  Batches are fixed-shape with zero-weight padding; each batch gradient is
+  weighted by its number of records, so for a masked-mean loss the result is
+  the exact gradient of the mean loss over ``x[indices]``.
+
+  Args:
+    model: the Linen module.
+    params: params of one model.
+    x: (N, ...) pool; y: (N,) labels.
+    indices: (M,) int indices (may be traced; M static).
+    loss: a hashable loss (see :func:`fit`); it sees one stream.
+    key: PRNG key for stochastic losses (default: key 0).
+    aux: arrays the loss reads.
+    batch_size: records per batch.
+  Returns:
+    A pytree like ``params``.
+  """
+  key = jax.random.key(0) if key is None else key
+  indices = _as_stream(indices, x.shape[0], 'indices')
+  return _grad_program(model, loss, int(batch_size))(params, x, y, indices, key, aux)
