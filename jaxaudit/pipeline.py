@@ -215,7 +215,7 @@ def audit_settings(config):
     views = ('identity',) if views in ('none', '', None) else tuple(v for v in views.split(','))
   return AuditSettings(
       num_verifiers=int(a.get('num_verifiers', 4)), subset_ratio=ratio, views=views,
-      flips=bool(a.get('flips', False)), ref_sample=int(a.get('ref_sample', 2000)),
+      flips=bool(a.get('flips', False)), ref_sample=int(a.get('ref_sample', 5000)),
       member_sample=int(a.get('member_sample', 1000)),
       test_sample=int(a.get('test_sample', 2000)),
       verifier_epochs=a.get('verifier_epochs'), seed=int(a.get('seed', config.seed)),
@@ -255,3 +255,52 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
   log(f'[audit] {tgt.name}: {result.summary()}')
   log(f'[audit] report: {os.path.join(out, "report.md")}')
   return result, out
+
+
+def _method_key(config, name: str) -> jax.Array:
+  import zlib
+  return jax.random.fold_in(role_key(config, KEY_UNLEARN), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, *,
+                out_name: str | None = None, log: Callable[[str], None] = log_to_stdout
+                ) -> dict[str, Any]:
+  """Unlearns Du from WORKDIR/models/original with ``method``; saves Mu.
+
+  The checkpoint goes to WORKDIR/models/unlearned/OUT_NAME (default: the
+  method name) with the method, its hyper-parameters and its wall time in
+  the metadata. An existing checkpoint with the same method and
+  hyper-parameters is reused.
+
+  Returns:
+    dict(method, hparams, path, wall_time_s, accuracy).
+  """
+  from jaxaudit import unlearn as unlearn_lib
+  meth = unlearn_lib.get_method(method, **(hparams or {}))   # validates before any compilation
+  dataset, split = prepare(config, workdir, log)
+  hp = {k: list(v) if isinstance(v, tuple) else v for k, v in meth.hparams.items()}
+  path = os.path.join(workdir, 'models', 'unlearned', out_name or method)
+  if checkpoint.exists(path):
+    meta = checkpoint.load_meta(path)
+    if meta.get('method') == method and meta.get('hparams') == hp:
+      checkpoint.check_meta(meta, expected_meta(config, dataset, split), path)
+      log(f'[unlearn] reusing {path}')
+      return dict(method=method, hparams=hp, path=path, wall_time_s=meta.get('wall_time_s'),
+                  accuracy=meta.get('accuracy'))
+  orig = os.path.join(workdir, 'models', 'original')
+  if not checkpoint.exists(orig):
+    raise ConfigError(f'no original model at {orig}: run `jaxaudit train --workdir={workdir}` first')
+  model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
+  data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config))
+  log(f'[unlearn] {method} ({meth.family}) with {hp}')
+  t0 = time.time()
+  new = jax.block_until_ready(meth.fn(params, model, data, _method_key(config, method)))
+  wall = time.time() - t0
+  if meth.output == 'ensemble':
+    raise ConfigError(f'{method} returns a shard ensemble; audit it through the SISA API')
+  accs = evaluate_sets(model, new, dataset, split)
+  checkpoint.save_checkpoint(path, new, checkpoint_meta(
+      config, dataset, split, 'unlearned', method=method, family=meth.family, hparams=hp,
+      wall_time_s=wall, accuracy=accs))
+  log(f'[unlearn] {method} done in {wall:.1f}s: {format_accs(accs)}')
+  return dict(method=method, hparams=hp, path=path, wall_time_s=wall, accuracy=accs)

@@ -57,6 +57,7 @@ class TestSettings:
     n_boot: bootstrap resamples for the forgetting-score interval.
     seed: bootstrap seed.
   """
+  __test__ = False   # not a pytest test class
   alpha: float = 0.05
   fdr: float = 0.05
   power_target: float = 0.8

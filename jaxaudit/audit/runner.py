@@ -50,7 +50,7 @@ class AuditSettings:
   subset_ratio: float | tuple[float, ...] = 0.15
   views: str | tuple[str, ...] = 'auto'
   flips: bool = False
-  ref_sample: int = 2000
+  ref_sample: int = 5000
   member_sample: int = 1000
   test_sample: int = 2000
   verifier_epochs: int | None = None

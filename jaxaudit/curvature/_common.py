@@ -195,6 +195,8 @@ def check_label_range(y: Any, num_classes: int) -> None:
 
 def check_mask(mask: Any, n: int) -> jax.Array:
   """Validates an (N,) bool/float weight vector and returns it as floats."""
+  if isinstance(mask, (list, tuple)):
+    mask = np.asarray(mask)
   if jnp.shape(mask) != (n,):
     raise ConfigError(f'mask must have shape ({n},) to match x, got {jnp.shape(mask)}.')
   dtype = jnp.result_type(mask)

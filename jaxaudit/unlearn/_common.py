@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,21 @@ def check_nonneg(**values) -> None:
       raise ConfigError(f'{k} must be >= 0, got {v}')
 
 
+@functools.lru_cache(maxsize=None)
+def _jit(fn: Callable, static: tuple) -> Callable:
+  return jax.jit(functools.partial(fn, **dict(static)) if static else fn)
+
+
+def jit_apply(fn: Callable, *args, **static):
+  """``fn(*args, **static)`` through a jitted program cached on (fn, static values).
+
+  Method pre/post-processing (masks, re-initialisation, noise) runs this way as
+  one compiled program instead of many eagerly compiled primitives; ``static``
+  values must be hashable (model, floats, ints, strings, tuples).
+  """
+  return _jit(fn, tuple(sorted(static.items())))(*args)
+
+
 def pool(data):
   """(x, y) of the pool as device arrays."""
   return jnp.asarray(data.x, jnp.float32), jnp.asarray(data.y, jnp.int32)
@@ -65,18 +81,25 @@ def idx(a) -> jax.Array:
 
 
 def union(data) -> jax.Array:
-  """Dr ∪ Df as one (Mr + Mf,) index array (retain first)."""
-  return jnp.concatenate([idx(data.retain), idx(data.forget)])
+  """Dr ∪ Df as one (Mr + Mf,) index array (retain first; built on the host)."""
+  return jnp.asarray(np.concatenate([np.asarray(data.retain), np.asarray(data.forget)]),
+                     jnp.int32)
 
 
 def forget_flags(data) -> jax.Array:
-  """(N,) bool, True on the forget set."""
-  return jnp.zeros((data.x.shape[0],), bool).at[idx(data.forget)].set(True)
+  """(N,) bool, True on the forget set (built on the host)."""
+  flags = np.zeros((data.x.shape[0],), bool)
+  flags[np.asarray(data.forget)] = True
+  return jnp.asarray(flags)
+
+
+def _init(key, *, model, input_shape):
+  return init_params(model, key, input_shape)
 
 
 def fresh_params(model, key: jax.Array, data) -> Params:
-  """A fresh initialisation of ``model`` (same initialisers as the original)."""
-  return init_params(model, key, tuple(data.input_shape))
+  """A fresh initialisation of ``model`` (same initialisers as the original), jitted."""
+  return jit_apply(_init, key, model=model, input_shape=tuple(data.input_shape))
 
 
 def finetune(model, params, data, key, spec, *, update_scale=None, loss=None) -> Params:

@@ -21,7 +21,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxaudit.errors import ConfigError
 from jaxaudit.unlearn import _common as C
 from jaxaudit.unlearn import loops, paramtree
 from jaxaudit.unlearn.base import register
@@ -58,6 +60,18 @@ def msg_update_scale(mask, selected, others_scale: float = 0.1):
       mask, selected)
 
 
+def _random_subset(key, indices, *, size):
+  return jax.random.permutation(key, indices)[:size]
+
+
+def _msg_prepare(params, fresh, g_r, g_f, *, fraction, others):
+  """Re-initialises MSG's masked weights; returns (params, update scale)."""
+  g = jax.tree.map(jnp.subtract, g_r, g_f)
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  mask = msg_reinit_mask(g, fraction, selected)
+  return jax.tree.map(jnp.where, mask, fresh, params), msg_update_scale(mask, selected, others)
+
+
 @register('msg', FAMILY, dict(C.FT_DEFAULTS, epochs=5, lr=0.02, reinit_fraction=0.3,
                               others_scale=0.1))
 def msg(**hp):
@@ -76,18 +90,15 @@ def msg(**hp):
 
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
-    forget = C.idx(data.forget)
-    sub = jax.random.permutation(jax.random.fold_in(key, 0), C.idx(data.retain))
-    sub = sub[:min(forget.shape[0], sub.shape[0])]
+    forget, retain = C.idx(data.forget), C.idx(data.retain)
+    sub = C.jit_apply(_random_subset, jax.random.fold_in(key, 0), retain,
+                      size=min(forget.shape[0], retain.shape[0]))
     ce = CrossEntropy()
     g_r = loops.mean_gradient(model, params, x, y, sub, ce, batch_size=spec.batch_size)
     g_f = loops.mean_gradient(model, params, x, y, forget, ce, batch_size=spec.batch_size)
-    g = jax.tree.map(jnp.subtract, g_r, g_f)
-    selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
-    mask = msg_reinit_mask(g, frac, selected)
     fresh = C.fresh_params(model, jax.random.fold_in(key, 1), data)
-    params = jax.tree.map(jnp.where, mask, fresh, params)
-    scale = msg_update_scale(mask, selected, others)
+    params, scale = C.jit_apply(_msg_prepare, params, fresh, g_r, g_f, fraction=float(frac),
+                                others=others)
     return C.finetune(model, params, data, jax.random.fold_in(key, 2), spec,
                       update_scale=scale)
 
@@ -107,7 +118,9 @@ def ct(**hp):
   spec = C.spec_from(hp)
 
   def unlearn(params, model, data, key):
-    params = paramtree.transpose_conv_kernels(params)
+    if not paramtree.has_conv(params):
+      paramtree.transpose_conv_kernels(params)  # raises the ConfigError
+    params = C.jit_apply(paramtree.transpose_conv_kernels, params)
     return C.finetune(model, params, data, key, spec)
 
   return unlearn
@@ -170,6 +183,11 @@ def add_noise(params, key: jax.Array, std: float, selected):
   return jax.tree.unflatten(treedef, out)
 
 
+def _noise_features(params, key, *, std):
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  return add_noise(params, key, std, selected)
+
+
 @register('cfw', FAMILY, dict(C.FT_DEFAULTS, epochs=4, lr=0.02, noise_std=0.6,
                               final_noise_std=0.005))
 def cfw(**hp):
@@ -186,8 +204,7 @@ def cfw(**hp):
 
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
-    selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
-    params = add_noise(params, jax.random.fold_in(key, 0), std0, selected)
+    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 0), std=std0)
     aux = {'class_weights': C.balanced_class_weights(data)}
     stream = [C.idx(data.retain)]
     k = jax.random.fold_in(key, 2)
@@ -195,7 +212,7 @@ def cfw(**hp):
       return loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(), aux=aux).params
     params, state, _ = loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(),
                                  aux=aux, num_epochs=epochs - 1)
-    params = add_noise(params, jax.random.fold_in(key, 1), std1, selected)
+    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 1), std=std1)
     return loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(), aux=aux,
                      opt_state=state, start_epoch=epochs - 1, num_epochs=1).params
 
@@ -247,6 +264,15 @@ def prune_reinit(params, key: jax.Array, amount: float):
   return jax.tree.unflatten(treedef, out), mask
 
 
+def _prune_only(params, key, *, amount):
+  return prune_reinit(params, key, amount)[0]
+
+
+def _quantise(params):
+  """float16 round trip of every leaf."""
+  return jax.tree.map(lambda p: p.astype(jnp.float16).astype(p.dtype), params)
+
+
 @register('prmq', FAMILY, dict(C.FT_DEFAULTS, epochs=3, lr=0.02, weight_decay=5e-4,
                                schedule='constant', prune_amount=0.99))
 def prmq(**hp):
@@ -263,11 +289,11 @@ def prmq(**hp):
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
     teacher = params
-    params, _ = prune_reinit(params, jax.random.fold_in(key, 0), float(amount))
+    params = C.jit_apply(_prune_only, params, jax.random.fold_in(key, 0), amount=float(amount))
     aux = {'teacher': teacher, 'class_weights': C.power_class_weights(data, -0.1)}
     params = loops.fit(model, params, x, y, [C.idx(data.retain)], jax.random.fold_in(key, 1),
                        spec, EntropyMatchCE(), aux=aux).params
-    return jax.tree.map(lambda p: p.astype(jnp.float16).astype(p.dtype), params)
+    return C.jit_apply(_quantise, params)
 
   return unlearn
 
@@ -304,7 +330,7 @@ def kde(**hp):
     if data.val_x is not None:
       vx = jnp.asarray(data.val_x, jnp.float32)
       vy = jnp.asarray(data.val_y, jnp.int32)
-      params = loops.fit(model, params, vx, vy, [jnp.arange(vx.shape[0], dtype=jnp.int32)],
+      params = loops.fit(model, params, vx, vy, [np.arange(vx.shape[0], dtype=np.int32)],
                          jax.random.fold_in(key, 1), warm_spec, warm_loss, aux=aux).params
     else:
       params = loops.fit(model, params, x, y, [C.idx(data.retain)], jax.random.fold_in(key, 1),
@@ -322,6 +348,25 @@ def _normalisation_leaves(params):
   """Python-bool pytree: leaves outside conv/dense layers (normalisation scales/biases)."""
   sel = prunable(params)
   return jax.tree.map(lambda s: not s, sel)
+
+
+def _rni_perturb(params, key, *, fraction, ratio, std):
+  """One RNI epoch's draw: (params with noise on some drawn leaves, update scale)."""
+  leaves, treedef = jax.tree.flatten(params)
+  always = jax.tree.leaves(_normalisation_leaves(params))
+  cand = [i for i, a in enumerate(always) if not a]
+  n_sel = max(1, int(round(fraction * len(cand))))
+  n_noise = int(round(ratio * n_sel))
+  order = jax.random.permutation(jax.random.fold_in(key, 0), jnp.asarray(cand, jnp.int32))
+  chosen = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_sel]].set(1.0)
+  noisy = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_noise]].set(1.0)
+  if std and n_noise:
+    nkeys = C.subkeys(jax.random.fold_in(key, 1), len(leaves))
+    leaves = [p + noisy[i] * std * jax.random.normal(nkeys[i], p.shape, p.dtype)
+              for i, p in enumerate(leaves)]
+  scale = [jnp.ones(p.shape, jnp.float32) if always[i] else jnp.broadcast_to(chosen[i], p.shape)
+           for i, p in enumerate(leaves)]
+  return jax.tree.unflatten(treedef, leaves), jax.tree.unflatten(treedef, scale)
 
 
 @register('rni', FAMILY,
@@ -344,7 +389,6 @@ def rni(**hp):
                  fine_epochs=hp['fine_epochs'])
   epochs, fine = int(hp['epochs']), int(hp['fine_epochs'])
   if fine > epochs:
-    from jaxaudit.errors import ConfigError
     raise ConfigError(f'fine_epochs ({fine}) must be <= epochs ({epochs})')
   spec = C.spec_from(hp)
   fine_spec = C.spec_from(hp, 'fine_', epochs=max(fine, 1))
@@ -357,26 +401,10 @@ def rni(**hp):
     names = paramtree.blocks(params)
     fresh = C.fresh_params(model, jax.random.fold_in(key, 0), data)
     params = paramtree.replace_blocks(params, fresh, {names[-1]})
-    leaves, treedef = jax.tree.flatten(params)
-    always = jax.tree.leaves(_normalisation_leaves(params))
-    cand = [i for i, a in enumerate(always) if not a]
-    n_sel = max(1, int(round(frac * len(cand))))
-    n_noise = int(round(ratio * n_sel))
-    cand_arr = jnp.asarray(cand, jnp.int32)
     for e in range(epochs - fine):
       ke = jax.random.fold_in(key, 100 + e)
-      order = jax.random.permutation(jax.random.fold_in(ke, 0), cand_arr)
-      chosen = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_sel]].set(1.0)
-      noisy = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_noise]].set(1.0)
-      leaves = jax.tree.leaves(params)
-      if e >= reset_epochs and n_noise:
-        nkeys = C.subkeys(jax.random.fold_in(ke, 1), len(leaves))
-        leaves = [p + noisy[i] * std * jax.random.normal(nkeys[i], p.shape, p.dtype)
-                  for i, p in enumerate(leaves)]
-      params = jax.tree.unflatten(treedef, leaves)
-      scale = jax.tree.unflatten(treedef, [
-          jnp.ones(p.shape, jnp.float32) if always[i]
-          else jnp.broadcast_to(chosen[i], p.shape) for i, p in enumerate(leaves)])
+      params, scale = C.jit_apply(_rni_perturb, params, ke, fraction=frac, ratio=ratio,
+                                  std=std if e >= reset_epochs else 0.0)
       params = loops.fit(model, params, x, y, retain, jax.random.fold_in(ke, 2), spec,
                          CrossEntropy(), update_scale=scale, start_epoch=e,
                          num_epochs=1).params

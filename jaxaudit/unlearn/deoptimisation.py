@@ -15,7 +15,7 @@ from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import CrossEntropy, NegGradPlus
 
 FAMILY = 'de-optimisation'
-GA_DEFAULTS = dict(C.FT_DEFAULTS, epochs=3, lr=0.005, batch_size=32, weight_decay=0.0)
+GA_DEFAULTS = dict(C.FT_DEFAULTS, epochs=5, lr=0.01, batch_size=32, weight_decay=0.0)
 
 
 def _ascent(model, params, data, key, spec):
@@ -37,7 +37,7 @@ def gradient_ascent(**hp):
 
 @register('ga_finetune', FAMILY,
           dict(batch_size=32, momentum=0.9, weight_decay=0.0, optimizer='sgd',
-               schedule='cosine', ga_epochs=3, ga_lr=0.005, ft_epochs=3, ft_lr=0.02))
+               schedule='cosine', ga_epochs=5, ga_lr=0.01, ft_epochs=3, ft_lr=0.02))
 def ga_finetune(**hp):
   """GA + FT: gradient ascent on Df (``ga_epochs`` at ``ga_lr``, key ``fold_in(key, 0)``)
   then CE fine-tuning on Dr (``ft_epochs`` at ``ft_lr``, key ``fold_in(key, 1)``)."""

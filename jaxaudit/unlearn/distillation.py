@@ -13,6 +13,11 @@ from jaxaudit.unlearn.objectives import BadTeacherKL, Scrub
 FAMILY = 'distillation'
 
 
+def _teaching_set(key, retain, forget, *, size):
+  """A random ``size`` records of Dr followed by all of Df."""
+  return jnp.concatenate([jax.random.permutation(key, retain)[:size], forget])
+
+
 @register('bad_teacher', FAMILY,
           dict(epochs=2, lr=1e-3, batch_size=64, optimizer='adam', momentum=0.9,
                weight_decay=0.0, schedule='constant', retain_fraction=0.3, temperature=1.0))
@@ -32,8 +37,8 @@ def bad_teacher(**hp):
     x, y = C.pool(data)
     retain = C.idx(data.retain)
     m = max(1, int(round(frac * retain.shape[0])))
-    part = jax.random.permutation(jax.random.fold_in(key, 0), retain)[:m]
-    stream = jnp.concatenate([part, C.idx(data.forget)])
+    stream = C.jit_apply(_teaching_set, jax.random.fold_in(key, 0), retain,
+                         C.idx(data.forget), size=m)
     aux = {'good': params, 'bad': C.fresh_params(model, jax.random.fold_in(key, 1), data),
            'is_forget': C.forget_flags(data)}
     return loops.fit(model, params, x, y, [stream], jax.random.fold_in(key, 2), spec, loss,

@@ -157,7 +157,13 @@ def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_e
                                                jnp.arange(num_epochs))
     return params, opt_state, losses
 
-  return jax.jit(run), jax.jit(tx.init)
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=64)
+def _opt_init_program(spec: Recipe, steps: int):
+  """The jitted optimiser-state initialiser of one (spec, steps) (shared by all losses)."""
+  return jax.jit(make_optimizer(spec, steps * spec.epochs).init)
 
 
 def _as_stream(s, n: int, name: str) -> jax.Array:
@@ -213,9 +219,9 @@ def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Arra
   if num_epochs == 0:
     return FitResult(params, opt_state, jnp.zeros((0,), jnp.float32))
   steps = steps_per_epoch(streams[0].shape[0], spec.batch_size)
-  program, opt_init = _fit_program(model, loss, spec, steps, int(num_epochs))
+  program = _fit_program(model, loss, spec, steps, int(num_epochs))
   if opt_state is None:
-    opt_state = opt_init(params)
+    opt_state = _opt_init_program(spec, steps)(params)
   return FitResult(*program(params, opt_state, x, y, streams, key, aux, update_scale,
                             jnp.int32(start_epoch)))
 

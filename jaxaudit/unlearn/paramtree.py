@@ -58,10 +58,13 @@ def last_blocks(params: Params, k: int) -> list[str]:
 
 
 def block_scale(params: Params, names, inside: float = 1.0, outside: float = 0.0) -> Params:
-  """A pytree like ``params`` holding ``inside`` on the named blocks, ``outside`` elsewhere."""
+  """A pytree like ``params`` holding ``inside`` on the named blocks, ``outside`` elsewhere.
+
+  The leaves are host (NumPy) float32 arrays: building them compiles nothing.
+  """
   names = set(names)
   return {b: jax.tree.map(lambda p, v=(inside if b in names else outside):
-                          jnp.full(p.shape, v, jnp.float32), sub)
+                          np.full(np.shape(p), v, np.float32), sub)
           for b, sub in params.items()}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -14,6 +16,7 @@ FAMILY = 'relabelling'
 RL_DEFAULTS = dict(C.FT_DEFAULTS, epochs=3, lr=0.01, use_retain=True)
 
 
+@functools.partial(jax.jit, static_argnames='num_classes')
 def relabel_targets(key: jax.Array, y: jax.Array, forget: jax.Array,
                     num_classes: int) -> jax.Array:
   """Labels of the pool with every forget record relabelled to a random wrong class.
@@ -98,6 +101,10 @@ def saliency_mask(grads, fraction: float):
   return paramtree.top_fraction_mask(jax.tree.map(jnp.abs, grads), fraction, largest=True)
 
 
+def _saliency_scale(grads, *, fraction):
+  return jax.tree.map(lambda m: m.astype(jnp.float32), saliency_mask(grads, fraction))
+
+
 @register('salun', FAMILY, dict(RL_DEFAULTS, fraction=0.5))
 def salun(**hp):
   """SalUn (Fan et al. 2024): saliency mask m = top ``fraction`` of |∇ CE(Df; θ0)| over
@@ -113,7 +120,7 @@ def salun(**hp):
     x, y = C.pool(data)
     g = loops.mean_gradient(model, params, x, y, C.idx(data.forget), CrossEntropy(),
                             batch_size=spec.batch_size)
-    scale = jax.tree.map(lambda m: m.astype(jnp.float32), saliency_mask(g, fraction))
+    scale = C.jit_apply(_saliency_scale, g, fraction=float(fraction))
     return _relabel_train(model, params, data, key, spec, use_retain, update_scale=scale)
 
   return unlearn

@@ -1,0 +1,36 @@
+"""`jaxaudit unlearn`: run an unlearning method on WORKDIR's original model.
+
+  jaxaudit unlearn --workdir=runs/demo --method=finetune --hparam=epochs=3
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from jaxaudit import pipeline
+from jaxaudit.commands import common
+from jaxaudit.errors import ConfigError
+
+common.define_config_and_workdir()
+flags.DEFINE_string('method', None, 'Unlearning method (see `jaxaudit methods`).', required=True)
+flags.DEFINE_multi_string('hparam', [], 'Hyper-parameter override NAME=VALUE (repeatable).')
+flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (default: the method).')
+FLAGS = flags.FLAGS
+
+
+def parse_hparams(items) -> dict:
+  out = {}
+  for item in items:
+    if '=' not in item:
+      raise ConfigError(f'--hparam expects NAME=VALUE, got {item!r}')
+    k, v = item.split('=', 1)
+    out[k.strip()] = v.strip()
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+  res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method,
+                             parse_hparams(FLAGS.hparam), out_name=FLAGS.name)
+  print(f'saved {res["path"]}')

@@ -1,0 +1,115 @@
+"""The ignorance test on synthetic scores: calibrated under H0, powerful under H1."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from jaxaudit.audit.decision import (TestSettings, class_matched_sample, forgetting_score,
+                                     ignorance_test)
+from jaxaudit.errors import AuditError
+
+FAST = TestSettings(n_boot=50)
+
+
+def _null_draw(rng, n_du=60, n_ref=90, n_mem=80, views=3):
+  """Exchangeable Du and D_ref: one population split at random."""
+  pop = rng.normal(size=(views, n_du + n_ref)) + rng.normal(size=(1, n_du + n_ref))
+  ver = rng.normal(size=n_du + n_ref)
+  mem = rng.normal(size=(views, n_mem)) + 1.0
+  return pop[:, :n_du], pop[:, n_du:], mem, ver[:n_du], ver[n_du:]
+
+
+def test_p_values_uniform_under_exchangeable_null():
+  rng = np.random.default_rng(0)
+  p = np.array([ignorance_test(*_null_draw(rng), FAST)['tests']['exact']['p_value']
+                for _ in range(400)])
+  assert sps.kstest(p, 'uniform').pvalue > 0.01
+  # The combined decision's false-alarm rate is at most alpha (Bonferroni).
+  rej = [ignorance_test(*_null_draw(rng), FAST)['rejected'] for _ in range(400)]
+  k = int(np.sum(rej))
+  assert sps.binomtest(k, 400, 0.05, alternative='greater').pvalue > 0.01, k
+
+
+def test_remembered_and_damaged_directions():
+  rng = np.random.default_rng(1)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
+  r = ignorance_test(du + 0.8, ref, mem, vdu, vref, FAST)
+  assert r['decision'] == 'not_forgotten' and r['direction'] == 'remembers'
+  assert r['effect_auc'] > 0.6 and r['forgetting_score'] < 0.8
+  r = ignorance_test(du - 0.8, ref, mem, vdu, vref, FAST)
+  assert r['decision'] == 'not_forgotten' and r['direction'] == 'damaged'
+  assert r['effect_auc'] < 0.4 and r['forgetting_score'] > 1.0
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST)
+  assert r['decision'] == 'forgotten' and r['power'] >= 0.8
+
+
+def test_masking_is_detected_as_remembering():
+  """Exact inputs suppressed, neighbours still familiar: the fake of output masking."""
+  rng = np.random.default_rng(2)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
+  du = du.copy()
+  du[0] -= 1.0      # exact view masked
+  du[1:] += 1.0     # neighbours remembered
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST)
+  assert r['decision'] == 'not_forgotten'
+  assert r['direction'] == 'remembers' and r['exact_inputs_masked']
+
+
+def test_inconclusive_without_power_and_invalid_reference():
+  rng = np.random.default_rng(3)
+  du, ref, _, vdu, vref = _null_draw(rng, n_du=30, n_ref=30)
+  weak_members = rng.normal(size=(3, 40)) + 0.05
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST)
+  assert r['decision'] == 'inconclusive' and r['power'] < 0.8
+  r = ignorance_test(du, ref, None, vdu, vref, FAST)
+  assert r['decision'] == 'inconclusive'
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
+  r = ignorance_test(du, ref, mem, vdu + 1.0, vref, FAST)   # verifiers see Du differently
+  assert r['decision'] == 'invalid_reference' and not r['reference_check']['ok']
+
+
+def test_collapse_flag():
+  rng = np.random.default_rng(4)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST, acc_target_ref=0.3,
+                     acc_verifiers_ref=np.array([0.9, 0.88]))
+  assert r['utility_collapse'] and r['decision'] == 'not_forgotten' and r['direction'] == 'collapse'
+
+
+def test_per_record_evidence_finds_planted_leaks():
+  rng = np.random.default_rng(5)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=100, n_ref=2000)
+  du = du.copy()
+  du[:, :10] += 10.0
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST)
+  flagged = np.flatnonzero(r['per_record']['flagged'])
+  assert set(range(10)) <= set(flagged.tolist()) and len(flagged) <= 13
+
+
+def test_forgetting_score_anchors():
+  rng = np.random.default_rng(6)
+  ref = rng.normal(size=5000)
+  mem = rng.normal(size=5000) + 1.0
+  assert abs(forgetting_score(rng.normal(size=5000), ref, mem)) - 1 < 0.05
+  assert abs(forgetting_score(rng.normal(size=5000) + 1.0, ref, mem)) < 0.05
+
+
+def test_class_matched_sample():
+  y_du = np.array([3] * 10 + [5] * 30)
+  pool = np.arange(1000)
+  y_pool = np.arange(1000) % 10
+  idx, matched = class_matched_sample(y_du, pool, y_pool, 200, 0)
+  assert matched
+  counts = np.bincount(y_pool[idx], minlength=10)
+  assert abs(counts[3] * 3 - counts[5]) <= 3 and counts.sum() == counts[3] + counts[5]
+  idx, matched = class_matched_sample(np.array([3, 3]), pool[y_pool != 3], y_pool[y_pool != 3], 50, 0)
+  assert not matched and len(idx) == 50
+
+
+def test_bad_scores():
+  with pytest.raises(AuditError, match='NaN or inf'):
+    ignorance_test(np.array([[np.nan, 1.0]]), np.zeros((1, 3)), None, np.zeros(2), np.zeros(3), FAST)
+  with pytest.raises(AuditError, match='at least 2'):
+    ignorance_test(np.zeros((1, 1)), np.zeros((1, 3)), None, np.zeros(1), np.zeros(3), FAST)
+  with pytest.raises(AuditError, match='alpha'):
+    TestSettings(alpha=1.5)

@@ -1,0 +1,74 @@
+"""Shared fixtures of the unlearning tests: digits, a tiny MLP and its original params.
+
+Everything is small (600-record pool, MLP with 32 hidden units, few epochs) so
+that the whole directory runs in well under two minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import monitoring
+from sklearn.datasets import load_digits
+
+from jaxaudit.models import get_model
+from jaxaudit.train import Recipe, train_model
+from jaxaudit.unlearn import UnlearnData
+
+_COMPILES = [0]
+
+
+def _on_event(name, secs, **kwargs):
+  del secs, kwargs
+  if name == '/jax/core/compile/backend_compile_duration':
+    _COMPILES[0] += 1
+
+
+monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compile_count() -> int:
+  """Number of XLA backend compilations so far in this process."""
+  return _COMPILES[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  model: object
+  params: object
+  data: UnlearnData
+  x_np: np.ndarray      # (1797, 64) standardised digits
+  y_np: np.ndarray
+  pool: np.ndarray      # D = forget ∪ retain
+  forget: np.ndarray
+  retain: np.ndarray
+  test: np.ndarray
+
+
+@pytest.fixture(scope='session')
+def digits():
+  d = load_digits()
+  x = (d.data / 16.0).astype(np.float32)
+  x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+  return x.astype(np.float32), d.target.astype(np.int32)
+
+
+@pytest.fixture(scope='session')
+def setup(digits) -> Setup:
+  x, y = digits
+  perm = np.random.default_rng(0).permutation(len(x))
+  pool, test = np.sort(perm[:600]), perm[600:900]
+  forget = np.sort(perm[:60])
+  retain = np.setdiff1d(pool, forget)
+  model = get_model('mlp', 10, hidden=(32,))
+  recipe = Recipe(epochs=10, batch_size=64, learning_rate=3e-3)
+  xd, yd = jnp.asarray(x), jnp.asarray(y)
+  params = train_model(model, xd, yd, pool, jax.random.key(0), recipe).params
+  data = UnlearnData(x=xd, y=yd, forget=jnp.asarray(forget, jnp.int32),
+                     retain=jnp.asarray(retain, jnp.int32), num_classes=10, input_shape=(64,),
+                     recipe=recipe, val_x=xd[test[:150]], val_y=yd[test[:150]])
+  return Setup(model, params, data, x, y, pool, forget, retain, test)
