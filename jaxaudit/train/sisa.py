@@ -26,6 +26,7 @@ differs between the two).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -150,8 +151,14 @@ def _shard_keys(key: jax.Array, shards: int) -> jax.Array:
   return jnp.stack([jax.random.fold_in(base, k) for k in range(shards)])
 
 
+@functools.lru_cache(maxsize=32)
+def _init_program(model: nn.Module, input_shape: tuple[int, ...]):
+  return jax.jit(lambda k: _init_params(model, k, input_shape))
+
+
 def _fresh(model: nn.Module, shard_key: jax.Array, input_shape) -> Params:
-  return _init_params(model, jax.random.fold_in(shard_key, _INIT_TAG), tuple(input_shape))
+  """Fresh params of a shard (one jitted program per model and shape)."""
+  return _init_program(model, tuple(input_shape))(jax.random.fold_in(shard_key, _INIT_TAG))
 
 
 def _train_stage(model, x, y, layout: SisaLayout, r: int, members: list[int],

@@ -127,8 +127,9 @@ def heuristics(target_logits: Mapping[str, Any], verifier_logits: Mapping[str, A
                        f'{t.shape[1]}), got {v.shape}')
     if t.shape[0] < 1:
       raise AuditError(f"set '{name}' holds no records")
-    t = check_logits(t, c, f"target_logits['{name}']")
-    v = check_logits(v, c, f"verifier_logits['{name}']")
+    check_logits(t, c, f"target_logits['{name}']")   # validation; keep the precision
+    check_logits(v, c, f"verifier_logits['{name}']")
+    t, v = t.astype(np.float64), v.astype(np.float64)
     y = _labels(ys[name], t.shape[0], c, f"labels['{name}']")
     pair = None
     if baseline_logits_pair is not None:
@@ -137,8 +138,9 @@ def heuristics(target_logits: Mapping[str, Any], verifier_logits: Mapping[str, A
       b = baseline_logits_pair[name]
       if len(b) != 2:
         raise AuditError(f"baseline_logits_pair['{name}'] must hold two (n, C) arrays")
-      pair = tuple(check_logits(np.asarray(bi), c, f"baseline_logits_pair['{name}'][{i}]")
-                   for i, bi in enumerate(b))
+      pair = tuple(np.asarray(bi) for bi in b)
+      for i, bi in enumerate(pair):
+        check_logits(bi, c, f"baseline_logits_pair['{name}'][{i}]")
       if any(p.shape != t.shape for p in pair):
         raise AuditError(f"baseline_logits_pair['{name}'] must be two arrays of shape "
                          f'{t.shape}')

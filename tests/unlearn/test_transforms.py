@@ -1,0 +1,175 @@
+"""Parameter transforms and masks of the methods (no training)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxaudit.errors import ConfigError
+from jaxaudit.models import get_model, init_params
+from jaxaudit.train import Recipe
+from jaxaudit import unlearn as U
+from jaxaudit.unlearn import challenge, paramtree
+
+
+def _init(model, key, shape):
+  # Jitted: eager Flax initialisation compiles every initialiser op separately.
+  return jax.jit(lambda k: init_params(model, k, shape))(key)
+
+
+@pytest.fixture(scope='module')
+def cnn():
+  model = get_model('cnn', 10, width=4, dense=16)
+  return model, _init(model, jax.random.key(0), (8, 8, 1))
+
+
+@pytest.fixture(scope='module')
+def mlp():
+  model = get_model('mlp', 10, hidden=(16, 8))
+  return model, _init(model, jax.random.key(0), (64,))
+
+
+def _random_like(params, seed):
+  leaves, tree = jax.tree.flatten(params)
+  rng = np.random.default_rng(seed)
+  return jax.tree.unflatten(tree, [jnp.asarray(rng.normal(size=l.shape), jnp.float32)
+                                   for l in leaves])
+
+
+def test_blocks_are_in_forward_order(cnn, mlp):
+  assert paramtree.blocks(cnn[1]) == ['conv1', 'conv2', 'fc', 'head']
+  assert paramtree.blocks(mlp[1]) == ['Dense_0', 'Dense_1', 'head']
+  assert paramtree.last_blocks(cnn[1], 2) == ['fc', 'head']
+  with pytest.raises(ConfigError, match=r'k=5 must lie in \[1, 4\]'):
+    paramtree.last_blocks(cnn[1], 5)
+
+
+def test_ct_transposes_every_conv_kernel_exactly(cnn):
+  _, params = cnn
+  params = _random_like(params, 1)   # break any symmetry of the initialiser
+  out = U.transpose_conv_kernels(params)
+  n_conv = 0
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(out)):
+    a, b = np.asarray(a), np.asarray(b)
+    if paramtree.is_conv_kernel(path, a):
+      n_conv += 1
+      kh, kw = a.shape[:2]
+      for h in range(kh):
+        for w in range(kw):
+          np.testing.assert_array_equal(b[h, w], a[w, h])
+      assert not np.array_equal(a, b)
+    else:
+      np.testing.assert_array_equal(a, b)
+  assert n_conv == 2
+  back = U.transpose_conv_kernels(out)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_ct_method_with_zero_epochs_is_the_transform(cnn):
+  model, params = cnn
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(40, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.arange(40) % 10, jnp.int32)
+  data = U.UnlearnData(x=x, y=y, forget=jnp.arange(4), retain=jnp.arange(4, 40),
+                       num_classes=10, input_shape=(8, 8, 1), recipe=Recipe())
+  out = U.get_method('ct', epochs=0).fn(params, model, data, jax.random.key(0))
+  jax.tree.map(np.testing.assert_array_equal, out, U.transpose_conv_kernels(params))
+
+
+def test_ct_needs_conv_kernels(mlp):
+  with pytest.raises(ConfigError, match='no convolution kernels'):
+    U.transpose_conv_kernels(mlp[1])
+  with pytest.raises(ConfigError, match='non-square'):
+    U.transpose_conv_kernels({'c': {'kernel': jnp.zeros((3, 1, 2, 2))}})
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.3, 0.5, 1.0])
+def test_msg_mask_reinitialises_the_requested_fraction_of_conv_weights(cnn, fraction):
+  _, params = cnn
+  grads = _random_like(params, 2)
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  mask = U.msg_reinit_mask(grads, fraction, selected)
+  for (path, g), m in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(mask)):
+    g, m = np.abs(np.asarray(g)), np.asarray(m)
+    if paramtree.is_conv_kernel(path, g):
+      assert m.sum() == int(np.round(fraction * g.size))
+      if 0 < m.sum() < m.size:   # the masked weights have the smallest |g|
+        assert g[m].max() <= g[~m].min()
+    else:
+      assert not m.any(), paramtree.path_str(path)
+
+
+def test_msg_prepare_reinitialises_exactly_the_mask(cnn):
+  model, params = cnn
+  g_r, g_f = _random_like(params, 3), _random_like(params, 4)
+  fresh = _init(model, jax.random.key(9), (8, 8, 1))
+  new, scale = challenge._msg_prepare(params, fresh, g_r, g_f, fraction=0.3, others=0.1)
+  g = jax.tree.map(jnp.subtract, g_r, g_f)
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  mask = U.msg_reinit_mask(g, 0.3, selected)
+  for (path, p), n, f, m, s in zip(jax.tree_util.tree_leaves_with_path(params),
+                                   *(jax.tree.leaves(t) for t in (new, fresh, mask, scale))):
+    p, n, f, m, s = map(np.asarray, (p, n, f, m, s))
+    np.testing.assert_array_equal(n[m], f[m])
+    np.testing.assert_array_equal(n[~m], p[~m])
+    if paramtree.is_conv_kernel(path, p):
+      np.testing.assert_allclose(s, np.where(m, 1.0, 0.1))
+    else:
+      np.testing.assert_array_equal(s, 1.0)
+
+
+def test_msg_falls_back_to_hidden_dense_kernels_for_an_mlp(mlp):
+  _, params = mlp
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  assert selected['Dense_0']['kernel'] and selected['Dense_1']['kernel']
+  assert not selected['head']['kernel'] and not selected['Dense_0']['bias']
+
+
+@pytest.mark.parametrize('fraction', [0.1, 0.5])
+def test_salun_mask_has_the_requested_fraction(mlp, fraction):
+  _, params = mlp
+  grads = _random_like(params, 5)
+  mask = U.saliency_mask(grads, fraction)
+  flat_g = np.concatenate([np.abs(np.ravel(g)) for g in jax.tree.leaves(grads)])
+  flat_m = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)])
+  assert flat_m.sum() == int(np.round(fraction * flat_g.size))
+  assert flat_g[flat_m].min() >= flat_g[~flat_m].max()   # a global top-|g| ranking
+
+
+def test_random_label_targets_are_never_the_true_label():
+  y = jnp.asarray(np.arange(5000) % 10, jnp.int32)
+  wrong = U.random_wrong_labels(jax.random.key(0), y, 10)
+  assert bool(jnp.all(wrong != y))
+  assert set(np.unique(np.asarray(wrong)[np.asarray(y) == 3])) == set(range(10)) - {3}
+  forget = jnp.arange(0, 5000, 7)
+  out = np.asarray(U.relabel_targets(jax.random.key(1), y, forget, 10))
+  f = np.asarray(forget)
+  assert np.all(out[f] != np.asarray(y)[f])
+  keep = np.setdiff1d(np.arange(5000), f)
+  np.testing.assert_array_equal(out[keep], np.asarray(y)[keep])
+
+
+def test_prmq_prunes_the_requested_fraction(mlp):
+  _, params = mlp
+  new, mask = U.prune_reinit(params, jax.random.key(0), 0.9)
+  prunable = challenge.prunable(params)
+  n = sum(np.size(p) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(prunable)) if s)
+  assert sum(int(np.sum(m)) for m in jax.tree.leaves(mask)) == int(np.round(0.9 * n))
+  for (path, p), q, m in zip(jax.tree_util.tree_leaves_with_path(params),
+                             jax.tree.leaves(new), jax.tree.leaves(mask)):
+    p, q, m = map(np.asarray, (p, q, m))
+    np.testing.assert_array_equal(q[~m], p[~m])
+    if paramtree.path_str(path[-1:]) == 'bias':
+      assert np.all(q[m] == 0)
+
+
+def test_top_fraction_mask_per_leaf_and_selection():
+  scores = {'a': jnp.arange(10.0), 'b': jnp.arange(4.0)}
+  m = paramtree.top_fraction_mask(scores, 0.5, largest=False, per_leaf=True,
+                                  selected={'a': True, 'b': False})
+  assert np.asarray(m['a']).tolist() == [True] * 5 + [False] * 5
+  assert not np.asarray(m['b']).any()
+  with pytest.raises(ConfigError):
+    paramtree.top_fraction_mask(scores, 1.5)
