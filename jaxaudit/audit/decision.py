@@ -10,8 +10,15 @@ Du ∪ D_ref were labelled "forget" and which "reference". The calibrated score
 of a record is a fixed function of the record and of those models, so under H0
 the labels are exchangeable and every rank test below is valid at level α.
 
+Calibration. c_a(x) = φ_Mu,a(x) − β_a · mean_k φ_Mv_k,a(x), with β_a the
+least-squares slope of φ_Mu on the verifiers' mean φ over the pooled records
+(Du ∪ D_ref ∪ members) of view a. β is a symmetric function of the pool, so
+exchangeability under H0 is untouched; fitting it makes the score invariant to
+a global rescaling of Mu's outputs (a temperature fake), where the plain
+difference (β = 1) loses its power (measured in BUILD_NOTES.md).
+
 Statistics (per record, A views: the exact record and augmented neighbours):
-  exact    c_0(x) = φ_Mu(x) − mean_k φ_Mv_k(x)
+  exact    c_0(x)
   neighbours  c̄(x) = mean over augmented views of c_a(x)
   gap      c_0(x) − c̄(x)  (large only where the exact inputs are treated
            differently from their neighbours: output masking)
@@ -71,6 +78,27 @@ class TestSettings:
       v = getattr(self, name)
       if not 0 < v < 1:
         raise AuditError(f'{name} must be in (0, 1), got {v}')
+
+
+def regression_calibrate(phi_target: dict[str, np.ndarray], phi_verifiers: dict[str, np.ndarray]
+                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Difficulty-calibrated scores by a pooled least-squares slope per view.
+
+  Args:
+    phi_target: set name -> (A, n_set) φ of Mu.
+    phi_verifiers: set name -> (A, n_set) mean φ of the verifiers.
+  Returns:
+    (set name -> (A, n_set) calibrated scores, betas (A,)).
+  """
+  names = list(phi_target)
+  u = np.concatenate([np.asarray(phi_target[k], np.float64) for k in names], axis=1)
+  v = np.concatenate([np.asarray(phi_verifiers[k], np.float64) for k in names], axis=1)
+  vc = v - v.mean(1, keepdims=True)
+  uc = u - u.mean(1, keepdims=True)
+  var = np.sum(vc * vc, axis=1)
+  betas = np.where(var > 1e-12, np.sum(uc * vc, axis=1) / np.maximum(var, 1e-12), 1.0)
+  return ({k: np.asarray(phi_target[k], np.float64) - betas[:, None] * np.asarray(phi_verifiers[k])
+           for k in names}, betas)
 
 
 def _scores(calibrated: np.ndarray) -> dict[str, np.ndarray]:

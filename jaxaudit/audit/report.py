@@ -39,6 +39,7 @@ def report_dict(result: AuditResult) -> dict[str, Any]:
   """The content of report.json (scores per record omitted for size)."""
   d = result.to_dict()
   d.pop('scores', None)
+  d.pop('raw_phi', None)
   return _clean(d)
 
 

@@ -218,9 +218,11 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   vl_test = predict_logits(verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True)
   acc['verifiers']['test'] = accuracy(vl_test, dataset.y_test[test_idx]).tolist()
 
+  cal, betas = decision_lib.regression_calibrate(
+      {k: s.phi_target for k, s in sig.items()},
+      {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
   res = decision_lib.ignorance_test(
-      sig['forget'].calibrated, sig['ref'].calibrated,
-      sig['members'].calibrated if 'members' in sig else None,
+      cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
       settings.test, acc_target_ref=acc['target']['ref'],
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']))
@@ -242,7 +244,9 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       reference_check=res['reference_check'], utility_collapse=res['utility_collapse'],
       per_record=res['per_record'], accuracy=acc,
       signals={k: _summ(s) for k, s in sig.items()},
-      scores={k: s.calibrated.tolist() for k, s in sig.items()},
+      scores={k: c.tolist() for k, c in cal.items()},
+      calibration_betas=betas.tolist(),
+      raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},
       sizes=dict(forget=len(split.forget), ref=len(ref_idx), members=len(mem_idx),
                  test=len(test_idx)),
       class_matched=dict(ref=ref_matched, members=mem_matched),

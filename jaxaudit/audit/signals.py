@@ -61,7 +61,8 @@ class Signals(NamedTuple):
   Attributes:
     phi_target: (A, n) φ of the audited model on each view.
     phi_verifiers: (A, K, n) φ of each verifier.
-    calibrated: (A, n) φ_target − mean_k φ_verifier: the difficulty-calibrated score.
+    calibrated: (A, n) φ_target − mean_k φ_verifier (β = 1; the audit refits β, see
+      :func:`jaxaudit.audit.decision.regression_calibrate`).
     loss_target: (A, n) cross-entropy of the audited model.
     agreement: (A, K, n) 1 where the audited model's top-1 equals verifier k's.
     kl: (A, K, n) KL(target ‖ verifier k).

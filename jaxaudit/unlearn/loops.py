@@ -27,7 +27,13 @@ batch fields and the run-time arrays made explicit.)
 
 Keys: epoch e uses ``ekey = fold_in(key, e)``; stream j is shuffled with
 ``fold_in(fold_in(ekey, 0), j)``; step s draws augmentation and loss
-randomness from ``fold_in(fold_in(ekey, 1), s)``.
+randomness from ``fold_in(fold_in(ekey, 1), s)``. The batch layouts and step
+keys of all epochs are computed by a separate small program shared by every
+loss (random number generation is slow to compile on CPU), and losses marked
+``stochastic = False`` get no key at all.
+
+Fixed shapes: a stream of M indices gives ceil(M / B) batches of B per epoch,
+the padding weighted 0; all epochs' layouts are (E, S, B) arrays.
 """
 
 from __future__ import annotations
@@ -113,33 +119,62 @@ def steps_per_epoch(lead_size: int, batch_size: int) -> int:
   return max(math.ceil(int(lead_size) / int(batch_size)), 1)
 
 
+def _needs_keys(loss: LossFn, spec: Recipe) -> bool:
+  return bool(getattr(loss, 'stochastic', True)) or spec.augment != 'none'
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_program(batch_size: int, num_epochs: int, steps: int, with_keys: bool):
+  """Jitted batch layouts (and step keys) of E epochs, shared by every loss.
+
+  Shuffling lives in its own program so that the (compile-heavy) random number
+  generation is compiled once per (stream lengths, batch size, epochs) rather
+  than once per loss.
+  """
+
+  def run(key, start_epoch, streams):
+    def one_epoch(e):
+      ekey = jax.random.fold_in(key, start_epoch + e)
+      skey = jax.random.fold_in(ekey, 0)
+      layout = tuple(epoch_batches(jax.random.fold_in(skey, j), s, jnp.ones(s.shape, bool),
+                                   batch_size) for j, s in enumerate(streams))
+      if not with_keys:
+        return layout, None
+      kkey = jax.random.fold_in(ekey, 1)
+      return layout, jax.vmap(lambda t: jax.random.fold_in(kkey, t))(jnp.arange(steps))
+
+    return jax.vmap(one_epoch)(jnp.arange(num_epochs))
+
+  return jax.jit(run)
+
+
 @functools.lru_cache(maxsize=256)
 def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_epochs: int):
   """The jitted E-epoch program for one (model, loss, spec, steps, epochs)."""
   apply_fn = make_apply_fn(model)
   tx = make_optimizer(spec, steps * spec.epochs)
 
-  def run(params, opt_state, x, y, streams, key, aux, scale, start_epoch):
-    def one_epoch(carry, e):
+  def run(params, opt_state, x, y, layouts, step_keys, aux, scale, start_epoch):
+    # layouts: per stream (idx (E, S_j, B), w (E, S_j, B)); step_keys: (E, S) or None.
+    def one_epoch(carry, inputs):
       params, opt_state = carry
+      e, layout, keys = inputs
       epoch = start_epoch + e
-      ekey = jax.random.fold_in(key, epoch)
-      skey = jax.random.fold_in(ekey, 0)
-      shuffled = [epoch_batches(jax.random.fold_in(skey, j), s, jnp.ones(s.shape, bool),
-                                spec.batch_size) for j, s in enumerate(streams)]
 
-      def step(carry, s):
+      def step(carry, s_inputs):
         params, opt_state = carry
-        k = jax.random.fold_in(jax.random.fold_in(ekey, 1), s)
+        s, k = s_inputs
         batches = []
-        for j, (idx, w) in enumerate(shuffled):
+        for j, (idx, w) in enumerate(layout):
           row = s % idx.shape[0]
           bi, bw = idx[row], w[row]
-          xb = augment_images(jax.random.fold_in(jax.random.fold_in(k, 0), j), x[bi],
-                              spec.augment)
+          xb = x[bi]
+          if spec.augment != 'none':
+            xb = augment_images(jax.random.fold_in(jax.random.fold_in(k, 0), j), xb,
+                                spec.augment)
           batches.append(Batch(xb, y[bi], bw, bi))
         info = StepInfo(epoch, s, spec.epochs, steps)
-        lkey = jax.random.fold_in(k, 1)
+        lkey = None if k is None else jax.random.fold_in(k, 1)
         value, grads = jax.value_and_grad(
             lambda p: loss(apply_fn, p, tuple(batches), lkey, aux, info))(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -150,11 +185,11 @@ def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_e
         return (params, opt_state), value
 
       (params, opt_state), values = jax.lax.scan(step, (params, opt_state),
-                                                 jnp.arange(steps))
+                                                 (jnp.arange(steps), keys))
       return (params, opt_state), jnp.mean(values)
 
-    (params, opt_state), losses = jax.lax.scan(one_epoch, (params, opt_state),
-                                               jnp.arange(num_epochs))
+    (params, opt_state), losses = jax.lax.scan(
+        one_epoch, (params, opt_state), (jnp.arange(num_epochs), layouts, step_keys))
     return params, opt_state, losses
 
   return jax.jit(run)
@@ -219,11 +254,14 @@ def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Arra
   if num_epochs == 0:
     return FitResult(params, opt_state, jnp.zeros((0,), jnp.float32))
   steps = steps_per_epoch(streams[0].shape[0], spec.batch_size)
+  start = jnp.int32(start_epoch)
+  layouts, step_keys = _schedule_program(spec.batch_size, int(num_epochs), steps,
+                                         _needs_keys(loss, spec))(key, start, streams)
   program = _fit_program(model, loss, spec, steps, int(num_epochs))
   if opt_state is None:
     opt_state = _opt_init_program(spec, steps)(params)
-  return FitResult(*program(params, opt_state, x, y, streams, key, aux, update_scale,
-                            jnp.int32(start_epoch)))
+  return FitResult(*program(params, opt_state, x, y, layouts, step_keys, aux, update_scale,
+                            start))
 
 
 @functools.lru_cache(maxsize=64)
@@ -240,8 +278,9 @@ def _grad_program(model: nn.Module, loss: LossFn, batch_size: int):
     def body(acc, s):
       bi, w = bidx[s], bw[s]
       info = StepInfo(jnp.int32(0), s, 1, steps)
-      g = jax.grad(lambda p: loss(apply_fn, p, (Batch(x[bi], y[bi], w, bi),),
-                                  jax.random.fold_in(key, s), aux, info))(params)
+      k = jax.random.fold_in(key, s) if getattr(loss, 'stochastic', True) else None
+      g = jax.grad(lambda p: loss(apply_fn, p, (Batch(x[bi], y[bi], w, bi),), k, aux,
+                                  info))(params)
       return jax.tree.map(lambda a, b: a + b * jnp.sum(w), acc, g), None
 
     zero = jax.tree.map(jnp.zeros_like, params)

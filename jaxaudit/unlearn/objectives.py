@@ -7,8 +7,10 @@ programs) called as
 
 with ``batches`` a tuple of :class:`jaxaudit.unlearn.loops.Batch` (one per
 stream), ``aux`` a dict of run-time arrays and ``info`` a
-:class:`jaxaudit.unlearn.loops.StepInfo`. Every mean is weighted by the batch
-weights, so padding never contributes.
+:class:`jaxaudit.unlearn.loops.StepInfo`. A loss whose class attribute
+``stochastic`` is False receives ``key=None`` (no per-step keys are
+generated). Every mean is weighted by the batch weights, so padding never
+contributes.
 
 KL conventions: ``kl(t ‖ s)`` with teacher logits t and student logits s at
 temperature T is Σ_c softmax(t/T)_c (log softmax(t/T)_c − log softmax(s/T)_c)
@@ -63,6 +65,8 @@ class CrossEntropy:
   sign: float = 1.0
   label_smoothing: float = 0.0
 
+  stochastic = False  # the loss ignores its key
+
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
     ce = per_example_ce(apply_fn(params, b.x), b.y, self.label_smoothing)
@@ -72,6 +76,8 @@ class CrossEntropy:
 @dataclasses.dataclass(frozen=True)
 class ClassWeightedCE:
   """Class-weighted CE on stream 0: Σ w c_y ℓ / Σ w c_y, c = ``aux['class_weights']`` (C,)."""
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
@@ -84,6 +90,8 @@ class ClassWeightedCE:
 class L1Sparse:
   """CE on stream 0 + γ_t ‖θ‖₁ with γ_t = γ (1 − epoch / epochs) (linear decay per epoch)."""
   gamma: float
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
@@ -98,6 +106,8 @@ class RandomLabelCE:
   """CE on stream 0 where records flagged by ``aux['is_forget']`` (N,) bool get random
   wrong labels, redrawn at every step from the step key (hence each epoch)."""
 
+  stochastic = True  # draws the wrong labels from its key
+
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
     logits = apply_fn(params, b.x)
@@ -110,6 +120,8 @@ class RandomLabelCE:
 class NegGradPlus:
   """α · CE(stream 0 = Dr) − (1 − α) · CE(stream 1 = Df)."""
   alpha: float
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     r, f = batches
@@ -124,6 +136,8 @@ class BadTeacherKL:
   record is the incompetent ``aux['bad']`` model if ``aux['is_forget'][idx]``
   and the competent ``aux['good']`` (original) model otherwise."""
   temperature: float = 1.0
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
@@ -145,6 +159,8 @@ class Scrub:
   temperature: float
   msteps: int
 
+  stochastic = False  # the loss ignores its key
+
   def __call__(self, apply_fn, params, batches, key, aux, info):
     r, f = batches
     t2 = self.temperature ** 2
@@ -161,6 +177,8 @@ class Scrub:
 @dataclasses.dataclass(frozen=True)
 class UniformKL:
   """KL(uniform ‖ softmax(s)) on stream 0: pushes predictions towards uniform."""
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
@@ -180,6 +198,8 @@ class ForgetContrastive:
   forget-specific structure of its logits.
   """
   temperature: float
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     f, r = batches
@@ -201,6 +221,8 @@ class Distill:
   soft: float = 1.0
   kl: float = 1.0
 
+  stochastic = False  # the loss ignores its key
+
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]
     s = apply_fn(params, b.x)
@@ -221,6 +243,8 @@ class Distill:
 class EntropyMatchCE:
   """PRMQ: class-weighted CE + mean (H(student) − H(teacher))² on stream 0
   (teacher ``aux['teacher']``, class weights ``aux['class_weights']``)."""
+
+  stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
     b = batches[0]

@@ -113,3 +113,19 @@ def test_bad_scores():
     ignorance_test(np.zeros((1, 1)), np.zeros((1, 3)), None, np.zeros(1), np.zeros(3), FAST)
   with pytest.raises(AuditError, match='alpha'):
     TestSettings(alpha=1.5)
+
+
+def test_regression_calibration_removes_output_scale():
+  from jaxaudit.audit.decision import regression_calibrate
+  rng = np.random.default_rng(7)
+  v = {k: rng.normal(size=(2, n)) for k, n in (('forget', 50), ('ref', 80))}
+  u = {k: 0.3 * v[k] + 0.1 * rng.normal(size=v[k].shape) for k in v}
+  cal, betas = regression_calibrate(u, v)
+  u_all = np.concatenate([u['forget'], u['ref']], 1)
+  v_all = np.concatenate([v['forget'], v['ref']], 1)
+  ref_beta = [np.polyfit(v_all[a], u_all[a], 1)[0] for a in range(2)]
+  np.testing.assert_allclose(betas, ref_beta, rtol=1e-8)
+  np.testing.assert_allclose(cal['ref'], u['ref'] - betas[:, None] * v['ref'])
+  # A global rescaling of Mu's scores rescales the calibrated scores: ranks unchanged.
+  cal3, _ = regression_calibrate({k: x / 3 for k, x in u.items()}, v)
+  np.testing.assert_allclose(cal3['forget'], cal['forget'] / 3, atol=1e-12)

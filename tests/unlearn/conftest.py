@@ -72,3 +72,44 @@ def setup(digits) -> Setup:
                      retain=jnp.asarray(retain, jnp.int32), num_classes=10, input_shape=(64,),
                      recipe=recipe, val_x=xd[test[:150]], val_y=yd[test[:150]])
   return Setup(model, params, data, x, y, pool, forget, retain, test)
+
+
+_APPLY = {}
+
+
+def logits(model, params) -> np.ndarray:
+  """Logits (1797, 10) of one model on every digit (one cached program per model)."""
+  if model not in _APPLY:
+    from jaxaudit.models import make_apply_fn
+    _APPLY[model] = jax.jit(make_apply_fn(model))
+  return np.asarray(_APPLY[model](params, _X_ALL[0]))
+
+
+_X_ALL = [None]
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _all_inputs(digits):
+  _X_ALL[0] = jnp.asarray(digits[0])
+
+
+def accuracy_on(model, params, y, idx) -> float:
+  """Top-1 accuracy on records ``idx`` of the digits."""
+  return float(np.mean(np.argmax(logits(model, params)[idx], -1) == y[idx]))
+
+
+def ce_on(model, params, y, idx) -> float:
+  """Mean cross-entropy on records ``idx`` of the digits."""
+  lg = logits(model, params)[idx].astype(np.float64)
+  lse = np.log(np.sum(np.exp(lg - lg.max(-1, keepdims=True)), -1)) + lg.max(-1)
+  return float(np.mean(lse - lg[np.arange(len(idx)), y[idx]]))
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
+
+
+def assert_trees_close(a, b, **kw):
+  kw.setdefault('rtol', 1e-5)
+  kw.setdefault('atol', 1e-6)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), **kw), a, b)
