@@ -41,8 +41,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.audit.subset_ratio = 0.15
   c.audit.alpha = 0.05
   c.audit.fdr = 0.05
-  c.audit.augment = 'auto'
-  c.audit.member_sample = 2000
+  c.audit.augment = 'auto'            # 'auto', 'none' or comma-separated view names
+  c.audit.flips = False               # add horizontal flips to the 'auto' views (CIFAR)
+  c.audit.ref_sample = 5000
+  c.audit.member_sample = 1000
+  c.audit.test_sample = 2000
   c.audit.verifier_epochs = ml_collections.FieldReference(None, field_type=int)
   # Unlearning (jaxaudit unlearn / demo).
   c.unlearn = ml_collections.ConfigDict()

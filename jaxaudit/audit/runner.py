@@ -115,10 +115,32 @@ def _ensemble_logits(model, params, views_x: np.ndarray) -> np.ndarray:
   return np.transpose(lg.reshape(lg.shape[0], a, n, -1), (1, 0, 2, 3))
 
 
+def _memo_logits(memo: dict | None, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
+  """Verifier logits do not depend on the audited model: compute once per request."""
+  if memo is None:
+    return compute()
+  if key not in memo:
+    memo[key] = compute()
+  return memo[key]
+
+
+def audit_many(targets: Sequence[Target], dataset: Dataset, split: AuditSplit, **kwargs
+               ) -> list[AuditResult]:
+  """Audits several models of one request; verifiers and their signals are shared.
+
+  Takes the keyword arguments of :func:`audit`. The verifiers are trained (or
+  loaded) once and their logits on Du, D_ref, the members and the test
+  sample are computed once for all targets.
+  """
+  memo = kwargs.pop('memo', None)
+  memo = {} if memo is None else memo
+  return [audit(t, dataset, split, memo=memo, **kwargs) for t in targets]
+
+
 def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model,
           recipe: Recipe, settings: AuditSettings = AuditSettings(),
           cache_dir: str | None = None, verifiers: VerifierSet | None = None,
-          log: Callable[[str], None] = lambda s: None) -> AuditResult:
+          log: Callable[[str], None] = lambda s: None, memo: dict | None = None) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
 
   Args:
@@ -131,6 +153,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     cache_dir: where verifier sets are cached (None: no cache).
     verifiers: a ready VerifierSet (skips training; checked for disjointness).
     log: progress printer.
+    memo: optional dict owned by the caller, in which verifier logits are kept
+      between audits of the same request (see :func:`audit_many`).
   Returns:
     AuditResult.
   """
@@ -158,12 +182,17 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     candidates.append(verifiers)
   else:
     for ratio in settings.ratios:
+      if memo is not None and ('verifiers', ratio) in memo:
+        candidates.append(memo[('verifiers', ratio)])
+        continue
       vs = get_verifiers(verifier_model, dataset, split, recipe,
                          num_verifiers=settings.num_verifiers, ratio=ratio,
                          member_sample=settings.member_sample, seed=settings.seed,
                          cache_dir=cache_dir, log=log)
       models_trained += 0 if vs.from_cache else vs.num_models
       candidates.append(vs)
+      if memo is not None:
+        memo[('verifiers', ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
   verifier_train_s = sum(v.wall_time_s for v in candidates)
 
   # Samples: class-matched D_ref, member reference, test.
@@ -179,7 +208,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   acc_target_ref = float(accuracy(tl_ref[0], y[ref_idx]))
   chosen, vl_ref = None, None
   for vs in candidates:
-    lg = _ensemble_logits(verifier_model, vs.params, xq_ref)
+    lg = _memo_logits(memo, (vs.cache_key, 'ref', views, settings.seed),
+                      lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
     gap = abs(float(np.mean(accuracy(lg[0], y[ref_idx]))) - acc_target_ref)
     if chosen is None or gap < chosen[0]:
       chosen, vl_ref = (gap, vs), lg
@@ -198,7 +228,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       continue
     xq = query_views(x[idx], idx, views, seed=settings.seed)
     sets[name] = (idx, xq, target.logits(xq, idx, views, dataset.num_classes),
-                  _ensemble_logits(verifier_model, vs.params, xq))
+                  _memo_logits(memo, (vs.cache_key, name, views, settings.seed),
+                               lambda: _ensemble_logits(verifier_model, vs.params, xq)))
   sig = {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in sets.items()}
 
   # Accuracies of Mu and of the verifiers.
@@ -215,7 +246,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     if not target.is_table:
       raise
     log(f'[audit] no test accuracy for {target.name}: {e}')
-  vl_test = predict_logits(verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True)
+  vl_test = _memo_logits(memo, (vs.cache_key, 'test', settings.seed), lambda: predict_logits(
+      verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True))
   acc['verifiers']['test'] = accuracy(vl_test, dataset.y_test[test_idx]).tolist()
 
   cal, betas = decision_lib.regression_calibrate(

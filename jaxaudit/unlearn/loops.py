@@ -195,12 +195,6 @@ def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_e
   return jax.jit(run)
 
 
-@functools.lru_cache(maxsize=64)
-def _opt_init_program(spec: Recipe, steps: int):
-  """The jitted optimiser-state initialiser of one (spec, steps) (shared by all losses)."""
-  return jax.jit(make_optimizer(spec, steps * spec.epochs).init)
-
-
 def _as_stream(s, n: int, name: str) -> jax.Array:
   if isinstance(s, jax.core.Tracer):
     return s
@@ -259,7 +253,9 @@ def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Arra
                                          _needs_keys(loss, spec))(key, start, streams)
   program = _fit_program(model, loss, spec, steps, int(num_epochs))
   if opt_state is None:
-    opt_state = _opt_init_program(spec, steps)(params)
+    # Eager on purpose: zeros of the params' shapes, compiled once per shape for every
+    # optimiser, where a jitted init would compile once per spec.
+    opt_state = make_optimizer(spec, steps * spec.epochs).init(params)
   return FitResult(*program(params, opt_state, x, y, layouts, step_keys, aux, update_scale,
                             start))
 

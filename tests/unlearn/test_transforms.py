@@ -14,21 +14,23 @@ from jaxaudit import unlearn as U
 from jaxaudit.unlearn import challenge, paramtree
 
 
-def _init(model, key, shape):
-  # Jitted: eager Flax initialisation compiles every initialiser op separately.
-  return jax.jit(lambda k: init_params(model, k, shape))(key)
+def _numpy_params(model, shape, seed=0):
+  # Shapes by tracing only, values from NumPy: nothing is compiled.
+  shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0), shape))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.1, s.dtype), shapes)
 
 
 @pytest.fixture(scope='module')
 def cnn():
   model = get_model('cnn', 10, width=4, dense=16)
-  return model, _init(model, jax.random.key(0), (8, 8, 1))
+  return model, _numpy_params(model, (8, 8, 1))
 
 
 @pytest.fixture(scope='module')
 def mlp():
   model = get_model('mlp', 10, hidden=(16, 8))
-  return model, _init(model, jax.random.key(0), (64,))
+  return model, _numpy_params(model, (64,))
 
 
 def _random_like(params, seed):
@@ -85,12 +87,12 @@ def test_ct_needs_conv_kernels(mlp):
     U.transpose_conv_kernels({'c': {'kernel': jnp.zeros((3, 1, 2, 2))}})
 
 
-@pytest.mark.parametrize('fraction', [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize('fraction', [0.0, 0.3, 1.0])
 def test_msg_mask_reinitialises_the_requested_fraction_of_conv_weights(cnn, fraction):
   _, params = cnn
   grads = _random_like(params, 2)
   selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
-  mask = U.msg_reinit_mask(grads, fraction, selected)
+  mask = jax.jit(lambda g: U.msg_reinit_mask(g, fraction, selected))(grads)
   for (path, g), m in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(mask)):
     g, m = np.abs(np.asarray(g)), np.asarray(m)
     if paramtree.is_conv_kernel(path, g):
@@ -104,11 +106,12 @@ def test_msg_mask_reinitialises_the_requested_fraction_of_conv_weights(cnn, frac
 def test_msg_prepare_reinitialises_exactly_the_mask(cnn):
   model, params = cnn
   g_r, g_f = _random_like(params, 3), _random_like(params, 4)
-  fresh = _init(model, jax.random.key(9), (8, 8, 1))
-  new, scale = challenge._msg_prepare(params, fresh, g_r, g_f, fraction=0.3, others=0.1)
+  fresh = _numpy_params(model, (8, 8, 1), seed=9)
+  new, scale = jax.jit(lambda *a: challenge._msg_prepare(*a, fraction=0.3, others=0.1))(
+      params, fresh, g_r, g_f)
   g = jax.tree.map(jnp.subtract, g_r, g_f)
   selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
-  mask = U.msg_reinit_mask(g, 0.3, selected)
+  mask = jax.jit(lambda g: U.msg_reinit_mask(g, 0.3, selected))(g)
   for (path, p), n, f, m, s in zip(jax.tree_util.tree_leaves_with_path(params),
                                    *(jax.tree.leaves(t) for t in (new, fresh, mask, scale))):
     p, n, f, m, s = map(np.asarray, (p, n, f, m, s))
@@ -131,7 +134,7 @@ def test_msg_falls_back_to_hidden_dense_kernels_for_an_mlp(mlp):
 def test_salun_mask_has_the_requested_fraction(mlp, fraction):
   _, params = mlp
   grads = _random_like(params, 5)
-  mask = U.saliency_mask(grads, fraction)
+  mask = jax.jit(lambda g: U.saliency_mask(g, fraction))(grads)
   flat_g = np.concatenate([np.abs(np.ravel(g)) for g in jax.tree.leaves(grads)])
   flat_m = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)])
   assert flat_m.sum() == int(np.round(fraction * flat_g.size))
@@ -153,7 +156,7 @@ def test_random_label_targets_are_never_the_true_label():
 
 def test_prmq_prunes_the_requested_fraction(mlp):
   _, params = mlp
-  new, mask = U.prune_reinit(params, jax.random.key(0), 0.9)
+  new, mask = jax.jit(lambda p, k: U.prune_reinit(p, k, 0.9))(params, jax.random.key(0))
   prunable = challenge.prunable(params)
   n = sum(np.size(p) for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(prunable)) if s)
   assert sum(int(np.sum(m)) for m in jax.tree.leaves(mask)) == int(np.round(0.9 * n))

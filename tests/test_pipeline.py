@@ -1,0 +1,144 @@
+"""End to end through the library entry points and the CLI, on embedded digits."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxaudit import pipeline
+from jaxaudit.audit import AuditSettings, Target, audit
+from jaxaudit.commands.default_config import get_config
+from jaxaudit.configs import recipe_from_config
+from jaxaudit.data import make_split
+from jaxaudit.errors import AuditError, CheckpointError, SplitError
+from jaxaudit.train import predict_logits
+
+
+def tiny_config():
+  c = get_config('tiny')
+  c.train.epochs = 8
+  c.audit.num_verifiers = 2
+  c.audit.ref_sample = 400
+  c.audit.member_sample = 200
+  return c
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp('wd'))
+  summary = pipeline.train_and_evaluate(tiny_config(), wd, log=lambda s: None)
+  assert summary['original']['accuracy']['test'] > 0.85
+  return wd
+
+
+def test_train_is_resumable_and_checks_split(workdir):
+  logs = []
+  pipeline.train_and_evaluate(tiny_config(), workdir, log=logs.append)
+  assert any('reusing checkpoint' in l for l in logs)
+  c = tiny_config()
+  c.split.seed = 1
+  with pytest.raises(SplitError, match='different split'):
+    pipeline.prepare(c, workdir, log=lambda s: None)
+
+
+def test_audit_from_checkpoint_and_black_box_agree(workdir, tmp_path):
+  c = tiny_config()
+  res, out = pipeline.run_audit(c, workdir, target='retrain', log=lambda s: None)
+  assert res.decision in ('forgotten', 'inconclusive')
+  rep = json.load(open(os.path.join(out, 'report.json')))
+  for key in ('decision', 'direction', 'p_value', 'effect_auc', 'effect_auc_ci', 'forgetting_score',
+              'forgetting_score_ci', 'power', 'flagged_records', 'accuracy', 'settings', 'cost'):
+    assert key in rep
+  assert os.path.exists(os.path.join(out, 'report.md')) and os.path.exists(os.path.join(out, 'scores.png'))
+  # Black box: logits of every pool and test record in a file, exact view only.
+  ds, split = pipeline.prepare(c, workdir, log=lambda s: None)
+  from jaxaudit import checkpoint
+  model, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'retrain'))
+  path = str(tmp_path / 'logits.npz')
+  np.savez(path, indices=np.arange(len(ds.y_train)), logits=predict_logits(model, params, ds.x_train),
+           test_indices=np.arange(len(ds.y_test)), test_logits=predict_logits(model, params, ds.x_test))
+  c.audit.augment = 'none'
+  res_box, _ = pipeline.run_audit(c, workdir, logits_file=path, log=lambda s: None)
+  res_ck, _ = pipeline.run_audit(c, workdir, target='retrain', out_dir=str(tmp_path / 'ck'),
+                                 log=lambda s: None)
+  assert res_box.decision == res_ck.decision
+  np.testing.assert_allclose(res_box.p_value, res_ck.p_value, rtol=1e-5)
+
+
+def test_same_seed_same_decision(workdir, tmp_path):
+  c = tiny_config()
+  r1, _ = pipeline.run_audit(c, workdir, target='original', out_dir=str(tmp_path / 'a'), log=lambda s: None)
+  r2, _ = pipeline.run_audit(c, workdir, target='original', out_dir=str(tmp_path / 'b'), log=lambda s: None)
+  assert r1.decision == r2.decision and r1.p_value == r2.p_value
+  assert r2.details['verifiers']['from_cache'] and r2.details['cost']['models_trained'] == 0
+
+
+def test_bad_audit_inputs(workdir, tmp_path, digits):
+  c = tiny_config()
+  ds, split = pipeline.prepare(c, workdir, log=lambda s: None)
+  model = pipeline.model_from_config(c, ds)
+  recipe = recipe_from_config(c).replace(epochs=1)
+  from jaxaudit import checkpoint
+  _, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'retrain'))
+  tgt = Target.from_params(model, params)
+  with pytest.raises(AuditError, match='K >= 2'):
+    AuditSettings(num_verifiers=1)
+  # Du overlapping D_ref.
+  import dataclasses
+  bad = dataclasses.replace(split, ref=np.sort(np.concatenate([split.ref, split.forget[:3]])))
+  with pytest.raises(SplitError):
+    audit(tgt, ds, bad, verifier_model=model, recipe=recipe)
+  # A split of another data set.
+  other = make_split((np.arange(3000) % 10, np.arange(500) % 10), seed=0)
+  with pytest.raises(SplitError):
+    audit(tgt, ds, other, verifier_model=model, recipe=recipe)
+  # NaN logits and a wrong class count from a black box.
+  nan_fn = lambda x: np.full((len(x), 10), np.nan, np.float32)
+  with pytest.raises(AuditError, match='NaN or inf'):
+    audit(Target.from_fn(nan_fn), ds, split, verifier_model=model, recipe=recipe,
+          settings=AuditSettings(num_verifiers=2, views=('identity',)), cache_dir=str(tmp_path))
+  with pytest.raises(AuditError, match='one column per class'):
+    audit(Target.from_fn(lambda x: np.zeros((len(x), 7), np.float32)), ds, split,
+          verifier_model=model, recipe=recipe,
+          settings=AuditSettings(num_verifiers=2, views=('identity',)), cache_dir=str(tmp_path))
+  # Verifier data touching Du.
+  from jaxaudit.audit.verifiers import VerifierSet, check_disjoint
+  with pytest.raises(AuditError, match='overlap Du'):
+    check_disjoint(split, np.stack([split.retain[:10], split.forget[:10]]))
+  with pytest.raises(CheckpointError):
+    pipeline.resolve_target(c, ds, split, workdir, 'does-not-exist')
+
+
+def _cli(*args, cwd=None):
+  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], capture_output=True,
+                        text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_train_unlearn_audit(tmp_path):
+  wd = str(tmp_path / 'cli')
+  base = ['--config.model_kwargs.hidden=(32,)', '--config.train.epochs=3',
+          '--config.audit.num_verifiers=2', '--config.audit.ref_sample=300',
+          '--config.audit.member_sample=100']
+  r = _cli('train', f'--workdir={wd}', *base)
+  assert r.returncode == 0, r.stderr
+  assert 'summary' in r.stdout and 'epoch 3/3' in r.stdout
+  r = _cli('unlearn', f'--workdir={wd}', '--method=finetune', '--hparam=epochs=1', *base)
+  assert r.returncode == 0, r.stderr
+  meta = json.load(open(os.path.join(wd, 'models', 'unlearned', 'finetune', 'meta.json')))
+  assert meta['method'] == 'finetune' and meta['hparams']['epochs'] == 1 and meta['wall_time_s'] > 0
+  r = _cli('audit', f'--workdir={wd}', '--target=unlearned/finetune', *base)
+  assert r.returncode == 0, r.stderr
+  assert 'decision:' in r.stdout
+  assert os.path.exists(os.path.join(wd, 'audits', 'unlearned_finetune', 'report.json'))
+  # Clear errors, no traceback.
+  r = _cli('unlearn', f'--workdir={wd}', '--method=nope', *base)
+  assert r.returncode == 1 and 'unknown' in r.stderr and 'Traceback' not in r.stderr
+  r = _cli('unlearn', f'--workdir={wd}', '--method=finetune', '--hparam=lr2=3', *base)
+  assert r.returncode == 1 and 'lr2' in r.stderr
+  r = _cli('train', f'--workdir={wd}', '--config.dataset=nosuchdata')
+  assert r.returncode == 1 and 'nosuchdata' in r.stderr and 'Traceback' not in r.stderr
+  r = _cli('bogus')
+  assert r.returncode == 2

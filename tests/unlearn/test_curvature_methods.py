@@ -1,0 +1,457 @@
+"""Curvature-based unlearning: Fisher, influence, Newton, Fisher+Hessian, certified
+removal and SSD, checked against independent references written here.
+
+Small on purpose (two shared CPU cores): a 16-unit digits MLP trained for a few
+epochs, and L2-regularised logistic regression (an MLP without hidden layers)
+on two digit classes in float64, whose exact optima come from a reference
+Newton solver on ``jax.hessian`` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from jax import flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxaudit import unlearn as U
+from jaxaudit.curvature import diag_fisher
+from jaxaudit.data import load_dataset, make_split
+from jaxaudit.errors import ConfigError
+from jaxaudit.models import get_model, init_params, make_apply_fn, num_params
+from jaxaudit.train import Recipe, train_model
+from jaxaudit.unlearn import certified as cr
+from jaxaudit.unlearn import curvature_methods as cm
+from tests.unlearn.conftest import compile_count
+
+METHODS = ('fisher', 'influence', 'newton', 'fisher_hessian', 'certified_removal', 'ssd')
+
+
+@pytest.fixture
+def x64():
+  """float64 inside one test; the previous setting is restored afterwards."""
+  with jax.enable_x64(True):
+    yield
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiny:
+  model: object
+  params: object
+  data: U.UnlearnData
+
+
+@pytest.fixture(scope='module')
+def tiny() -> Tiny:
+  """A 64-16-10 MLP (1,210 parameters) trained on 300 digits, 30 of them to forget."""
+  ds = load_dataset('digits')
+  split = make_split(ds, seed=0, ref_fraction=0.15, forget_fraction=0.1, train_size=300)
+  recipe = Recipe(epochs=15, batch_size=64, learning_rate=3e-3)
+  data = U.make_unlearn_data(ds, split, recipe, val_size=100)
+  model = get_model('mlp', 10, hidden=(16,))
+  params = train_model(model, data.x, data.y, split.train, jax.random.key(0), recipe).params
+  return Tiny(model, params, data)
+
+
+def _flat(tree) -> np.ndarray:
+  return np.asarray(flatten_util.ravel_pytree(tree)[0])
+
+
+def _dist(a, b) -> float:
+  return float(np.linalg.norm(_flat(a) - _flat(b)))
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_every_method_is_registered_in_the_curvature_family():
+  rows = {r.name: r for r in U.list_methods()}
+  for name in METHODS:
+    assert rows[name].family == 'curvature', name
+    assert rows[name].doc, name
+    m = U.get_method(name)
+    assert m.family == 'curvature' and dict(m.hparams) == rows[name].defaults
+
+
+@pytest.mark.parametrize('name, overrides, match', [
+    ('fisher', dict(alpha=-1.0), 'alpha'),
+    ('fisher', dict(max_var=0.0), 'max_var'),
+    ('fisher', dict(max_records=-1), 'max_records'),
+    ('fisher', dict(microbatch=0), 'microbatch'),
+    ('influence', dict(damping=-0.1), 'damping'),
+    ('influence', dict(solver='qr'), 'solver'),
+    ('influence', dict(curvature='fisher'), 'curvature'),
+    ('influence', dict(hessian_set='test'), 'hessian_set'),
+    ('influence', dict(l2=-1.0), 'l2'),
+    ('influence', dict(scale=float('nan')), 'scale'),
+    ('newton', dict(steps=0), 'steps'),
+    ('newton', dict(exact_max_params=-1), 'exact_max_params'),
+    ('newton', dict(cg_maxiter=0), 'cg_maxiter'),
+    ('fisher_hessian', dict(alpha=-1.0), 'alpha'),
+    ('fisher_hessian', dict(lissa_depth=0), 'lissa_depth'),
+    ('certified_removal', dict(epsilon=0.0), 'epsilon'),
+    ('certified_removal', dict(delta=1.0), 'delta'),
+    ('certified_removal', dict(sigma=-1.0), 'sigma'),
+    ('certified_removal', dict(lam=0.0), 'lam'),
+    ('certified_removal', dict(removal_batches=0), 'removal_batches'),
+    ('ssd', dict(alpha=0.0), 'alpha'),
+    ('ssd', {'lambda': -1.0}, 'lambda'),
+])
+def test_bad_hparams_raise_before_compilation(name, overrides, match):
+  before = compile_count()
+  with pytest.raises(ConfigError, match=match):
+    U.get_method(name, **overrides)
+  assert compile_count() == before
+
+
+def test_certified_report_rejects_bad_hparams_before_compiling(tiny):
+  before = compile_count()
+  with pytest.raises(ConfigError, match='delta'):
+    cm.certified_removal_report(tiny.params, tiny.model, tiny.data, 0, delta=2.0)
+  with pytest.raises(ConfigError, match='unknown hyper-parameter'):
+    cm.certified_removal_report(tiny.params, tiny.model, tiny.data, 0, eps=1.0)
+  assert compile_count() == before
+
+
+@pytest.mark.parametrize('name', METHODS)
+def test_every_method_runs_on_a_tiny_mlp_without_recompiling(tiny, name):
+  method = U.get_method(name)
+  out = method.fn(tiny.params, tiny.model, tiny.data, jax.random.key(3))
+  assert jax.tree.structure(out) == jax.tree.structure(tiny.params)
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(tiny.params)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    assert np.all(np.isfinite(np.asarray(a)))
+  before = compile_count()
+  again = method.fn(tiny.params, tiny.model, tiny.data, jax.random.key(3))
+  jax.block_until_ready(again)
+  assert compile_count() == before, 'a second call recompiled'
+  np.testing.assert_array_equal(_flat(again), _flat(out))
+
+
+def test_fisher_is_vmappable_over_seeds(tiny):
+  out = U.run_method(U.get_method('fisher', alpha=1e-4), tiny.params, tiny.model, tiny.data,
+                     jax.random.key(0), seeds=2, strategy='vmap')
+  k = np.asarray(out['head']['kernel'])
+  assert k.shape == (2,) + tiny.params['head']['kernel'].shape
+  assert not np.allclose(k[0], k[1])
+
+
+# ----------------------------------------------------------------------------- Fisher
+
+
+def test_fisher_noise_std_matches_the_formula_and_honours_the_clamp():
+  f = {'a': jnp.array([0.0, 1e-9, 1e-4, 1e-2, 1.0, 25.0], jnp.float32)}
+  alpha, max_var = 1e-3, 50.0
+  std = np.asarray(cm.fisher_noise_std(f, alpha=alpha, max_var=max_var)['a'], np.float64)
+  fa = np.asarray(f['a'], np.float64)
+  expected = np.sqrt(alpha * np.minimum(1.0 / (fa + 1e-8), max_var))
+  np.testing.assert_allclose(std, expected, rtol=1e-6)
+  # Clamped where 1/(F + 1e-8) > max_var: the variance never exceeds alpha * max_var.
+  assert np.all(std ** 2 <= alpha * max_var * (1 + 1e-6))
+  np.testing.assert_allclose(std[:4], np.sqrt(alpha * max_var), rtol=1e-6)
+  np.testing.assert_allclose(std[4:] ** 2 * fa[4:], alpha, rtol=1e-5)  # ∝ 1/F elsewhere
+
+
+def _naive_true_fisher(model, params, x):
+  """E_x Σ_c p(c|x) (∂ log p(c|x)/∂θ)², one Jacobian per example (reference)."""
+  flat, unravel = flatten_util.ravel_pytree(params)
+  apply_fn = make_apply_fn(model)
+
+  def one(xi):
+    logp = lambda w: jax.nn.log_softmax(apply_fn(unravel(w), xi[None])[0])
+    jac = jax.jacrev(logp)(flat)                               # (C, P)
+    return jnp.sum(jnp.exp(logp(flat))[:, None] * jac ** 2, axis=0)
+
+  return np.asarray(jnp.mean(jax.lax.map(one, x), axis=0), np.float64)
+
+
+def test_fisher_noise_variance_is_inversely_proportional_to_the_fisher(tiny):
+  alpha, max_var = 1e-5, 1e3
+  method = U.get_method('fisher', alpha=alpha, max_var=max_var, max_records=0)
+  out = method.fn(tiny.params, tiny.model, tiny.data, jax.random.key(7))
+  fisher = _naive_true_fisher(tiny.model, tiny.params, tiny.data.x[tiny.data.retain])
+  d2 = (_flat(out).astype(np.float64) - _flat(tiny.params)) ** 2
+  var = alpha * np.minimum(1.0 / (fisher + 1e-8), max_var)
+  ratio = d2 / var                                       # ~ chi-square(1) per parameter
+  assert ratio.size == num_params(tiny.params) == 1210
+  assert 0.85 < ratio.mean() < 1.15, ratio.mean()
+  clamped = 1.0 / (fisher + 1e-8) > max_var
+  assert clamped.sum() > 20  # constant digit pixels and dead units have F ~ 0
+  assert 0.6 < ratio[clamped].mean() < 1.4
+  assert d2[clamped].max() < 25 * alpha * max_var
+  # Unclamped: log (Δθ)² = log α − log F + log χ²₁, so the slope on log F is −1.
+  free = ~clamped & (fisher > 0)
+  slope = np.polyfit(np.log(fisher[free]), np.log(d2[free]), 1)[0]
+  assert -1.15 < slope < -0.85, slope
+
+
+# ----------------------------------------------------------------------------- SSD
+
+
+def test_ssd_dampen_on_hand_made_importances():
+  params = {'w': jnp.array([1.0, -2.0, 3.0, 4.0, 5.0, 6.0])}
+  i_d = {'w': jnp.array([1.0, 1.0, 0.0, 2.0, 1.0, 0.5])}
+  i_f = {'w': jnp.array([5.0, 20.0, 0.0, 2.0, 40.0, 10.0])}
+  out = np.asarray(cm.ssd_dampen(params, i_d, i_f, alpha=4.0, lam=2.0)['w'])
+  # selected: i_f > 4 i_d -> [T, T, F, F, T, T]; factor min(2 i_d / i_f, 1)
+  expected = np.array([1.0 * 0.4, -2.0 * 0.1, 3.0, 4.0, 5.0 * 0.05, 6.0 * 0.1])
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+  assert out[2] == 3.0 and out[3] == 4.0
+
+
+def _naive_importance(model, params, x, y):
+  """Mean over records of the squared per-record CE gradient (reference)."""
+  flat, unravel = flatten_util.ravel_pytree(params)
+  apply_fn = make_apply_fn(model)
+
+  def one(xi, yi):
+    g = jax.grad(lambda w: -jax.nn.log_softmax(apply_fn(unravel(w), xi[None])[0])[yi])(flat)
+    return g ** 2
+
+  return np.asarray(jnp.mean(jax.vmap(one)(x, y), axis=0), np.float64)
+
+
+def test_ssd_changes_exactly_the_selected_parameters(tiny):
+  alpha, lam = 3.0, 1.0
+  d = tiny.data
+  out = U.get_method('ssd', alpha=alpha, **{'lambda': lam}).fn(tiny.params, tiny.model, d,
+                                                               jax.random.key(0))
+  union = np.concatenate([np.asarray(d.retain), np.asarray(d.forget)])
+  i_d = _naive_importance(tiny.model, tiny.params, d.x[union], d.y[union])
+  i_f = _naive_importance(tiny.model, tiny.params, d.x[d.forget], d.y[d.forget])
+  theta, new = _flat(tiny.params), _flat(out)
+  selected = i_f > alpha * i_d
+  clear = np.abs(i_f - alpha * i_d) > 1e-4 * (i_f + alpha * i_d) + 1e-30   # no near-ties
+  assert 5 < selected.sum() < selected.size // 2
+  changed = new != theta
+  np.testing.assert_array_equal(changed[clear & ~selected], False)
+  sel = clear & selected & (theta != 0)
+  expected = theta[sel] * np.minimum(lam * i_d[sel] / i_f[sel], 1.0)
+  np.testing.assert_allclose(new[sel], expected, rtol=1e-3, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- logistic regression
+
+
+@dataclasses.dataclass(frozen=True)
+class LogReg:
+  model: object
+  data: U.UnlearnData
+  theta0: object       # exact optimum on D
+  theta_r: object      # exact optimum on Dr (retraining)
+  lam: float
+
+
+def _exact_optimum(apply_fn, params, x, y, lam, iters=30):
+  """argmin mean CE + (lam/2)‖θ‖² by Newton's method on jax.hessian (reference)."""
+  flat, unravel = flatten_util.ravel_pytree(params)
+
+  def objective(w):
+    logp = jax.nn.log_softmax(apply_fn(unravel(w), x))
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1)) + 0.5 * lam * w @ w
+
+  grad, hess = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
+  for _ in range(iters):
+    flat = flat - jnp.linalg.solve(hess(flat), grad(flat))
+  assert float(jnp.linalg.norm(grad(flat))) < 1e-10
+  return unravel(flat)
+
+
+def _logreg_problem(lam=1e-2, n_forget=8) -> LogReg:
+  """Softmax regression (64 → 2) on digits 3 vs 8, float64, L2 strength ``lam``."""
+  ds = load_dataset('digits')
+  keep = np.flatnonzero(np.isin(ds.y_train, [3, 8]))[:240]
+  x = jnp.asarray(ds.x_train[keep], jnp.float64)
+  y = jnp.asarray((ds.y_train[keep] == 8).astype(np.int32))
+  rng = np.random.default_rng(0)
+  perm = rng.permutation(keep.size)
+  forget, retain = np.sort(perm[:n_forget]), np.sort(perm[n_forget:])
+  model = get_model('mlp', 2, hidden=())
+  params = jax.tree.map(lambda p: p.astype(jnp.float64),
+                        init_params(model, jax.random.key(0), ds.input_shape))
+  apply_fn = make_apply_fn(model)
+  theta0 = _exact_optimum(apply_fn, params, x, y, lam)
+  theta_r = _exact_optimum(apply_fn, params, x[retain], y[retain], lam)
+  data = U.UnlearnData(x=x, y=y, forget=jnp.asarray(forget, jnp.int32),
+                       retain=jnp.asarray(retain, jnp.int32), num_classes=2,
+                       input_shape=tuple(ds.input_shape), recipe=Recipe())
+  return LogReg(model, data, theta0, theta_r, lam)
+
+
+def test_newton_and_influence_land_near_the_retrained_optimum(x64):
+  del x64
+  p = _logreg_problem()
+  key = jax.random.key(0)
+  base = _dist(p.theta0, p.theta_r)
+  common = dict(l2=p.lam, damping=0.0, hessian_records=0)
+  newton = U.get_method('newton', exact_max_params=10_000, **common).fn(
+      p.theta0, p.model, p.data, key)
+  ratio = _dist(newton, p.theta_r) / base
+  print(f'\nNewton removal: dist(newton, retrained) / dist(original, retrained) = {ratio:.2e}'
+        f' (original distance {base:.3e})')
+  assert ratio < 0.1
+  newton_cg = U.get_method('newton', exact_max_params=0, cg_tol=1e-12, cg_maxiter=500,
+                           **common).fn(p.theta0, p.model, p.data, key)
+  np.testing.assert_allclose(_flat(newton_cg), _flat(newton), rtol=1e-6, atol=1e-9)
+  # At the exact optimum of the full objective the influence step on the retain
+  # Hessian *is* the Newton step (module docstring of curvature_methods).
+  for solver in ('exact', 'cg'):
+    inf = U.get_method('influence', solver=solver, cg_tol=1e-12, cg_maxiter=500,
+                       **common).fn(p.theta0, p.model, p.data, key)
+    np.testing.assert_allclose(_flat(inf), _flat(newton), rtol=1e-6, atol=1e-9)
+  # The classic Koh & Liang form (full Hessian, factor m/n) and LiSSA also move
+  # towards retraining; the sign convention matters (a minus sign moves away).
+  full = U.get_method('influence', solver='exact', hessian_set='full', **common).fn(
+      p.theta0, p.model, p.data, key)
+  assert _dist(full, p.theta_r) / base < 0.2
+  wrong_sign = U.get_method('influence', solver='exact', scale=-1.0, **common).fn(
+      p.theta0, p.model, p.data, key)
+  assert _dist(wrong_sign, p.theta_r) / base > 1.5
+  lissa = U.get_method('influence', solver='lissa', lissa_depth=300, **common).fn(
+      p.theta0, p.model, p.data, key)
+  assert _dist(lissa, p.theta_r) / base < 0.9
+
+
+def test_newton_exact_equals_cg_on_the_tiny_mlp(tiny):
+  kw = dict(curvature='ggn', damping=0.1, l2=0.0, hessian_records=0, cg_tol=1e-7,
+            cg_maxiter=1000)
+  key = jax.random.key(0)
+  exact = U.get_method('newton', exact_max_params=5000, **kw).fn(tiny.params, tiny.model,
+                                                                 tiny.data, key)
+  cg = U.get_method('newton', exact_max_params=0, **kw).fn(tiny.params, tiny.model,
+                                                          tiny.data, key)
+  step = _flat(exact) - _flat(tiny.params)
+  assert np.linalg.norm(step) > 1e-2
+  np.testing.assert_allclose(_flat(cg) - _flat(tiny.params), step,
+                             atol=2e-3 * np.abs(step).max())
+
+
+def test_dense_curvature_matches_jax_hessian(x64):
+  del x64
+  p = _logreg_problem()
+  apply_fn = make_apply_fn(p.model)
+  x, y = p.data.x[:50], p.data.y[:50]
+  flat, unravel = flatten_util.ravel_pytree(p.theta0)
+  ref = jax.hessian(lambda w: -jnp.mean(jnp.take_along_axis(
+      jax.nn.log_softmax(apply_fn(unravel(w), x)), y[:, None], 1)))(flat)
+  for curvature in ('hessian', 'ggn'):   # equal for softmax regression
+    h = cm.dense_curvature(apply_fn, p.theta0, x, y, curvature=curvature, microbatch=16)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(ref), rtol=1e-8, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- certified removal
+
+
+def _features(n_classes=2):
+  """Unit-norm digit pixels (240 records) with ±1 (binary) or class labels."""
+  ds = load_dataset('digits')
+  if n_classes == 2:
+    keep = np.flatnonzero(np.isin(ds.y_train, [3, 8]))[:240]
+    y = jnp.asarray(np.where(ds.y_train[keep] == 8, 1.0, -1.0))
+  else:
+    keep = np.arange(240)
+    y = jnp.asarray(ds.y_train[keep])
+  x = ds.x_train[keep].reshape(len(keep), -1).astype(np.float64)
+  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  return jnp.asarray(x), y
+
+
+def _sum_objective_grad(w, X, y, lam, b, keep):
+  """∇ of Σ_keep log(1+exp(−y xᵀw)) + (λ n/2)‖w‖² + bᵀw by autodiff (reference)."""
+  def f(v):
+    return (jnp.sum(keep * jnp.logaddexp(0.0, -y * (X @ v))) + 0.5 * lam * jnp.sum(keep) * v @ v
+            + b @ v)
+  return jax.grad(f)(w)
+
+
+def test_certificate_bound_holds_and_newton_matches_guo_form(x64):
+  del x64
+  X, y = _features()
+  lam, sigma = 1e-2, 1.0
+  b = sigma * jax.random.normal(jax.random.key(1), (X.shape[1],), jnp.float64)
+  w = cr.train_logreg(X, y, lam, b)
+  assert float(jnp.linalg.norm(_sum_objective_grad(w, X, y, lam, b, 1.0))) < 1e-9
+  remove = jnp.zeros(X.shape[0], bool).at[jnp.arange(5)].set(True)
+  keep = (~remove).astype(jnp.float64)
+  cert = cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=1.0, delta=1e-4)
+  resid = float(jnp.linalg.norm(_sum_objective_grad(cert.w_new, X, y, lam, b, keep)))
+  assert 0 < resid <= float(cert.bound), (resid, float(cert.bound))
+  np.testing.assert_allclose(float(cert.residual_norm), resid, rtol=1e-6)
+  # Guo et al.'s form: Δ = H(w; D')⁻¹ Σ_removed (∇ℓ_i + λ w).
+  s = jax.nn.sigmoid(X @ w)
+  h = (X.T * (keep * s * (1 - s))) @ X + lam * keep.sum() * jnp.eye(X.shape[1])
+  g_rm = X[:5].T @ ((jax.nn.sigmoid(y[:5] * (X[:5] @ w)) - 1) * y[:5]) + 5 * lam * w
+  np.testing.assert_allclose(np.asarray(cert.w_new), np.asarray(w + jnp.linalg.solve(h, g_rm)),
+                             rtol=1e-8, atol=1e-10)
+  # Much closer to retraining (same b) than the original weights.
+  w_r = cr.train_logreg(X, y, lam, b, mask=~remove)
+  assert float(jnp.linalg.norm(cert.w_new - w_r)) < 0.05 * float(jnp.linalg.norm(w - w_r))
+  # The bound's pieces, recomputed by hand.
+  delta_w = cert.w_new - w
+  spec = np.sqrt(np.linalg.eigvalsh(np.asarray(X.T @ (X * keep[:, None])))[-1])
+  beta = 0.25 * np.linalg.norm(delta_w) * np.linalg.norm(np.asarray((X @ delta_w) * keep)) * spec
+  np.testing.assert_allclose(float(cert.bound), beta, rtol=1e-8)
+  np.testing.assert_allclose(float(cert.budget), sigma / np.sqrt(2 * np.log(1.5 / 1e-4)))
+
+
+def test_certificate_bound_holds_for_one_vs_rest_heads(x64):
+  del x64
+  X, labels = _features(n_classes=10)
+  Y = cr.ovr_labels(labels, 10).astype(jnp.float64)
+  lam = 1e-2
+  B = jax.random.normal(jax.random.key(2), (10, X.shape[1]), jnp.float64)
+  W = jax.vmap(lambda yk, bk: cr.train_logreg(X, yk, lam, bk))(Y, B)
+  remove = jnp.zeros(X.shape[0], bool).at[jnp.arange(0, 40, 4)].set(True)
+  keep = (~remove).astype(jnp.float64)
+  cert = cr.certify(W, X, Y, remove, lam, B, sigma=1.0, epsilon=1.0, delta=1e-4)
+  resid = [float(jnp.linalg.norm(_sum_objective_grad(cert.w_new[k], X, Y[k], lam, B[k], keep)))
+           for k in range(10)]
+  assert sum(resid) <= float(cert.bound)
+  # The bound also holds head by head.
+  for k in range(10):
+    one = cr.certify(W[k], X, Y[k], remove, lam, B[k], sigma=1.0, epsilon=1.0, delta=1e-4)
+    assert resid[k] <= float(one.bound)
+
+
+def test_removing_many_points_exhausts_the_budget(x64):
+  del x64
+  X, y = _features()
+  lam, sigma, eps, delta = 1e-2, 1.0, 1.0, 1e-4
+  b = sigma * jax.random.normal(jax.random.key(3), (X.shape[1],), jnp.float64)
+  w = cr.train_logreg(X, y, lam, b)
+  bounds, flags = [], []
+  for k in (1, 4, 16, 64):
+    remove = jnp.arange(X.shape[0]) < k
+    cert = cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=eps, delta=delta)
+    bounds.append(float(cert.bound))
+    flags.append(bool(cert.certified))
+  assert bounds == sorted(bounds)
+  assert flags[0] and not flags[-1], (bounds, float(cert.budget))
+  # Sequential removals accumulate: a prior spend past the budget fails at once.
+  one = cr.certify(w, X, y, jnp.arange(X.shape[0]) < 1, lam, b, sigma=sigma, epsilon=eps,
+                   delta=delta, prior_bound=float(cert.budget))
+  assert not bool(one.certified)
+
+
+def test_certified_removal_method_and_report(tiny):
+  d = tiny.data
+  key = jax.random.key(5)
+  for hp, expect in ((dict(), False), (dict(epsilon=1e6), True)):
+    report = cm.certified_removal_report(tiny.params, tiny.model, d, key, **hp)
+    assert report['certified'] is expect and report['retrain_required'] is (not expect)
+    assert report['num_heads'] == 10 and report['feature_dim'] == 16
+    assert report['features'] == 'penultimate'
+    assert report['residual_norm'] <= report['bound']
+    assert (report['bound'] <= report['budget']) is expect
+    out = U.get_method('certified_removal', **hp).fn(tiny.params, tiny.model, d, key)
+    for name in tiny.params:
+      if name != 'head':   # the frozen feature extractor is untouched
+        np.testing.assert_array_equal(_flat(out[name]), _flat(tiny.params[name]))
+    assert not np.allclose(_flat(out['head']), _flat(tiny.params['head']))
+    logits = make_apply_fn(tiny.model)(out, d.x[d.retain])
+    assert float(jnp.mean(jnp.argmax(logits, -1) == d.y[d.retain])) > 0.6
+  with pytest.raises(ConfigError, match='head'):
+    cm.certified_removal_report({'Dense_0': tiny.params['Dense_0']}, tiny.model, d, key)
