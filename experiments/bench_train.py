@@ -35,7 +35,7 @@ def _time(model, ds, k, strategy, recipe):
   rng = np.random.default_rng(0)
   n = min(FLAGS.n, len(ds.y_train))
   subsets = np.stack([rng.choice(len(ds.y_train), n, replace=False) for _ in range(k)])
-  t0 = time.perf_counter()
+  t0 = time.perf_counter()   # warm-up: compiles (programs are shared across epoch counts)
   jax.block_until_ready(train_ensemble(model, ds.x_train, ds.y_train, subsets, list(range(k)),
                                        recipe.replace(epochs=1), strategy=strategy).params)
   first = time.perf_counter() - t0

@@ -59,7 +59,7 @@ def mnist_mlp():
   c = load_base('mnist_mlp', 'local')
   c.split.train_size = 4000
   c.split.test_size = 2000
-  c.split.ref_fraction = 0.1        # ~6,000 reference records of the 60k pool
+  c.split.ref_fraction = 0.04       # 2,400 reference records of the 60k pool
   c.train.epochs = 20
   c.audit.num_verifiers = 6
   c.audit.ref_sample = 2000

@@ -119,7 +119,7 @@ def augment_images(key: jax.Array, x: jnp.ndarray, mode: str) -> jnp.ndarray:
 
 
 def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, recipe: Recipe,
-                      carry, x, y, subset, mask, data_key, epoch):
+                      carry, x, y, subset, mask, data_key, epoch, num_epochs):
   """One epoch of one member: carry = (params, opt_state, t) -> (carry, mean loss).
 
   ``t`` counts this member's live steps; its learning-rate schedule spans
@@ -129,7 +129,7 @@ def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, reci
   ekey = jax.random.fold_in(data_key, epoch)
   idx, w = epoch_batches(ekey, subset, mask, recipe.batch_size)
   n_valid = jnp.sum(mask)
-  total = (n_valid + recipe.batch_size - 1) // recipe.batch_size * recipe.epochs
+  total = (n_valid + recipe.batch_size - 1) // recipe.batch_size * num_epochs
 
   def loss_fn(params, xb, yb, wb):
     return masked_ce(apply_fn(params, xb), yb, wb, recipe.label_smoothing)
@@ -172,7 +172,12 @@ def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
 @functools.lru_cache(maxsize=64)
 def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: int,
               input_shape: tuple[int, ...]):
-  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape)."""
+  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape).
+
+  The number of epochs is a traced argument of the epoch program, so recipes
+  that differ only in ``epochs`` share one compiled program (callers pass
+  ``recipe.replace(epochs=0)`` as the cache key).
+  """
   apply_fn = make_apply_fn(model)
   tx = make_base_optimizer(recipe)
 
@@ -183,8 +188,8 @@ def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: 
     return tx.init(params), jnp.zeros((), jnp.int32)
 
   epoch_one = functools.partial(_one_member_epoch, apply_fn, tx, recipe)
-  # args: carry, x, y, subset, mask, data_key, epoch
-  epoch_all = _batched(epoch_one, strategy, (0, None, None, 0, 0, 0, None))
+  # args: carry, x, y, subset, mask, data_key, epoch, num_epochs
+  epoch_all = _batched(epoch_one, strategy, (0, None, None, 0, 0, 0, None, None))
   init_all = _batched(init_one, strategy, (0,))
   opt_init_all = _batched(opt_init_one, strategy, (0,))
   return (jax.jit(init_all), jax.jit(opt_init_all),
@@ -271,7 +276,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   _check_inputs(x, y, subsets, masks, keys, input_shape)
 
   steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
-  init_all, opt_init_all, epoch_all = _programs(model, recipe, strategy, steps, input_shape)
+  init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy, steps,
+                                                input_shape)
   split = jax.vmap(member_keys)(keys)
   init_keys, data_keys = split
   params = init_all(init_keys) if init_params is None else jax.tree.map(jnp.array, init_params)
@@ -283,7 +289,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   masks_d = jnp.asarray(masks)
   losses = []
   for epoch in range(recipe.epochs):
-    carry, loss = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch))
+    carry, loss = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch),
+                            jnp.int32(recipe.epochs))
     if callback is not None:
       loss = np.asarray(loss)
       callback(epoch, loss)

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import init_params as _init_params
-from jaxaudit.train.ensemble import default_strategy, stack, train_ensemble
+from jaxaudit.train.ensemble import default_strategy, train_ensemble
 from jaxaudit.train.evaluate import predict_logits
 from jaxaudit.train.recipe import Recipe
 
@@ -89,8 +89,9 @@ class SisaState(NamedTuple):
   """A SISA-trained ensemble with its checkpoints.
 
   Attributes:
-    params: params after every stage, leaves (R, S, ...): axis 0 the slice
-      stage, axis 1 the shard (constituent model).
+    params: params after every stage, leaves (R, S, ...) NumPy arrays (host
+      memory: R · S small models): axis 0 the slice stage, axis 1 the shard
+      (constituent model).
     layout: the :class:`SisaLayout` the params were trained on.
     shard_keys: (S,) PRNG keys of the shards.
     recipe: the training recipe (its ``epochs`` is unused; see slice_epochs).
@@ -157,8 +158,9 @@ def _init_program(model: nn.Module, input_shape: tuple[int, ...]):
 
 
 def _fresh(model: nn.Module, shard_key: jax.Array, input_shape) -> Params:
-  """Fresh params of a shard (one jitted program per model and shape)."""
-  return _init_program(model, tuple(input_shape))(jax.random.fold_in(shard_key, _INIT_TAG))
+  """Fresh params of a shard (one jitted program per model and shape), on the host."""
+  params = _init_program(model, tuple(input_shape))(jax.random.fold_in(shard_key, _INIT_TAG))
+  return jax.tree.map(np.asarray, params)
 
 
 def _train_stage(model, x, y, layout: SisaLayout, r: int, members: list[int],
@@ -172,11 +174,17 @@ def _train_stage(model, x, y, layout: SisaLayout, r: int, members: list[int],
     return out
   keys = jnp.stack([jax.random.fold_in(shard_keys[members[i]], r) for i in live])
   res = train_ensemble(model, x, y, idx[live], keys, recipe, subset_masks=mask[live],
-                       init_params=stack([start[i] for i in live]), strategy=strategy,
+                       init_params=_host_stack([start[i] for i in live]), strategy=strategy,
                        input_shape=input_shape)
+  trained = jax.tree.map(np.asarray, res.params)
   for j, i in enumerate(live):
-    out[members[i]] = jax.tree.map(lambda p: p[j], res.params)
+    out[members[i]] = jax.tree.map(lambda p: p[j], trained)
   return out
+
+
+def _host_stack(members: Sequence[Params]) -> Params:
+  """Stacks pytrees on the host (NumPy): no device program per leaf shape."""
+  return jax.tree.map(lambda *ps: np.stack([np.asarray(p) for p in ps]), *members)
 
 
 def _default_slice_epochs(recipe: Recipe, slices: int) -> int:
@@ -233,8 +241,8 @@ def train_sisa(model: nn.Module, x, y, train_indices, key: jax.Array, recipe: Re
     out = _train_stage(model, x, y, layout, r, members, current, shard_keys, stage_recipe,
                        strategy, input_shape)
     current = [out[k] for k in members]
-    per_stage.append(stack(current))
-  return SisaState(stack(per_stage), layout, shard_keys, recipe, slice_epochs, strategy,
+    per_stage.append(_host_stack(current))
+  return SisaState(_host_stack(per_stage), layout, shard_keys, recipe, slice_epochs, strategy,
                    input_shape)
 
 
@@ -260,7 +268,8 @@ def sisa_unlearn(state: SisaState, model: nn.Module, x, y, forget) -> SisaState:
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.int32)
   shards, slices = layout.shards, layout.slices
-  stage_params = [[jax.tree.map(lambda p: p[r, k], state.params) for k in range(shards)]
+  host = jax.tree.map(np.asarray, state.params)
+  stage_params = [[jax.tree.map(lambda p: p[r, k], host) for k in range(shards)]
                   for r in range(slices)]
   stage_recipe = state.recipe.replace(epochs=state.slice_epochs)
   for r in range(slices):
@@ -277,7 +286,7 @@ def sisa_unlearn(state: SisaState, model: nn.Module, x, y, forget) -> SisaState:
                        stage_recipe, state.strategy, state.input_shape)
     for k in members:
       stage_params[r][k] = out[k]
-  params = stack([stack(row) for row in stage_params])
+  params = _host_stack([_host_stack(row) for row in stage_params])
   return state._replace(params=params, layout=new_layout)
 
 

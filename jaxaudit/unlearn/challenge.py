@@ -350,8 +350,11 @@ def _normalisation_leaves(params):
   return jax.tree.map(lambda s: not s, sel)
 
 
-def _rni_perturb(params, key, *, fraction, ratio, std):
-  """One RNI epoch's draw: (params with noise on some drawn leaves, update scale)."""
+def _rni_perturb(params, key, std, *, fraction, ratio):
+  """One RNI epoch's draw: (params with noise on some drawn leaves, update scale).
+
+  ``std`` is traced (0 on reset epochs), so every epoch reuses one program.
+  """
   leaves, treedef = jax.tree.flatten(params)
   always = jax.tree.leaves(_normalisation_leaves(params))
   cand = [i for i, a in enumerate(always) if not a]
@@ -360,7 +363,7 @@ def _rni_perturb(params, key, *, fraction, ratio, std):
   order = jax.random.permutation(jax.random.fold_in(key, 0), jnp.asarray(cand, jnp.int32))
   chosen = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_sel]].set(1.0)
   noisy = jnp.zeros((len(leaves),), jnp.float32).at[order[:n_noise]].set(1.0)
-  if std and n_noise:
+  if n_noise:
     nkeys = C.subkeys(jax.random.fold_in(key, 1), len(leaves))
     leaves = [p + noisy[i] * std * jax.random.normal(nkeys[i], p.shape, p.dtype)
               for i, p in enumerate(leaves)]
@@ -403,8 +406,9 @@ def rni(**hp):
     params = paramtree.replace_blocks(params, fresh, {names[-1]})
     for e in range(epochs - fine):
       ke = jax.random.fold_in(key, 100 + e)
-      params, scale = C.jit_apply(_rni_perturb, params, ke, fraction=frac, ratio=ratio,
-                                  std=std if e >= reset_epochs else 0.0)
+      params, scale = C.jit_apply(_rni_perturb, params, ke,
+                                  jnp.float32(std if e >= reset_epochs else 0.0),
+                                  fraction=frac, ratio=ratio)
       params = loops.fit(model, params, x, y, retain, jax.random.fold_in(ke, 2), spec,
                          CrossEntropy(), update_scale=scale, start_epoch=e,
                          num_epochs=1).params

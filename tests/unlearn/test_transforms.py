@@ -13,6 +13,8 @@ from jaxaudit.train import Recipe
 from jaxaudit import unlearn as U
 from jaxaudit.unlearn import challenge, paramtree
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 
 def _numpy_params(model, shape, seed=0):
   # Shapes by tracing only, values from NumPy: nothing is compiled.
