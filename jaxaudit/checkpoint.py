@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Mapping
 
@@ -26,7 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxaudit import __version__
+from jaxaudit import __version__, io_utils
 from jaxaudit.errors import CheckpointError
 
 Params = Any
@@ -73,9 +72,7 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
   path = os.path.abspath(path)
   if os.path.exists(path) and not overwrite:
     raise CheckpointError(f'checkpoint {path} exists and overwrite=False')
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
+  tmp = io_utils.temp_sibling(path)
   try:
     params = jax.tree.map(np.asarray, params)
     ckptr = ocp.StandardCheckpointer()
@@ -89,13 +86,7 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
                                  for k, v in jax.tree_util.tree_leaves_with_path(params)}
     with open(os.path.join(tmp, META), 'w') as f:
       json.dump(full_meta, f, indent=1, sort_keys=True)
-    if os.path.exists(path):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old-', dir=parent)
-      os.replace(path, os.path.join(old, 'x'))
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
+    io_utils.replace_dir(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxaudit import checkpoint
+from jaxaudit import checkpoint, io_utils
 from jaxaudit.configs import recipe_from_config
 from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
 from jaxaudit.data import splits as splits_lib
@@ -109,10 +109,7 @@ def prepare(config, workdir: str, log: Callable[[str], None] = log_to_stdout
 
 
 def _atomic_json(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  io_utils.write_json(path, obj)
 
 
 def model_from_config(config, dataset: Dataset):

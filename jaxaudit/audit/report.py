@@ -11,11 +11,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.audit.runner import AuditResult
 
 
@@ -45,25 +45,15 @@ def report_dict(result: AuditResult) -> dict[str, Any]:
 
 def atomic_write_dir(out_dir: str, files: dict[str, bytes]) -> str:
   """Writes ``files`` (name -> bytes) into out_dir, replacing it atomically."""
-  out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-', dir=parent)
+  tmp = io_utils.temp_sibling(out_dir)
   try:
     for name, data in files.items():
       with open(os.path.join(tmp, name), 'wb') as f:
         f.write(data)
-    if os.path.exists(out_dir):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.old-', dir=parent)
-      os.replace(out_dir, os.path.join(old, 'x'))
-      os.replace(tmp, out_dir)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, out_dir)
+    return io_utils.replace_dir(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return out_dir
 
 
 def _png(fig) -> bytes:

@@ -131,12 +131,17 @@ def test_every_method_runs_on_a_tiny_mlp_without_recompiling(tiny, name):
   np.testing.assert_array_equal(_flat(again), _flat(out))
 
 
-def test_fisher_is_vmappable_over_seeds(tiny):
-  out = U.run_method(U.get_method('fisher', alpha=1e-4), tiny.params, tiny.model, tiny.data,
-                     jax.random.key(0), seeds=2, strategy='vmap')
-  k = np.asarray(out['head']['kernel'])
-  assert k.shape == (2,) + tiny.params['head']['kernel'].shape
-  assert not np.allclose(k[0], k[1])
+def test_every_method_traces_under_vmap_over_keys(tiny):
+  """Registered as vmappable, so run_method may vmap them: trace (no compile) with
+  a batch of keys."""
+  keys = U.seed_keys(jax.random.key(0), 2)
+  for name in METHODS:
+    method = U.get_method(name)
+    assert method.vmappable
+    shapes = jax.eval_shape(jax.vmap(lambda k: method.fn(tiny.params, tiny.model, tiny.data, k)),
+                            keys)
+    for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(tiny.params)):
+      assert a.shape == (2,) + b.shape, name
 
 
 # ----------------------------------------------------------------------------- Fisher
@@ -431,19 +436,23 @@ def test_removing_many_points_exhausts_the_budget(x64):
   X, y = _features()
   lam, sigma, eps, delta = 1e-2, 1.0, 1.0, 1e-4
   b = sigma * jax.random.normal(jax.random.key(3), (X.shape[1],), jnp.float64)
-  w = cr.train_logreg(X, y, lam, b)
-  bounds, flags = [], []
-  for k in (1, 4, 16, 64):
+
+  @jax.jit
+  def run(k, prior):
+    w = cr.train_logreg(X, y, lam, b)
     remove = jnp.arange(X.shape[0]) < k
-    cert = cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=eps, delta=delta)
-    bounds.append(float(cert.bound))
-    flags.append(bool(cert.certified))
+    return cr.certify(w, X, y, remove, lam, b, sigma=sigma, epsilon=eps, delta=delta,
+                      prior_bound=prior)
+
+  certs = [run(k, 0.0) for k in (1, 4, 16, 64)]
+  bounds = [float(c.bound) for c in certs]
+  flags = [bool(c.certified) for c in certs]
+  budget = float(certs[0].budget)
   assert bounds == sorted(bounds)
-  assert flags[0] and not flags[-1], (bounds, float(cert.budget))
+  assert flags[0] and not flags[-1], (bounds, budget)   # 64 removals: retrain required
   # Sequential removals accumulate: a prior spend past the budget fails at once.
-  one = cr.certify(w, X, y, jnp.arange(X.shape[0]) < 1, lam, b, sigma=sigma, epsilon=eps,
-                   delta=delta, prior_bound=float(cert.budget))
-  assert not bool(one.certified)
+  assert not bool(run(1, budget).certified)
+  assert bool(run(1, budget - 1.01 * bounds[0]).certified)
 
 
 def test_certified_removal_method_and_report(tiny):
