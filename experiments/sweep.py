@@ -159,6 +159,12 @@ def cell_config(config, entry: str, forget: str, seed: int):
   return c
 
 
+def base_method(config, method: str) -> str:
+  """The registered method behind a name (``config.method_aliases`` maps variants)."""
+  aliases = config.get('method_aliases')
+  return str(aliases[method]) if aliases is not None and method in aliases else method
+
+
 def method_hparams(config, entry: str, method: str) -> dict:
   hp = {}
   for src in (config.get('method_hparams'), config.entries[entry].get('method_hparams')):
@@ -374,7 +380,15 @@ class Group:
     self.retrain_s = float(self.summary['retrain'].get('wall_time_s') or float('nan'))
     self.retrain_flops = train_flops(self.flops, len(self.split.retain), self.recipe.epochs)
     self._unlearn_data = None
+    self.memo = {}   # verifier logits shared by the audits of this request (audit_many)
     self.setup_s = time.time() - t0
+
+  def finite_outputs(self, params) -> bool:
+    """Whether a model's logits on a sample of D_ref and test are all finite."""
+    from jaxaudit.train import predict_logits
+    x = np.concatenate([self.dataset.x_train[self.split.ref[:256]],
+                        self.dataset.x_test[self.split.test[:256]]])
+    return bool(np.all(np.isfinite(predict_logits(self.model, params, x))))
 
   @property
   def unlearn_data(self):
@@ -426,12 +440,13 @@ def _ulira_fn(g: Group, meth):
   return fn
 
 
-def _neurips23_group(g: Group, meth, method: str, hp: dict, n: int):
+def _neurips23_group(g: Group, meth, name: str, base: str, hp: dict, n: int):
   """N unlearned models (seeds 1..N of the method key), checkpointed for reuse."""
   import jax
   from jaxaudit import checkpoint, pipeline
   from jaxaudit import unlearn as unlearn_lib
-  path = os.path.join(g.wd, 'models', 'unlearned_group', f'{method}-x{n}')
+  path = os.path.join(g.wd, 'models', 'unlearned_group', f'{name}-x{n}')
+  method = base
   if checkpoint.exists(path):
     meta = checkpoint.load_meta(path)
     if meta.get('method') == method and meta.get('hparams') == clean_json(hp) \
@@ -440,7 +455,7 @@ def _neurips23_group(g: Group, meth, method: str, hp: dict, n: int):
       return params, float(meta.get('wall_time_s') or 0.0)
   t0 = time.time()
   params = jax.block_until_ready(unlearn_lib.run_method(
-      meth, g.params, g.model, g.unlearn_data, g.method_key(method), seeds=list(range(1, n + 1))))
+      meth, g.params, g.model, g.unlearn_data, g.method_key(base), seeds=list(range(1, n + 1))))
   wall = time.time() - t0
   checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
       g.cfg, g.dataset, g.split, 'unlearned_group', ensemble_size=n, method=method,
@@ -461,8 +476,9 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
   from jaxaudit.audit import peers as peers_lib
   t_cell = time.time()
   hp = method_hparams(g.config, cell.entry, cell.method)
+  base = base_method(g.config, cell.method)
   row = dict(key=cell.key, kind='sweep', entry=cell.entry, data=g.dataset.name,
-             model=g.cfg.model, method=cell.method, forget=cell.forget,
+             model=g.cfg.model, method=cell.method, base_method=base, forget=cell.forget,
              forget_mode=parse_forget(cell.forget)[0], seed=cell.seed, sizes=g.sizes(),
              error=None,
              accuracy=dict(original=g.summary['original'].get('accuracy'),
@@ -470,7 +486,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
              timing=dict(setup_s=g.setup_s), provenance=dict(workdir=g.wd))
   g.setup_s = 0.0   # counted once, in the first cell of the group
   try:
-    meth = unlearn_lib.get_method(cell.method, **hp)
+    meth = unlearn_lib.get_method(base, **hp)
   except Exception as e:   # noqa: BLE001 — invalid hyper-parameters etc.
     row.update(family=None, hparams=hp, error=f'method: {type(e).__name__}: {e}')
     return row
@@ -478,7 +494,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
   row['hparams'] = clean_json(dict(meth.hparams))
   try:
     t0 = time.time()
-    res = pipeline.run_unlearn(g.cfg, g.wd, cell.method, hp, log=lambda s: None)
+    res = pipeline.run_unlearn(g.cfg, g.wd, base, hp, out_name=cell.method, log=lambda s: None)
     unlearn_s = time.time() - t0
     row['accuracy']['unlearned'] = res['accuracy']
     row['timing'].update(unlearn_s=unlearn_s, method_wall_s=res.get('wall_time_s'))
@@ -490,13 +506,18 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
     log(f'[sweep] {cell.key}: {row["error"]}')
     return row
   target = Target.from_params(g.model, params_u, name=cell.method)
+  if not g.finite_outputs(params_u):
+    row['error'] = 'diverged: Mu outputs NaN/inf logits (no auditor can score it)'
+    row['diverged'] = True
+    log(f'[sweep] {cell.key}: {row["error"]}')
+    return row
 
   # jaxaudit's audit.
   try:
     t0 = time.time()
     vs = g.verifier_sets[0][0] if len(g.verifier_sets) == 1 else None
     result = audit(target, g.dataset, g.split, verifier_model=g.model, recipe=g.recipe,
-                   settings=g.settings, cache_dir=g.verifier_dir, verifiers=vs)
+                   settings=g.settings, cache_dir=g.verifier_dir, verifiers=vs, memo=g.memo)
     audit_s = time.time() - t0
     d = result.details
     row['ours'] = dict(
@@ -552,7 +573,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
   n23 = int(p.get('neurips23_models', 0) or 0)
   if n23 and _applies(p.get('neurips23_methods', 'all'), cell.method):
     def _n23():
-      params_grp, grp_wall = _neurips23_group(g, meth, cell.method, hp, n23)
+      params_grp, grp_wall = _neurips23_group(g, meth, cell.method, base, hp, n23)
       r = peers_lib.neurips23_audit(params_grp, g.dataset, g.split, g.model, g.recipe,
                                     seed=g.seed, cache_dir=g.peer_dir)
       return _short_peer(r, dict(unlearn_group_s=grp_wall, models=2 * n23,
@@ -580,13 +601,11 @@ def cell_cost(g: Group, row: dict) -> dict:
   k = vs.num_models
   sub = vs.subsets.shape[1]
   out = dict(retrain=dict(models=1, flops=g.retrain_flops, wall_s=g.retrain_s))
-  ours = row.get('ours') or {}
   q_ours = (n_du + min(n_ref, g.settings.ref_sample) + len(vs.members)) * views
   out['ours'] = dict(models=k * len(g.verifier_sets),
                      flops=len(g.verifier_sets) * k * train_flops(f, sub, g.vrecipe.epochs)
                      + q_ours * (k + 1) * fwd,
                      wall_s=sum(w for _, w in g.verifier_sets) + row['timing'].get('audit_s', 0.0))
-  del ours
   peers = row.get('peers', {})
   if 'population_mia' in peers:
     out['population_mia'] = dict(models=0, flops=(n_du + n_ref) * fwd,
@@ -622,10 +641,9 @@ def cell_cost(g: Group, row: dict) -> dict:
     r = peers['neurips23']
     n = int(g.peers.get('neurips23_models', 0))
     retrain_wall = r.get('retrain_group_s') or 0.0
-    if not retrain_wall and r.get('retrain_cache_key'):
+    if not retrain_wall and r.get('retrain_cache_key'):   # cached: its stored training time
       retrain_wall = _meta_wall(os.path.join(
           g.peer_dir, f'neurips23-retrained-{r["retrain_cache_key"]}')) or 0.0
-      retrain_wall = retrain_wall   # cached: the training time of the stored group
     call = r.get('wall_s', 0.0) - (r.get('retrain_group_s') or 0.0)
     out['neurips23'] = dict(models=2 * n, flops=n * train_flops(f, n_r, g.recipe.epochs)
                             + 2 * n * (n_du + 4000) * fwd,
@@ -677,13 +695,19 @@ def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: in
   rows = read_results(results, repair=True, log=log)
   done = {r['key'] for r in rows}
   cells = plan_cells(config)
+  for entry in entry_names(config):
+    npz = config.entries[entry].config.get('npz')
+    if npz and not os.path.exists(npz):
+      log(f'[sweep] note: {entry} skipped: its data file {npz} does not exist')
+      cells = [c for c in cells if c.entry != entry]
   known = registered_methods()
-  missing = sorted({c.method for c in cells} - known)
+  missing = sorted({c.method for c in cells if base_method(config, c.method) not in known})
   if missing:
     log(f'[sweep] note: method(s) {missing} are not registered in jaxaudit.unlearn; their '
         'cells are skipped (no row is written, so they run once the methods exist)')
-  todo = [c for c in cells if c.key not in done and c.method in known]
-  total = len([c for c in cells if c.method in known])
+  runnable = [c for c in cells if base_method(config, c.method) in known]
+  todo = [c for c in runnable if c.key not in done]
+  total = len(runnable)
   log(f'[sweep] {total} cells ({len(cells) - total} skipped: unregistered), '
       f'{total - len(todo)} already in {results}, {len(todo)} to run')
   t0 = time.time()

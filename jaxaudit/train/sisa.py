@@ -56,10 +56,12 @@ class SisaLayout(NamedTuple):
 
   @property
   def shards(self) -> int:
+    """S, the number of shards (constituent models)."""
     return int(self.slots.shape[0])
 
   @property
   def slices(self) -> int:
+    """R, the number of slices per shard."""
     return int(self.slots.shape[1])
 
   def records(self) -> np.ndarray:

@@ -6,6 +6,17 @@ for the shared jitted training loop and one module per family for the
 methods. Importing this package registers every method (and the
 curvature-based ones of :mod:`jaxaudit.unlearn.curvature_methods` when that
 module is present).
+
+=================  ==============================================================
+family             methods (module)
+=================  ==============================================================
+retraining         retrain, sisa, warmstart_retrain, warmstart_finetune (retraining)
+fine-tuning        finetune, cf_k, eu_k, l1_sparse (finetuning)
+relabelling        random_label, relabel_finetune, srl, salun (relabelling)
+de-optimisation    gradient_ascent, ga_finetune, neggrad_plus (deoptimisation)
+distillation       bad_teacher, scrub (distillation)
+challenge          msg, ct, fcs, cfw, prmq, kde, rni (challenge)
+=================  ==============================================================
 """
 
 from __future__ import annotations

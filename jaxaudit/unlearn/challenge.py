@@ -310,9 +310,9 @@ def kde(**hp):
   warm up by distillation from the original model, KL(t ‖ s) at temperature T, on the
   validation data ``data.val_x`` (on Dr when none is given) for ``warmup_epochs``;
   then train on Dr with CE + soft CE(t/T, s/T) + KL(t ‖ s) at T (cosine). The teacher
-  only ever sees validation and retain inputs, never Df. Interpretation: the brief's
-  alternative reading ("distillation on Dr with entropy maximisation on Df") is not
-  what the public re-implementation does; this follows the latter."""
+  only ever sees validation and retain inputs, never Df. Interpretation: the name
+  also admits "distillation on Dr with entropy maximisation on Df"; this follows
+  what the public re-implementation does instead."""
   C.check_positive(temperature=hp['temperature'])
   warm_spec = C.spec_from(hp, 'warmup_', schedule='constant')
   spec = C.spec_from(hp)

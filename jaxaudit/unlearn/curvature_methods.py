@@ -72,14 +72,15 @@ _SOLVERS = ('cg', 'lissa', 'exact')
 _HESSIAN_SETS = ('retain', 'full')
 
 FISHER_DEFAULTS = dict(alpha=1e-6, max_var=1e3, max_records=1000, microbatch=64)
-_SOLVE_DEFAULTS = dict(damping=0.01, l2=None, curvature='hessian', hessian_records=2000,
+_SOLVE_DEFAULTS = dict(damping=0.1, l2=None, curvature='hessian', hessian_records=2000,
                        cg_maxiter=100, cg_tol=1e-5, microbatch=256)
 INFLUENCE_DEFAULTS = dict(_SOLVE_DEFAULTS, solver='cg', hessian_set='retain', scale=1.0,
                           lissa_depth=200)
 NEWTON_DEFAULTS = dict(_SOLVE_DEFAULTS, steps=1, exact_max_params=2000)
 FISHER_HESSIAN_DEFAULTS = dict(INFLUENCE_DEFAULTS, alpha=FISHER_DEFAULTS['alpha'],
                                max_var=FISHER_DEFAULTS['max_var'],
-                               max_records=FISHER_DEFAULTS['max_records'])
+                               max_records=FISHER_DEFAULTS['max_records'],
+                               fisher_microbatch=FISHER_DEFAULTS['microbatch'])
 CERTIFIED_DEFAULTS = dict(lam=1e-3, sigma=1.0, epsilon=1.0, delta=1e-4, gamma=0.25,
                           newton_iters=20, fit_bias=True, removal_batches=1, microbatch=512)
 SSD_DEFAULTS = {'alpha': 10.0, 'lambda': 1.0, 'microbatch': 128}
@@ -185,6 +186,21 @@ def _subsample(key: jax.Array, idx: jax.Array, size: int) -> jax.Array:
   if size == 0 or size >= idx.shape[0]:
     return idx
   return jax.random.permutation(key, idx)[:size]
+
+
+def _records(limit: int, n: int) -> int:
+  """The static subset size: ``n`` when ``limit`` is 0 or at least ``n``."""
+  return n if limit == 0 or limit >= n else limit
+
+
+def _split(hp: dict, reals: tuple[str, ...]) -> tuple[dict, dict]:
+  """(run-time floats, static values) of a hyper-parameter dict.
+
+  Floats travel as jit *arguments* (changing them does not recompile); shapes,
+  choices and loop lengths are static and key the compiled-program cache.
+  """
+  return ({k: float(v) for k, v in hp.items() if k in reals},
+          {k: v for k, v in hp.items() if k not in reals})
 
 
 def _chunks(tree, microbatch: int):
@@ -350,16 +366,18 @@ def add_fisher_noise(params: Params, fisher: Params, key: jax.Array, *, alpha: f
 
 def _fisher_core(apply_fn, params, x, y, retain, key, *, alpha, max_var, max_records,
                  microbatch):
-  idx = _subsample(jax.random.fold_in(key, 0), retain, max_records)
+  idx = _subsample(jax.random.fold_in(key, 0), retain,
+                   _records(max_records, retain.shape[0]))
   fisher = cv.diag_fisher(apply_fn, params, x[idx], None, kind='true', microbatch=microbatch)
   return add_fisher_noise(params, fisher, jax.random.fold_in(key, 1), alpha=alpha,
                           max_var=max_var)
 
 
-def _fisher_program(params, x, y, retain, key, *, model, alpha, max_var, max_records,
-                    microbatch):
-  return _fisher_core(make_apply_fn(model), params, x, y, retain, key, alpha=alpha,
-                      max_var=max_var, max_records=max_records, microbatch=microbatch)
+_FISHER_REALS = ('alpha', 'max_var')
+
+
+def _fisher_program(params, x, y, retain, key, reals, *, model, **static):
+  return _fisher_core(make_apply_fn(model), params, x, y, retain, key, **reals, **static)
 
 
 @register('fisher', FAMILY, FISHER_DEFAULTS)
@@ -375,8 +393,10 @@ def fisher(**hp):
 
   def unlearn(params, model, data, key):
     x, y = _pool(data)
-    return C.jit_apply(_fisher_program, params, x, y, C.idx(data.retain), key, model=model,
-                       **f)
+    reals, static = _split(f, _FISHER_REALS)
+    static['max_records'] = _records(static['max_records'], int(np.asarray(data.retain).size))
+    return C.jit_apply(_fisher_program, params, x, y, C.idx(data.retain), key, reals,
+                       model=model, **static)
 
   return unlearn
 
@@ -394,7 +414,7 @@ def _influence_core(apply_fn, params, x, y, forget, retain, key, *, l2, damping,
     pool, factor = retain, m / n_r
   else:
     pool, factor = jnp.concatenate([retain, forget]), m / (n_r + m)
-  hidx = _subsample(jax.random.fold_in(key, 0), pool, hessian_records)
+  hidx = _subsample(jax.random.fold_in(key, 0), pool, _records(hessian_records, pool.shape[0]))
   delta = _solve(apply_fn, params, x[hidx], y[hidx], rhs, jax.random.fold_in(key, 1),
                  solver=solver, curvature=curvature, l2=l2, damping=damping,
                  cg_maxiter=cg_maxiter, cg_tol=cg_tol, lissa_depth=lissa_depth,
@@ -402,8 +422,12 @@ def _influence_core(apply_fn, params, x, y, forget, retain, key, *, l2, damping,
   return _axpy(scale * factor, delta, params)
 
 
-def _influence_program(params, x, y, forget, retain, key, *, model, **kw):
-  return _influence_core(make_apply_fn(model), params, x, y, forget, retain, key, **kw)
+_INFLUENCE_REALS = ('l2', 'damping', 'scale', 'cg_tol')
+
+
+def _influence_program(params, x, y, forget, retain, key, reals, *, model, **static):
+  return _influence_core(make_apply_fn(model), params, x, y, forget, retain, key, **reals,
+                         **static)
 
 
 @register('influence', FAMILY, INFLUENCE_DEFAULTS)
@@ -421,18 +445,23 @@ def influence(**hp):
 
   def unlearn(params, model, data, key):
     x, y = _pool(data)
-    kw = dict(f, l2=resolve_l2(f['l2'], data.recipe))
+    reals, static = _split(dict(f, l2=resolve_l2(f['l2'], data.recipe)), _INFLUENCE_REALS)
     return C.jit_apply(_influence_program, params, x, y, C.idx(data.forget),
-                       C.idx(data.retain), key, model=model, **kw)
+                       C.idx(data.retain), key, reals, model=model, **static)
 
   return unlearn
 
 
-def _newton_program(params, x, y, retain, key, *, model, l2, damping, curvature, steps,
-                    exact, hessian_records, cg_maxiter, cg_tol, microbatch):
+_NEWTON_REALS = ('l2', 'damping', 'cg_tol')
+
+
+def _newton_program(params, x, y, retain, key, reals, *, model, curvature, steps, exact,
+                    hessian_records, cg_maxiter, microbatch):
+  l2, damping, cg_tol = reals['l2'], reals['damping'], reals['cg_tol']
   apply_fn = make_apply_fn(model)
   xr, yr = x[retain], y[retain]
-  hidx = _subsample(jax.random.fold_in(key, 0), retain, hessian_records)
+  hidx = _subsample(jax.random.fold_in(key, 0), retain,
+                    _records(hessian_records, retain.shape[0]))
   xh, yh = x[hidx], y[hidx]
 
   def step(_, p):
@@ -460,37 +489,43 @@ def newton(**hp):
 
   def unlearn(params, model, data, key):
     x, y = _pool(data)
-    kw = dict(f, l2=resolve_l2(f['l2'], data.recipe))
+    reals, static = _split(dict(f, l2=resolve_l2(f['l2'], data.recipe)), _NEWTON_REALS)
     exact = num_params(params) <= exact_max
-    return C.jit_apply(_newton_program, params, x, y, C.idx(data.retain), key, model=model,
-                       steps=steps, exact=exact, **kw)
+    return C.jit_apply(_newton_program, params, x, y, C.idx(data.retain), key, reals,
+                       model=model, steps=steps, exact=exact, **static)
 
   return unlearn
 
 
-def _fisher_hessian_program(params, x, y, forget, retain, key, *, model, fisher_kw, **kw):
+def _fisher_hessian_program(params, x, y, forget, retain, key, reals, *, model, fisher_kw,
+                            **static):
   apply_fn = make_apply_fn(model)
+  inf_reals = {k: v for k, v in reals.items() if k in _INFLUENCE_REALS}
   params = _influence_core(apply_fn, params, x, y, forget, retain, jax.random.fold_in(key, 0),
-                           **kw)
+                           **inf_reals, **static)
   return _fisher_core(apply_fn, params, x, y, retain, jax.random.fold_in(key, 1),
-                      **dict(fisher_kw))
+                      alpha=reals['alpha'], max_var=reals['max_var'], **dict(fisher_kw))
 
 
 @register('fisher_hessian', FAMILY, FISHER_HESSIAN_DEFAULTS)
 def fisher_hessian(**hp):
   """Fisher + Hessian: the ``influence`` correction (key ``fold_in(key, 0)``)
   followed by Fisher-forgetting noise computed at the corrected weights (key
-  ``fold_in(key, 1)``); hyper-parameters as the two methods (``microbatch`` is
-  shared)."""
+  ``fold_in(key, 1)``); hyper-parameters as the two methods, with the Fisher's
+  micro-batch as ``fisher_microbatch``."""
   f = _influence_hp(hp)
-  fk = _fisher_hp(hp)
-  fisher_kw = tuple(sorted((k, v) for k, v in fk.items()))
+  fk = _fisher_hp(dict(hp, microbatch=hp['fisher_microbatch']))
 
   def unlearn(params, model, data, key):
     x, y = _pool(data)
-    kw = dict(f, l2=resolve_l2(f['l2'], data.recipe))
+    reals, static = _split(dict(f, l2=resolve_l2(f['l2'], data.recipe)), _INFLUENCE_REALS)
+    reals.update(alpha=fk['alpha'], max_var=fk['max_var'])
+    fisher_kw = (('max_records', _records(fk['max_records'],
+                                          int(np.asarray(data.retain).size))),
+                 ('microbatch', fk['microbatch']))
     return C.jit_apply(_fisher_hessian_program, params, x, y, C.idx(data.forget),
-                       C.idx(data.retain), key, model=model, fisher_kw=fisher_kw, **kw)
+                       C.idx(data.retain), key, reals, model=model, fisher_kw=fisher_kw,
+                       **static)
 
   return unlearn
 
@@ -523,7 +558,8 @@ def ssd_dampen(params: Params, imp_full: Params, imp_forget: Params, *, alpha: f
   return jax.tree.map(one, params, imp_full, imp_forget)
 
 
-def _ssd_program(params, x, y, forget, union, *, model, alpha, lam, microbatch):
+def _ssd_program(params, x, y, forget, union, reals, *, model, microbatch):
+  alpha, lam = reals['alpha'], reals['lam']
   apply_fn = make_apply_fn(model)
   imp_d = cv.mean_squared_grads(apply_fn, params, x[union], y[union], microbatch=microbatch)
   imp_f = cv.mean_squared_grads(apply_fn, params, x[forget], y[forget], microbatch=microbatch)
@@ -547,7 +583,7 @@ def ssd(**hp):
     del key  # deterministic
     x, y = _pool(data)
     return C.jit_apply(_ssd_program, params, x, y, C.idx(data.forget), C.union(data),
-                       model=model, alpha=alpha, lam=lam, microbatch=microbatch)
+                       dict(alpha=alpha, lam=lam), model=model, microbatch=microbatch)
 
   return unlearn
 
@@ -599,10 +635,13 @@ def _features(model, params, x, microbatch):
   return feats.reshape((-1, feats.shape[-1]))[:n]
 
 
-def _certified_program(params, x, y, forget, retain, key, *, model, num_classes, lam, sigma,
-                       epsilon, delta, gamma, newton_iters, fit_bias, removal_batches,
-                       microbatch):
+_CERTIFIED_REALS = ('lam', 'sigma', 'epsilon', 'delta', 'gamma')
+
+
+def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_classes,
+                       newton_iters, fit_bias, removal_batches, microbatch):
   """Returns (new params, info dict of scalars)."""
+  lam, sigma, epsilon, delta, gamma = (reals[k] for k in _CERTIFIED_REALS)
   idx = jnp.concatenate([retain, forget])
   n, m = idx.shape[0], forget.shape[0]
   phi = _features(model, params, x[idx], microbatch)
@@ -682,9 +721,10 @@ def _check_head(params, model, data) -> int:
 def _run_certified(f, params, model, data, key):
   _check_head(params, model, data)
   x, y = _pool(data)
+  reals, static = _split(f, _CERTIFIED_REALS)
   return C.jit_apply(_certified_program, params, x, y, C.idx(data.forget),
-                     C.idx(data.retain), key, model=model,
-                     num_classes=int(data.num_classes), **f)
+                     C.idx(data.retain), key, reals, model=model,
+                     num_classes=int(data.num_classes), **static)
 
 
 @register('certified_removal', FAMILY, CERTIFIED_DEFAULTS)

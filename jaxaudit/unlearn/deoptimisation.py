@@ -1,8 +1,8 @@
 """De-optimisation family: gradient ascent, GA + FT, NegGrad+.
 
-These push the loss on Du up. The brief's finding to reproduce: they damage
-the model and leave Du *less* familiar than unseen data (the audit's
-two-sided test catches this).
+These push the loss on Du up. Expected audit outcome: they damage the model
+and leave Du *less* familiar than unseen data (the audit's two-sided test
+catches this).
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def scrub(**hp):
   minimises γ · CE(Dr) + α · T² KL(t ‖ s)(Dr) − β · T² KL(t ‖ s)(Df), the last
   (max-step) term only during the first ``msteps`` epochs. Interpretation: the
   original alternates whole max-epochs over Df and min-epochs over Dr; here the
-  max and min steps share one update per step, as the brief's paired batches
-  prescribe."""
+  max and min steps share one update per step on the shared paired-batch loop
+  (:func:`jaxaudit.unlearn.loops.fit`)."""
   spec = C.spec_from(hp)
   C.check_positive(temperature=hp['temperature'])
   C.check_nonneg(msteps=hp['msteps'], alpha=hp['alpha'], gamma=hp['gamma'], beta=hp['beta'])

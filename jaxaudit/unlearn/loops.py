@@ -21,7 +21,7 @@ Losses are *values*: any hashable callable
 (teacher params, per-record flags, class weights) travels in ``aux``, a pytree
 passed at run time, so compiled programs are cached by
 ``functools.lru_cache`` on (model, loss, optimiser spec, steps, epochs) and a
-second call with the same shapes does not recompile. (The brief's
+second call with the same shapes does not recompile. (A plain
 ``loss_fn(params, xb, yb, wb, key)`` is this signature with the model, the
 batch fields and the run-time arrays made explicit.)
 

@@ -6,7 +6,6 @@ Du, so a sound audit must pass them.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from jaxaudit.errors import ConfigError
@@ -99,6 +98,6 @@ def warmstart_finetune(**hp):
 
   def unlearn(params, model, data, key):
     init = _init_checkpoint(data, 'warmstart_finetune')
-    return C.finetune(model, jax.tree.map(lambda p: p, init), data, key, spec)
+    return C.finetune(model, init, data, key, spec)
 
   return unlearn

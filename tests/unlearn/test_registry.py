@@ -45,13 +45,19 @@ def test_every_method_is_registered_with_its_family():
 
 
 def test_unknown_method_lists_known_ones():
+  before = compile_count()
   with pytest.raises(ConfigError, match=r"unknown unlearning method 'nope'.*finetune"):
     U.get_method('nope')
+  with pytest.raises(ConfigError, match='unknown unlearning method'):
+    U.run_method('nope', None, None, None, 0)
+  assert compile_count() == before
 
 
 def test_unknown_hparam_lists_valid_ones():
+  before = compile_count()
   with pytest.raises(ConfigError, match=r"unknown hyper-parameter\(s\) \['lrr'\].*valid: .*lr"):
     U.get_method('finetune', lrr=0.1)
+  assert compile_count() == before
 
 
 def test_cli_strings_are_coerced_to_the_defaults_types():
@@ -68,10 +74,13 @@ def test_cli_strings_are_coerced_to_the_defaults_types():
 def test_tuple_coercion():
   U.register('_tuple_probe', 'test', {'widths': (1, 2), 'names': ('a',)})(lambda **hp: (
       lambda params, model, data, key: params))
-  m = U.get_method('_tuple_probe', widths='(3, 4, 5)', names='x,y')
-  assert m.hparams['widths'] == (3, 4, 5)
-  assert m.hparams['names'] == ('x', 'y')
-  assert U.get_method('_tuple_probe', widths=[7]).hparams['widths'] == (7,)
+  try:
+    m = U.get_method('_tuple_probe', widths='(3, 4, 5)', names='x,y')
+    assert m.hparams['widths'] == (3, 4, 5)
+    assert m.hparams['names'] == ('x', 'y')
+    assert U.get_method('_tuple_probe', widths=[7]).hparams['widths'] == (7,)
+  finally:   # keep the registry clean for other tests that list every method
+    U.base._REGISTRY.pop('_tuple_probe')
 
 
 @pytest.mark.parametrize('name,kw', [
