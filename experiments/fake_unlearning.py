@@ -252,8 +252,9 @@ def make_fake(g, name: str, fs, seed: int, log):
 def _target_accuracy(g, target) -> dict:
   from jaxaudit.train import accuracy
   out = {}
+  r = g.split.retain[:2000]
   for set_name, x, yv in (
-      ('retain', g.dataset.x_train[g.split.retain[:2000]], g.dataset.y_train[g.split.retain[:2000]]),
+      ('retain', g.dataset.x_train[r], g.dataset.y_train[r]),
       ('forget', g.dataset.x_train[g.split.forget], g.dataset.y_train[g.split.forget]),
       ('test', g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test])):
     lg = target.logits(x[None], np.arange(len(x)), ('identity',), g.dataset.num_classes)[0]
@@ -392,7 +393,8 @@ def define_flags() -> None:
       'config', None, 'Sweep config file with a `fake` section, e.g. '
       'experiments/configs/sweep_local.py:local.', lock_config=False)
   flags.DEFINE_string('workdir', None, 'Root directory (checkpoints, results).')
-  flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'], 'Seeds (one split + models each).')
+  flags.DEFINE_list('seeds', None, 'Seeds (one split + models each); default: config.fake.seeds '
+                    'or 0,1,2,3,4.')
   flags.DEFINE_string('results', None, 'Results table (JSON lines); default '
                       'WORKDIR/fake_results.jsonl.')
 
@@ -405,7 +407,9 @@ def main(argv):
   if FLAGS.config is None or FLAGS.workdir is None:
     raise app.UsageError('--config and --workdir are required')
   results = FLAGS.results or os.path.join(FLAGS.workdir, 'fake_results.jsonl')
-  rows = run_fakes(FLAGS.config, FLAGS.workdir, [int(s) for s in FLAGS.seeds], results,
+  seeds = FLAGS.seeds or sweep_lib._as_list((FLAGS.config.get('fake') or {}).get('seeds')
+                                             or '0,1,2,3,4')
+  rows = run_fakes(FLAGS.config, FLAGS.workdir, [int(s) for s in seeds], results,
                    log=lambda s: print(s, flush=True))
   table = sweep_lib.format_table(detection_table(rows), TABLE_COLS)
   print('\nflagged / seeds (ours: decision != forgotten; peers: not_forgotten):\n' + table)

@@ -265,7 +265,8 @@ def stable_row(row: dict) -> dict:
   out = {k: v for k, v in row.items() if k not in VOLATILE_KEYS}
   peers = {}
   for name, p in (row.get('peers') or {}).items():
-    peers[name] = {k: v for k, v in p.items() if k not in ('wall_s', 'trained_now')}
+    peers[name] = {k: v for k, v in p.items()
+                   if k != 'trained_now' and not k.endswith('_s')}   # timings, cache state
   if peers:
     out['peers'] = peers
   return out
@@ -429,6 +430,22 @@ def _short_peer(res, extra: dict | None = None) -> dict:
   return out
 
 
+# The method name of the reference row (M itself, no unlearning) and its family.
+ORIGINAL = 'original'
+ORIGINAL_FAMILY = 'none (original M)'
+
+
+class _Identity:
+  """Stands in for an UnlearnMethod in the ``original`` row: returns params unchanged."""
+  family = ORIGINAL_FAMILY
+  hparams: dict = {}
+
+  @staticmethod
+  def fn(params, model, data, key):
+    del model, data, key
+    return params
+
+
 def _ulira_fn(g: Group, meth):
   import jax
   import jax.numpy as jnp
@@ -454,6 +471,9 @@ def _neurips23_group(g: Group, meth, name: str, base: str, hp: dict, n: int):
       params, meta = checkpoint.load_checkpoint(path)
       return params, float(meta.get('wall_time_s') or 0.0)
   t0 = time.time()
+  if base == ORIGINAL:
+    from jaxaudit.train import stack
+    return stack([g.params] * n), 0.0
   params = jax.block_until_ready(unlearn_lib.run_method(
       meth, g.params, g.model, g.unlearn_data, g.method_key(base), seeds=list(range(1, n + 1))))
   wall = time.time() - t0
@@ -485,26 +505,34 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
                            retrain=g.summary['retrain'].get('accuracy')),
              timing=dict(setup_s=g.setup_s), provenance=dict(workdir=g.wd))
   g.setup_s = 0.0   # counted once, in the first cell of the group
-  try:
-    meth = unlearn_lib.get_method(base, **hp)
-  except Exception as e:   # noqa: BLE001 — invalid hyper-parameters etc.
-    row.update(family=None, hparams=hp, error=f'method: {type(e).__name__}: {e}')
-    return row
-  row['family'] = meth.family
-  row['hparams'] = clean_json(dict(meth.hparams))
-  try:
-    t0 = time.time()
-    res = pipeline.run_unlearn(g.cfg, g.wd, base, hp, out_name=cell.method, log=lambda s: None)
-    unlearn_s = time.time() - t0
-    row['accuracy']['unlearned'] = res['accuracy']
-    row['timing'].update(unlearn_s=unlearn_s, method_wall_s=res.get('wall_time_s'))
-    _, params_u, _ = checkpoint.restore_model(
-        res['path'], expect=pipeline.expected_meta(g.cfg, g.dataset, g.split))
-  except Exception as e:   # noqa: BLE001 — a failing method is a result, not a crash
-    row['error'] = f'unlearn: {type(e).__name__}: {e}'
-    row['traceback'] = traceback.format_exc(limit=4)[-2000:]
-    log(f'[sweep] {cell.key}: {row["error"]}')
-    return row
+  if base == ORIGINAL:   # the reference row: M itself, no unlearning
+    meth = _Identity()
+    row.update(family=ORIGINAL_FAMILY, hparams={})
+    row['accuracy']['unlearned'] = g.summary['original'].get('accuracy')
+    row['timing'].update(unlearn_s=0.0, method_wall_s=0.0)
+    params_u = g.params
+  else:
+    try:
+      meth = unlearn_lib.get_method(base, **hp)
+    except Exception as e:   # noqa: BLE001 — invalid hyper-parameters etc.
+      row.update(family=None, hparams=hp, error=f'method: {type(e).__name__}: {e}')
+      return row
+    row['family'] = meth.family
+    row['hparams'] = clean_json(dict(meth.hparams))
+    try:
+      t0 = time.time()
+      res = pipeline.run_unlearn(g.cfg, g.wd, base, hp, out_name=cell.method,
+                                 log=lambda s: None)
+      unlearn_s = time.time() - t0
+      row['accuracy']['unlearned'] = res['accuracy']
+      row['timing'].update(unlearn_s=unlearn_s, method_wall_s=res.get('wall_time_s'))
+      _, params_u, _ = checkpoint.restore_model(
+          res['path'], expect=pipeline.expected_meta(g.cfg, g.dataset, g.split))
+    except Exception as e:   # noqa: BLE001 — a failing method is a result, not a crash
+      row['error'] = f'unlearn: {type(e).__name__}: {e}'
+      row['traceback'] = traceback.format_exc(limit=4)[-2000:]
+      log(f'[sweep] {cell.key}: {row["error"]}')
+      return row
   target = Target.from_params(g.model, params_u, name=cell.method)
   if not g.finite_outputs(params_u):
     row['error'] = 'diverged: Mu outputs NaN/inf logits (no auditor can score it)'
@@ -647,7 +675,8 @@ def cell_cost(g: Group, row: dict) -> dict:
     call = r.get('wall_s', 0.0) - (r.get('retrain_group_s') or 0.0)
     out['neurips23'] = dict(models=2 * n, flops=n * train_flops(f, n_r, g.recipe.epochs)
                             + 2 * n * (n_du + 4000) * fwd,
-                            wall_s=retrain_wall + (r.get('unlearn_group_s') or 0.0) + max(call, 0.0),
+                            wall_s=(retrain_wall + (r.get('unlearn_group_s') or 0.0)
+                                    + max(call, 0.0)),
                             flops_note='excludes the N unlearning runs')
   for name, c in out.items():
     c['wall_ratio'] = c['wall_s'] / g.retrain_s if g.retrain_s > 0 else None
@@ -675,7 +704,7 @@ def _fmt_s(s: float) -> str:
 
 def registered_methods() -> set[str]:
   from jaxaudit import unlearn as unlearn_lib
-  return set(unlearn_lib.method_names())
+  return set(unlearn_lib.method_names()) | {ORIGINAL}
 
 
 def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: int | None = None,

@@ -203,8 +203,9 @@ def _family_table(rows):
             if (r.get('accuracy') or {}).get('unlearned')]
     body.append([fam, str(len(rs))] + [str(counts[c]) if counts[c] else '' for c in cats]
                 + [_f(100 * float(np.nanmean(dacc)), 2) if dacc else '–'])
-  return (['family', 'cells'] + [lbl for _, lbl, _ in CATEGORIES] + ['mean Δ test acc vs retrain (pts)'],
-          body)
+  head = (['family', 'cells'] + [lbl for _, lbl, _ in CATEGORIES]
+          + ['mean Δ test acc vs retrain (pts)'])
+  return head, body
 
 
 def _reference_name(row) -> str | None:

@@ -11,12 +11,12 @@ from jaxaudit.models import get_model, init_params, make_apply_fn, num_params
     ('mlp', (8, 8, 1), {'hidden': (16,)}),
     ('cnn', (8, 8, 1), {}),
     ('cnn', (28, 28, 1), {}),
-    ('resnet18', (32, 32, 3), {'width': 8}),
+    ('resnet18', (16, 16, 3), {'width': 8, 'stage_sizes': (1, 1, 1, 1)}),
 ])
 def test_shapes_and_purity(name, shape, kwargs):
   model = get_model(name, 10, shape, **kwargs)
   params = init_params(model, jax.random.key(0), shape)
-  apply_fn = make_apply_fn(model)
+  apply_fn = jax.jit(make_apply_fn(model))
   x = jax.random.normal(jax.random.key(1), (3, *shape))
   out = apply_fn(params, x)
   assert out.shape == (3, 10)

@@ -25,7 +25,7 @@ def _close(a, b, **kw):
     ('mlp', {'hidden': (32,)}, 'vmap'),
     ('mlp', {'hidden': (32,)}, 'map'),
     ('cnn', {'width': 4, 'dense': 16}, 'map'),
-    ('cnn', {'width': 4, 'dense': 16}, 'vmap'),
+    pytest.param('cnn', {'width': 4, 'dense': 16}, 'vmap', marks=pytest.mark.slow),
 ])
 def test_member_equals_lone_run(digits, name, kwargs, strategy):
   model = get_model(name, 10, **kwargs)
