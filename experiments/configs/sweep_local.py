@@ -111,7 +111,10 @@ def get_config(arg: str = 'local'):
   c.entries.digits_cnn = ml_collections.ConfigDict(dict(
       config=digits_cnn(),
       methods='original,retrain,finetune,gradient_ascent,neggrad_plus,msg,ct',
-      forget_settings='random30'))
+      forget_settings='random30',
+      # CNNs train slowly on 2 CPU cores: U-LiRA for CT only, no NeurIPS-23 score.
+      peers=ml_collections.ConfigDict(dict(ulira_methods='original,ct',
+                                           neurips23_methods=''))))
   c.entries.digits_mlp_class = ml_collections.ConfigDict(dict(
       config=digits_mlp(), forget_settings='class3',
       methods=('original,retrain,finetune,gradient_ascent_early,neggrad_plus,random_label,scrub,'

@@ -80,7 +80,7 @@ def _plots(result: AuditResult) -> dict[str, bytes]:
     if key in scores:
       ax.hist(np.clip(np.asarray(scores[key])[0], lo, hi), bins=bins, density=True, alpha=0.45,
               label=labels[key])
-  ax.set_xlabel('calibrated score  φ(Mu) − mean φ(verifiers)  (exact records)')
+  ax.set_xlabel('calibrated score  φ(Mu) − β·mean φ(verifiers)  (exact records)')
   ax.set_ylabel('density')
   ax.set_title(f'{result.details.get("target", "")}: {result.decision}'
                + (f' ({result.direction})' if result.direction else ''))

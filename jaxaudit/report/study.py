@@ -43,6 +43,9 @@ CATEGORIES = (
 PEERS = ('population_mia', 'lira', 'rmia', 'heuristics', 'neurips23', 'ulira')
 AUDITOR_ORDER = ('ours', 'population_mia', 'heuristics', 'rmia', 'lira', 'ulira', 'neurips23')
 FAKE_AUDITORS = ('ours', 'population_mia', 'lira', 'rmia', 'heuristics')
+# Method families in display order (methods of unknown families come last).
+FAMILY_ORDER = ('none (original M)', 'retraining', 'fine-tuning', 'relabelling', 'distillation',
+                'challenge', 'de-optimisation', 'curvature')
 
 
 # -----------------------------------------------------------------------------
@@ -148,9 +151,24 @@ def _unique(seq: Iterable) -> list:
 # -----------------------------------------------------------------------------
 
 
+def sort_rows(rows: list[dict]) -> list[dict]:
+  """Sweep rows by data set / forget setting, method family, method, seed (stable)."""
+  cols = {c: i for i, c in enumerate(_unique(column(r) for r in rows))}
+  first = {m: i for i, m in enumerate(_unique(r.get('method') for r in rows))}
+
+  def fam(r):
+    f = r.get('family')
+    return FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER)
+  fam_of = {}
+  for r in rows:
+    fam_of.setdefault(r.get('method'), fam(r))
+  return sorted(rows, key=lambda r: (cols[column(r)], fam_of[r.get('method')],
+                                     first[r.get('method')], r.get('seed') or 0))
+
+
 def study_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
   """The report's tables as (header, rows of strings), by name."""
-  sweep = [r for r in rows if r.get('kind', 'sweep') == 'sweep']
+  sweep = sort_rows([r for r in rows if r.get('kind', 'sweep') == 'sweep'])
   fake = [r for r in rows if r.get('kind') == 'fake']
   tables = {}
   if sweep:
@@ -192,7 +210,7 @@ def study_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]
 
 
 def _family_table(rows):
-  fams = _unique((r.get('family') or '?') for r in rows)
+  fams = _unique((r.get('family') or '?') for r in sort_rows(rows))
   cats = [c for c, _, _ in CATEGORIES]
   body = []
   for fam in fams:
@@ -585,7 +603,7 @@ class _Doc:
 def build_report(rows: list[dict], *, title: str = 'jaxaudit study report',
                  sources: Sequence[str] = (), plots: bool = True) -> dict[str, bytes]:
   """The report files (name → bytes) of a list of result rows."""
-  sweep = [r for r in rows if r.get('kind', 'sweep') == 'sweep']
+  sweep = sort_rows([r for r in rows if r.get('kind', 'sweep') == 'sweep'])
   fake = [r for r in rows if r.get('kind') == 'fake']
   tables = study_tables(rows)
   doc = _Doc()
