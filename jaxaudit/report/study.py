@@ -436,11 +436,12 @@ def plot_accuracy(rows: list[dict]) -> bytes:
   """Accuracy of Mu minus the retrained reference on Dr, Du and test."""
   plt = _plt()
   cols = _unique(column(r) for r in rows)
-  methods = _unique(r['method'] for r in rows)
-  fig, axes = plt.subplots(len(cols), 1, figsize=(1.5 + 0.55 * len(methods), 2.3 * len(cols)),
+  width = max(len(_unique(r['method'] for r in rows if column(r) == c)) for c in cols)
+  fig, axes = plt.subplots(len(cols), 1, figsize=(1.5 + 0.55 * width, 2.3 * len(cols)),
                            squeeze=False)
   sets = (('retain', 'Dr', '#1e88e5'), ('forget', 'Du', '#e53935'), ('test', 'test', '#43a047'))
   for ax, c in zip(axes[:, 0], cols):
+    methods = _unique(r['method'] for r in rows if column(r) == c)
     x = np.arange(len(methods))
     for k, (key, lbl, colour) in enumerate(sets):
       vals = []
@@ -673,4 +674,8 @@ def render_report(results: str | Sequence[str], out_dir: str, *,
   rows = load_results(paths)
   files = build_report(rows, title=title, sources=[os.path.basename(p) for p in paths],
                        plots=plots)
-  return atomic_write_dir(out_dir, files)
+  out = atomic_write_dir(out_dir, files)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(out, 0o777 & ~umask)   # the temporary directory was created 0700
+  return out

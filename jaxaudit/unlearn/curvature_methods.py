@@ -82,8 +82,8 @@ FISHER_HESSIAN_DEFAULTS = dict(INFLUENCE_DEFAULTS, alpha=FISHER_DEFAULTS['alpha'
                                max_records=FISHER_DEFAULTS['max_records'],
                                fisher_microbatch=FISHER_DEFAULTS['microbatch'])
 CERTIFIED_DEFAULTS = dict(lam=1e-3, sigma=1.0, epsilon=1.0, delta=1e-4, gamma=0.25,
-                          newton_iters=20, fit_bias=True, removal_batches=1, microbatch=512)
-SSD_DEFAULTS = {'alpha': 10.0, 'lambda': 1.0, 'microbatch': 128}
+                          newton_iters=12, fit_bias=True, removal_batches=1, microbatch=512)
+SSD_DEFAULTS = {'alpha': 10.0, 'lambda': 1.0, 'max_records': 2000, 'microbatch': 128}
 
 # Fisher forgetting's floor on the Fisher diagonal (Golatkar et al.'s 1e-8).
 FISHER_EPS = 1e-8
@@ -558,11 +558,14 @@ def ssd_dampen(params: Params, imp_full: Params, imp_forget: Params, *, alpha: f
   return jax.tree.map(one, params, imp_full, imp_forget)
 
 
-def _ssd_program(params, x, y, forget, union, reals, *, model, microbatch):
+def _ssd_program(params, x, y, forget, union, key, reals, *, model, max_records, microbatch):
   alpha, lam = reals['alpha'], reals['lam']
   apply_fn = make_apply_fn(model)
-  imp_d = cv.mean_squared_grads(apply_fn, params, x[union], y[union], microbatch=microbatch)
-  imp_f = cv.mean_squared_grads(apply_fn, params, x[forget], y[forget], microbatch=microbatch)
+  d_idx = _subsample(jax.random.fold_in(key, 0), union, _records(max_records, union.shape[0]))
+  f_idx = _subsample(jax.random.fold_in(key, 1), forget,
+                     _records(max_records, forget.shape[0]))
+  imp_d = cv.mean_squared_grads(apply_fn, params, x[d_idx], y[d_idx], microbatch=microbatch)
+  imp_f = cv.mean_squared_grads(apply_fn, params, x[f_idx], y[f_idx], microbatch=microbatch)
   return ssd_dampen(params, imp_d, imp_f, alpha=alpha, lam=lam)
 
 
@@ -572,18 +575,25 @@ def ssd(**hp):
   I_D, I_Df = mean squared per-example CE gradients over D = Dr ∪ Df and over
   Df; where ``I_Df > alpha·I_D`` the weight is multiplied by
   ``min(lambda·I_D/I_Df, 1)``, elsewhere it is unchanged. (The reference code
-  squares mini-batch gradients, which scales with the batch size.) The
-  hyper-parameter ``lambda`` is a Python keyword: pass it as
+  squares mini-batch gradients, which scales with the batch size.) Per-record
+  gradients cost one backward pass each, so each importance is averaged over
+  at most ``max_records`` random records of its set (keys ``fold_in(key, 0)``
+  for D, ``fold_in(key, 1)`` for Df; 0 = all records — the exact method, which
+  is also what runs whenever a set is that small). The hyper-parameter
+  ``lambda`` is a Python keyword: pass it as
   ``get_method('ssd', **{'lambda': 0.5})``."""
   alpha = _real('alpha', hp['alpha'], low=0.0, low_open=True)
   lam = _real('lambda', hp['lambda'], low=0.0, low_open=True)
+  max_records = _int('max_records', hp['max_records'], low=0)
   microbatch = _int('microbatch', hp['microbatch'], low=1)
 
   def unlearn(params, model, data, key):
-    del key  # deterministic
     x, y = _pool(data)
-    return C.jit_apply(_ssd_program, params, x, y, C.idx(data.forget), C.union(data),
-                       dict(alpha=alpha, lam=lam), model=model, microbatch=microbatch)
+    union = C.union(data)
+    return C.jit_apply(_ssd_program, params, x, y, C.idx(data.forget), union, key,
+                       dict(alpha=alpha, lam=lam), model=model,
+                       max_records=_records(max_records, int(union.shape[0])),
+                       microbatch=microbatch)
 
   return unlearn
 
@@ -677,8 +687,11 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
   (W_new, retained, bound), _ = jax.lax.scan(remove, init, remove_masks)
   budget = cr.noise_budget(sigma, epsilon, delta).astype(dtype)
   certified = bound <= budget
-  residual = jnp.sum(jax.vmap(lambda wk, yk, bk: jnp.linalg.norm(
-      cr.logreg_grad(wk, X, yk, lam, bk, mask=retained)))(W_new, Y, B))
+  def residual_of(w_heads, mask):
+    return jnp.sum(jax.vmap(lambda wk, yk, bk: jnp.linalg.norm(
+        cr.logreg_grad(wk, X, yk, lam, bk, mask=mask)))(w_heads, Y, B))
+
+  residual = residual_of(W_new, retained)
   W_out = jax.lax.cond(certified, lambda: W_new,
                        lambda: train(sigma * jax.random.normal(jax.random.fold_in(key, 1),
                                                                (heads, d), dtype), retained))
@@ -696,7 +709,7 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
   new_params = dict(params)
   new_params['head'] = head
   info = dict(bound=bound, budget=budget, certified=certified, residual_norm=residual,
-              feature_scale=feat_scale)
+              train_residual=residual_of(W, None), feature_scale=feat_scale)
   return new_params, info
 
 
@@ -767,7 +780,9 @@ def certified_removal_report(params: Params, model: nn.Module, data, key, **hp) 
     A JSON-friendly dict: ``certified`` (bool), ``retrain_required`` (bool),
     ``bound`` (accumulated data-dependent residual bound), ``budget``
     (σε/c), ``residual_norm`` (actual gradient residual of the Newton-updated
-    heads on Dr), ``num_heads``, ``feature_dim`` (F, before the bias feature),
+    heads on Dr), ``train_residual`` (Σ_k ‖∇L_b(w_k; D)‖ of the trained heads:
+    the certificate assumes exact minimisers, so it should be ≈ 0 up to
+    round-off), ``num_heads``, ``feature_dim`` (F, before the bias feature),
     ``features`` (``'inputs'`` or ``'penultimate'``), ``removed``,
     ``retained`` and the hyper-parameters used.
 
@@ -788,6 +803,7 @@ def certified_removal_report(params: Params, model: nn.Module, data, key, **hp) 
       bound=float(info['bound']),
       budget=float(info['budget']),
       residual_norm=float(info['residual_norm']),
+      train_residual=float(info['train_residual']),
       num_heads=1 if data.num_classes == 2 else int(data.num_classes),
       feature_dim=feat_dim,
       features='inputs' if tuple(getattr(model, 'hidden', (0,))) == () else 'penultimate',
