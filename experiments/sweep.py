@@ -43,7 +43,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 import traceback
 import zlib

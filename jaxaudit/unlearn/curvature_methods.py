@@ -82,7 +82,7 @@ FISHER_HESSIAN_DEFAULTS = dict(INFLUENCE_DEFAULTS, alpha=FISHER_DEFAULTS['alpha'
                                max_records=FISHER_DEFAULTS['max_records'],
                                fisher_microbatch=FISHER_DEFAULTS['microbatch'])
 CERTIFIED_DEFAULTS = dict(lam=1e-3, sigma=1.0, epsilon=1.0, delta=1e-4, gamma=0.25,
-                          newton_iters=12, fit_bias=True, removal_batches=1, microbatch=512)
+                          newton_iters=30, fit_bias=True, removal_batches=1, microbatch=512)
 SSD_DEFAULTS = {'alpha': 10.0, 'lambda': 1.0, 'max_records': 2000, 'microbatch': 128}
 
 # Fisher forgetting's floor on the Fisher diagonal (Golatkar et al.'s 1e-8).
@@ -666,11 +666,11 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
   heads, d = Y.shape[0], X.shape[1]
   B = sigma * jax.random.normal(jax.random.fold_in(key, 0), (heads, d), dtype)
 
-  def train(b, mask):
-    return jax.vmap(lambda yk, bk: cr.train_logreg(X, yk, lam, bk, mask=mask,
-                                                   num_iters=newton_iters))(Y, b)
+  def train(b, mask, w0):
+    return jax.vmap(lambda yk, bk, wk: cr.train_logreg(X, yk, lam, bk, mask=mask,
+                                                       num_iters=newton_iters, w0=wk))(Y, b, w0)
 
-  W = train(B, None)                                        # the certified original head
+  W = train(B, None, jnp.zeros((heads, d), dtype))          # the certified original head
   # Sequential removal of Df (positions n−m … n−1) in `removal_batches` chunks.
   pos = jnp.arange(n)
   size = -(-m // removal_batches)
@@ -692,9 +692,12 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
         cr.logreg_grad(wk, X, yk, lam, bk, mask=mask)))(w_heads, Y, B))
 
   residual = residual_of(W_new, retained)
+  # Past the budget: retrain on Dr with fresh noise (warm-started at W_new, which
+  # only changes how fast Newton converges, not the optimum it converges to).
   W_out = jax.lax.cond(certified, lambda: W_new,
                        lambda: train(sigma * jax.random.normal(jax.random.fold_in(key, 1),
-                                                               (heads, d), dtype), retained))
+                                                               (heads, d), dtype), retained,
+                                     W_new))
   kernel_w = W_out[:, :d - 1] if fit_bias else W_out
   bias_w = W_out[:, d - 1] * const if fit_bias else jnp.zeros((heads,), dtype)
   kernel_w, bias_w = kernel_w * feat_scale, bias_w * feat_scale
