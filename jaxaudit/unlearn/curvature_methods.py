@@ -667,8 +667,9 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
   B = sigma * jax.random.normal(jax.random.fold_in(key, 0), (heads, d), dtype)
 
   def train(b, mask, w0):
-    return jax.vmap(lambda yk, bk, wk: cr.train_logreg(X, yk, lam, bk, mask=mask,
-                                                       num_iters=newton_iters, w0=wk))(Y, b, w0)
+    def one(yk, bk, wk):
+      return cr.train_logreg(X, yk, lam, bk, mask=mask, num_iters=newton_iters, w0=wk)
+    return jax.vmap(one)(Y, b, w0)
 
   W = train(B, None, jnp.zeros((heads, d), dtype))          # the certified original head
   # Sequential removal of Df (positions n−m … n−1) in `removal_batches` chunks.
@@ -687,6 +688,7 @@ def _certified_program(params, x, y, forget, retain, key, reals, *, model, num_c
   (W_new, retained, bound), _ = jax.lax.scan(remove, init, remove_masks)
   budget = cr.noise_budget(sigma, epsilon, delta).astype(dtype)
   certified = bound <= budget
+
   def residual_of(w_heads, mask):
     return jnp.sum(jax.vmap(lambda wk, yk, bk: jnp.linalg.norm(
         cr.logreg_grad(wk, X, yk, lam, bk, mask=mask)))(w_heads, Y, B))
