@@ -260,14 +260,15 @@ def _method_key(config, name: str) -> jax.Array:
 
 
 def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, *,
-                out_name: str | None = None, log: Callable[[str], None] = log_to_stdout
-                ) -> dict[str, Any]:
+                out_name: str | None = None, init_checkpoint: str | None = None,
+                log: Callable[[str], None] = log_to_stdout) -> dict[str, Any]:
   """Unlearns Du from WORKDIR/models/original with ``method``; saves Mu.
 
   The checkpoint goes to WORKDIR/models/unlearned/OUT_NAME (default: the
   method name) with the method, its hyper-parameters and its wall time in
   the metadata. An existing checkpoint with the same method and
-  hyper-parameters is reused.
+  hyper-parameters is reused. ``init_checkpoint`` names a checkpoint of the
+  same model that never saw Du (for ``warmstart_retrain`` / ``warmstart_finetune``).
 
   Returns:
     dict(method, hparams, path, wall_time_s, accuracy).
@@ -288,7 +289,13 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
   if not checkpoint.exists(orig):
     raise ConfigError(f'no original model at {orig}: run `jaxaudit train --workdir={workdir}` first')
   model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
-  data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config))
+  init_params = None
+  if init_checkpoint:
+    want = {k: v for k, v in expected_meta(config, dataset, split).items()
+            if k not in ('split_hash', 'dataset_fingerprint')}
+    _, init_params, _ = checkpoint.restore_model(init_checkpoint, expect=want)
+  data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config),
+                                       init_checkpoint_params=init_params)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')
   t0 = time.time()
   new = jax.block_until_ready(meth.fn(params, model, data, _method_key(config, method)))

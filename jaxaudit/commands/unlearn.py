@@ -15,6 +15,8 @@ common.define_config_and_workdir()
 flags.DEFINE_string('method', None, 'Unlearning method (see `jaxaudit methods`).', required=True)
 flags.DEFINE_multi_string('hparam', [], 'Hyper-parameter override NAME=VALUE (repeatable).')
 flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (default: the method).')
+flags.DEFINE_string('init_checkpoint', None, 'Checkpoint of the same model that never saw Du '
+                    '(warmstart_retrain / warmstart_finetune), e.g. one trained on public data.')
 FLAGS = flags.FLAGS
 
 
@@ -32,5 +34,6 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f'unexpected arguments: {argv[1:]}')
   res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method,
-                             parse_hparams(FLAGS.hparam), out_name=FLAGS.name)
+                             parse_hparams(FLAGS.hparam), out_name=FLAGS.name,
+                             init_checkpoint=FLAGS.init_checkpoint)
   print(f'saved {res["path"]}')
