@@ -4,6 +4,7 @@ Layout of a checkpoint directory ``PATH``::
 
   PATH/params/      Orbax StandardCheckpointer tree of the parameters
   PATH/meta.json    model, data, split, recipe, seed, ensemble size, extras
+  PATH/NAME.npz     optional extra arrays (e.g. a SISA layout), SHA-256 in meta.json
 
 Writes are atomic: everything is written to a temporary sibling directory that
 is renamed onto ``PATH`` only when complete, so an interrupted save leaves
@@ -11,10 +12,15 @@ either the old checkpoint or none, never a partial one. Loading checks the
 metadata against what the caller expects (model, classes, input shape, data
 fingerprint, split hash, ensemble size) and the stored parameter shapes
 against the model's, raising :class:`CheckpointError` with the mismatch.
+
+Leading axes of the stored parameters: none for one model; (K, ...) when
+``meta['ensemble_size']`` is K; (R, K, ...) when ``meta['stages']`` is R too
+(per-stage params of an ensemble, e.g. a SISA original).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,8 +61,17 @@ def exists(path: str) -> bool:
   return os.path.isfile(os.path.join(path, META)) and os.path.isdir(os.path.join(path, PARAMS))
 
 
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
 def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
-                    overwrite: bool = True) -> str:
+                    overwrite: bool = True,
+                    extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> str:
   """Saves params (single or stacked ensemble) and metadata atomically.
 
   Args:
@@ -66,6 +81,9 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
       ``num_classes`` and ``input_shape``. ``ensemble_size`` is None for a
       single model and K when every leaf has a leading model axis.
     overwrite: replace an existing checkpoint at ``path``.
+    extra_arrays: optional {NAME: {array name: array}}; each is written as
+      ``PATH/NAME.npz`` inside the same atomic write, its SHA-256 recorded in
+      ``meta['extra_files']`` and checked by :func:`load_arrays`.
   Returns:
     The absolute path written.
   """
@@ -80,6 +98,14 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
     ckptr.wait_until_finished()
     ckptr.close()
     full_meta = dict(_jsonable(dict(meta)))
+    if extra_arrays:
+      full_meta['extra_files'] = {}
+      for name, arrays in extra_arrays.items():
+        if not name.isidentifier():
+          raise CheckpointError(f'extra array file name must be an identifier, got {name!r}')
+        fpath = os.path.join(tmp, f'{name}.npz')
+        np.savez(fpath, **{k: np.asarray(v) for k, v in arrays.items()})
+        full_meta['extra_files'][name] = _sha256(fpath)
     full_meta.setdefault('jaxaudit_version', __version__)
     full_meta.setdefault('created', time.strftime('%Y-%m-%dT%H:%M:%S'))
     full_meta['param_shapes'] = {jax.tree_util.keystr(k): list(np.shape(v))
@@ -161,11 +187,37 @@ def load_checkpoint(path: str, *, expect: Mapping[str, Any] | None = None,
   return params, meta
 
 
+def load_arrays(path: str, name: str, meta: Mapping[str, Any] | None = None
+                ) -> dict[str, np.ndarray]:
+  """Reads the extra arrays ``PATH/NAME.npz`` saved by :func:`save_checkpoint`.
+
+  Raises:
+    CheckpointError: the file is missing, unreadable, or its SHA-256 differs
+      from the one recorded in the metadata (corrupt or replaced).
+  """
+  meta = load_meta(path) if meta is None else meta
+  fpath = os.path.join(path, f'{name}.npz')
+  want = (meta.get('extra_files') or {}).get(name)
+  if want is None:
+    raise CheckpointError(f'checkpoint {path} has no {name}.npz in its metadata')
+  if not os.path.isfile(fpath):
+    raise CheckpointError(f'checkpoint {path} is incomplete: {name}.npz is missing')
+  if _sha256(fpath) != want:
+    raise CheckpointError(f'checkpoint {path} is corrupt: {name}.npz differs from the file '
+                          'that was saved (SHA-256 mismatch)')
+  try:
+    with np.load(fpath, allow_pickle=False) as f:
+      return {k: f[k] for k in f.files}
+  except Exception as e:  # zip / format errors
+    raise CheckpointError(f'cannot read {fpath}: {type(e).__name__}: {e}') from e
+
+
 def restore_model(path: str, *, expect: Mapping[str, Any] | None = None):
   """Rebuilds the model a checkpoint describes and restores its params.
 
   Returns:
-    (model, params, meta); params are stacked when ``meta['ensemble_size']``.
+    (model, params, meta); params are stacked (K, ...) when
+    ``meta['ensemble_size']`` is K, and (R, K, ...) when ``meta['stages']`` is R too.
   """
   from jaxaudit.models import get_model, init_params  # local: keep import light
   meta = load_meta(path)
@@ -177,7 +229,10 @@ def restore_model(path: str, *, expect: Mapping[str, Any] | None = None):
   model = get_model(meta['model'], meta['num_classes'], **meta.get('model_kwargs', {}))
   shape = tuple(meta['input_shape'])
   single = jax.eval_shape(lambda: init_params(model, jax.random.key(0), shape))
-  k = meta.get('ensemble_size')
-  target = single if not k else jax.tree.map(lambda s: jax.ShapeDtypeStruct((k,) + s.shape, s.dtype), single)
+  k, r = meta.get('ensemble_size'), meta.get('stages')
+  if r and not k:
+    raise CheckpointError(f'checkpoint {path} has stages={r} but no ensemble_size')
+  lead = ((r,) if r else ()) + ((k,) if k else ())
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(lead + s.shape, s.dtype), single)
   params, meta = load_checkpoint(path, target=target)
   return model, params, meta

@@ -13,7 +13,7 @@ from absl import app
 
 COMMANDS = {
     'demo': 'train → unlearn (retrain, finetune, gradient_ascent) → audit, on digits',
-    'train': 'train the original model M on D (and the retrain reference on Dr)',
+    'train': 'train the original model M on D (and the retrain reference on Dr; --config.sisa.shards: SISA)',
     'unlearn': 'run an unlearning method on M and save Mu',
     'methods': 'list the unlearning methods, their families and hyper-parameters',
     'audit': 'audit an unlearned model: is it ignorant of Du?',

@@ -47,6 +47,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.audit.member_sample = 1000
   c.audit.test_sample = 2000
   c.audit.verifier_epochs = ml_collections.FieldReference(None, field_type=int)
+  # SISA (Bourtoule et al. 2021; jaxaudit.train.sisa). With shards > 0,
+  # `jaxaudit train` also trains a SISA original (WORKDIR/models/sisa): `shards`
+  # constituent models, each trained on its shard of D in `slices` incremental
+  # stages of `slice_epochs` epochs (None: max(1, round(2 * train.epochs /
+  # (slices + 1)))), aggregated by the mean of their softmax outputs. The
+  # `sisa` unlearning method needs it. `strategy`: ensemble batching of the
+  # constituents ('auto', 'vmap' or 'map'; 'map' is bit-reproducible).
+  c.sisa = ml_collections.ConfigDict()
+  c.sisa.shards = 0                   # 0: no SISA original
+  c.sisa.slices = 4
+  c.sisa.slice_epochs = ml_collections.FieldReference(None, field_type=int)
+  c.sisa.strategy = 'auto'
   # Unlearning (jaxaudit unlearn / demo).
   c.unlearn = ml_collections.ConfigDict()
   c.unlearn.methods = 'retrain,finetune,gradient_ascent'

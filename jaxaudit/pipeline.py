@@ -9,7 +9,11 @@ Work directory layout::
   WORKDIR/split.npz            the audit split (hash-checked on load)
   WORKDIR/models/original/     checkpoint of M (trained on D)
   WORKDIR/models/retrain/      checkpoint of the retrain-from-scratch reference on Dr
-  WORKDIR/models/unlearned/NAME/  checkpoints of unlearned models
+  WORKDIR/models/sisa/         SISA original on D (only with config.sisa.shards > 0):
+                               params after every stage (R, S, ...) and
+                               sisa_state.npz (layout slots/mask, shard keys)
+  WORKDIR/models/unlearned/NAME/  checkpoints of unlearned models (unlearned/sisa:
+                               the S constituents (S, ...), mean-of-softmax ensemble)
   WORKDIR/verifiers/KEY/       cached verification ensembles
   WORKDIR/audits/NAME/         report.json, report.md, plots
 """
@@ -30,15 +34,20 @@ from jaxaudit import checkpoint, io_utils
 from jaxaudit.configs import recipe_from_config
 from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
 from jaxaudit.data import splits as splits_lib
-from jaxaudit.errors import ConfigError, SplitError
+from jaxaudit.errors import CheckpointError, ConfigError, SplitError
 from jaxaudit.models import get_model
-from jaxaudit.train import accuracy, predict_logits, train_model
+from jaxaudit.train import Recipe, accuracy, default_strategy, predict_logits, train_model
+from jaxaudit.train import sisa as sisa_lib
 
 SPLIT_FILE = 'split.npz'
 CONFIG_FILE = 'config.json'
 
 # fold_in tags of the root key (config.seed), one stream per role.
-KEY_ORIGINAL, KEY_RETRAIN, KEY_VERIFIERS, KEY_UNLEARN, KEY_AUDIT = 1, 2, 3, 4, 5
+KEY_ORIGINAL, KEY_RETRAIN, KEY_VERIFIERS, KEY_UNLEARN, KEY_AUDIT, KEY_SISA = 1, 2, 3, 4, 5, 6
+
+SISA_DIR = 'sisa'                    # WORKDIR/models/sisa
+SISA_ARRAYS = 'sisa_state'           # WORKDIR/models/sisa/sisa_state.npz
+MEAN_SOFTMAX = 'mean_softmax'        # meta['aggregate'] of a SISA ensemble
 
 
 def root_key(config) -> jax.Array:
@@ -136,14 +145,26 @@ def expected_meta(config, dataset: Dataset, split: AuditSplit) -> dict[str, Any]
               dataset_fingerprint=dataset.fingerprint, split_hash=splits_lib.split_hash(split))
 
 
-def evaluate_sets(model, params, dataset: Dataset, split: AuditSplit, *, ensemble=False
-                  ) -> dict[str, Any]:
-  """Accuracy on Dr, Du, D_ref and test (per member if ``ensemble``)."""
+def evaluate_sets(model, params, dataset: Dataset, split: AuditSplit, *, ensemble=False,
+                  aggregate: str | None = None) -> dict[str, Any]:
+  """Accuracy on Dr, Du, D_ref and test.
+
+  Args:
+    params: one model's params, or stacked (K, ...) with ``ensemble`` or ``aggregate``.
+    ensemble: accuracy of every member (lists of K floats).
+    aggregate: ``'mean_softmax'``: accuracy of the K stacked models' mean
+      softmax (a SISA ensemble), one float per set.
+  """
+  if aggregate not in (None, MEAN_SOFTMAX):
+    raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {MEAN_SOFTMAX!r}')
   out = {}
   for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
                      ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
                      ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
                      ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
+    if aggregate:
+      out[name] = float(accuracy(sisa_lib.sisa_logits(model, params, x), y))
+      continue
     acc = accuracy(predict_logits(model, params, x, ensemble=ensemble), y)
     out[name] = acc.tolist() if ensemble else float(acc)
   return out
@@ -178,17 +199,164 @@ def _train_and_save(config, dataset, split, workdir, kind, subset, key, log) -> 
   return dict(kind=kind, path=path, accuracy=accs, wall_time_s=wall)
 
 
+def sisa_settings(config, model=None) -> dict[str, Any] | None:
+  """The SISA training settings of ``config.sisa``, resolved; None when SISA is off.
+
+  Returns:
+    dict(shards=S, slices=R, slice_epochs=E, strategy=...) with ``slice_epochs``
+    None replaced by :func:`jaxaudit.train.sisa.default_slice_epochs` and
+    ``strategy='auto'`` by the backend's default (when ``model`` is given).
+  Raises:
+    ConfigError: negative shards, slices < 1, slice_epochs < 1 or an unknown strategy.
+  """
+  s = config.get('sisa')
+  if s is None:
+    return None
+  shards = int(s.get('shards', 0) or 0)
+  if shards < 0:
+    raise ConfigError(f'sisa.shards must be >= 0 (0: no SISA original), got {shards}')
+  if shards == 0:
+    return None
+  slices = int(s.get('slices', 4))
+  if slices < 1:
+    raise ConfigError(f'sisa.slices must be >= 1, got {slices}')
+  epochs = s.get('slice_epochs')
+  epochs = sisa_lib.default_slice_epochs(recipe_from_config(config), slices) if epochs is None \
+      else int(epochs)
+  if epochs < 1:
+    raise ConfigError(f'sisa.slice_epochs must be >= 1, got {epochs}')
+  strategy = s.get('strategy', 'auto') or 'auto'
+  if strategy not in ('auto', 'vmap', 'map'):
+    raise ConfigError(f"sisa.strategy must be 'auto', 'vmap' or 'map', got {strategy!r}")
+  if strategy == 'auto' and model is not None:
+    strategy = default_strategy(model)
+  return dict(shards=shards, slices=slices, slice_epochs=epochs, strategy=strategy)
+
+
+def _sisa_expect(config) -> dict[str, Any]:
+  """Metadata a SISA checkpoint must match when config.sisa asks for one (else {})."""
+  sett = sisa_settings(config)
+  if sett is None:
+    return {}
+  if sett['strategy'] == 'auto':   # the backend's choice: any is fine
+    del sett['strategy']
+  return sett
+
+
+def save_sisa_state(path: str, state, meta: dict[str, Any]) -> str:
+  """Saves a :class:`jaxaudit.train.sisa.SisaState` as one checkpoint, atomically.
+
+  The per-stage params (R, S, ...) go to ``PATH/params`` and the layout
+  (slots, mask (S, R, L)) with the shard keys' raw data (S, ...) to
+  ``PATH/sisa_state.npz``, in the same atomic write. ``meta`` (see
+  :func:`checkpoint_meta`) is completed with ``stages=R``, ``ensemble_size=S``,
+  the SISA settings, the key implementation and ``aggregate='mean_softmax'``.
+
+  Returns:
+    The absolute checkpoint path.
+  """
+  layout = state.layout
+  meta = dict(meta, kind=meta.get('kind', 'sisa'), stages=layout.slices,
+              ensemble_size=layout.shards, shards=layout.shards, slices=layout.slices,
+              slice_epochs=int(state.slice_epochs), strategy=state.strategy,
+              aggregate=MEAN_SOFTMAX, recipe=state.recipe.to_dict(),
+              input_shape=list(state.input_shape),
+              key_impl=str(jax.random.key_impl(state.shard_keys)))
+  return checkpoint.save_checkpoint(path, state.params, meta,
+                                    extra_arrays={SISA_ARRAYS: sisa_lib.state_arrays(state)})
+
+
+def load_sisa_state(path: str, *, expect: dict[str, Any] | None = None, train_indices=None):
+  """Loads a SISA original saved by :func:`save_sisa_state`.
+
+  Args:
+    path: the checkpoint directory (e.g. WORKDIR/models/sisa).
+    expect: metadata fields that must match (e.g. :func:`expected_meta` plus
+      ``shards``/``slices``/``slice_epochs``).
+    train_indices: optional (n,) pool indices of D; the saved layout must hold
+      exactly these records.
+  Returns:
+    (model, SisaState with params (R, S, ...), meta).
+  Raises:
+    CheckpointError: missing or corrupt files, metadata that differs from
+      ``expect``, or a saved layout that does not match the params or D.
+  """
+  meta = checkpoint.load_meta(path)
+  if meta.get('aggregate') != MEAN_SOFTMAX or not meta.get('stages') or SISA_ARRAYS not in (
+      meta.get('extra_files') or {}):
+    raise CheckpointError(f'{path} is not a SISA checkpoint (kind {meta.get("kind")!r}); '
+                          'make one with `jaxaudit train --config.sisa.shards=S`')
+  model, params, meta = checkpoint.restore_model(path, expect=expect)
+  arrays = checkpoint.load_arrays(path, SISA_ARRAYS, meta)
+  try:
+    state = sisa_lib.state_from_arrays(
+        params, arrays, key_impl=meta['key_impl'], recipe=Recipe.from_config(meta['recipe']),
+        slice_epochs=int(meta['slice_epochs']), strategy=meta['strategy'],
+        input_shape=meta['input_shape'])
+  except (ConfigError, KeyError, TypeError) as e:
+    raise CheckpointError(f'checkpoint {path}: the saved SISA state does not match its '
+                          f'parameters and metadata: {e}') from e
+  lay = state.layout
+  if (lay.shards, lay.slices) != (meta.get('shards'), meta.get('slices')):
+    raise CheckpointError(f'checkpoint {path}: layout has {lay.shards} shards x {lay.slices} '
+                          f'slices, metadata says {meta.get("shards")} x {meta.get("slices")}')
+  if train_indices is not None and not np.array_equal(
+      lay.records(), np.sort(np.asarray(train_indices, np.int64))):
+    raise CheckpointError(f'checkpoint {path}: the SISA layout does not hold exactly the '
+                          'training set D of this split')
+  return model, state, meta
+
+
+def _train_sisa_and_save(config, dataset, split, workdir, log) -> dict[str, Any]:
+  model = model_from_config(config, dataset)
+  recipe = recipe_from_config(config)
+  sett = sisa_settings(config, model)
+  path = os.path.join(workdir, 'models', SISA_DIR)
+  if checkpoint.exists(path):
+    try:
+      _, state, meta = load_sisa_state(
+          path, expect=dict(expected_meta(config, dataset, split), **_sisa_expect(config)),
+          train_indices=split.train)
+    except CheckpointError as e:
+      raise CheckpointError(f'{e}\n(remove {path} to retrain the SISA original with this '
+                            'config, or use a new --workdir)') from e
+    log(f'[sisa] reusing checkpoint {path}')
+    return dict(kind='sisa', path=path, accuracy=meta.get('accuracy'),
+                wall_time_s=meta.get('wall_time_s'), shards=meta['shards'],
+                slices=meta['slices'], slice_epochs=meta['slice_epochs'])
+  log(f'[sisa] training {sett["shards"]} shards x {sett["slices"]} slices of {config.model} '
+      f'on {len(split.train)} records, {sett["slice_epochs"]} epochs per slice '
+      f'({sett["strategy"]})')
+  t0 = time.time()
+  state = sisa_lib.train_sisa(model, dataset.x_train, dataset.y_train, split.train,
+                              role_key(config, KEY_SISA), recipe,
+                              input_shape=tuple(dataset.input_shape), **sett)
+  wall = time.time() - t0
+  accs = evaluate_sets(model, state.final_params, dataset, split, aggregate=MEAN_SOFTMAX)
+  save_sisa_state(path, state, checkpoint_meta(config, dataset, split, 'sisa',
+                                               accuracy=accs, wall_time_s=wall))
+  log(f'[sisa] done in {wall:.1f}s: {format_accs(accs)}')
+  return dict(kind='sisa', path=path, accuracy=accs, wall_time_s=wall, **sett)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        log: Callable[[str], None] = log_to_stdout) -> dict[str, Any]:
   """Trains the original model M on D (and the retrain reference on Dr).
 
   Checkpoints go to WORKDIR/models/{original,retrain}; an existing matching
-  checkpoint is reused, so an interrupted run resumes.
+  checkpoint is reused, so an interrupted run resumes. With
+  ``config.sisa.shards`` = S > 0 a SISA original (S constituents, per-stage
+  checkpoints) is also trained on D, into WORKDIR/models/sisa, for the
+  ``sisa`` unlearning method.
 
   Returns:
     A summary dict: split sizes and, per model, path, accuracies, wall time.
   """
+  sisa = sisa_settings(config)   # bad SISA settings fail before any training
   dataset, split = prepare(config, workdir, log)
+  if sisa is not None and sisa['shards'] * sisa['slices'] > len(split.train):
+    raise ConfigError(f'sisa.shards x sisa.slices = {sisa["shards"]} x {sisa["slices"]} exceeds '
+                      f'|D| = {len(split.train)} (every slice needs a record)')
   summary = dict(workdir=os.path.abspath(workdir), dataset=dataset.name,
                  sizes=dict(train=len(split.train), forget=len(split.forget),
                             retain=len(split.retain), ref=len(split.ref), test=len(split.test)))
@@ -197,6 +365,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.get('train_retrain', True):
     summary['retrain'] = _train_and_save(config, dataset, split, workdir, 'retrain', split.retain,
                                          role_key(config, KEY_RETRAIN), log)
+  if sisa is not None:
+    summary['sisa'] = _train_sisa_and_save(config, dataset, split, workdir, log)
   return summary
 
 
@@ -221,7 +391,12 @@ def audit_settings(config):
 
 def resolve_target(config, dataset, split, workdir: str, target: str | None = None,
                    logits_file: str | None = None):
-  """The audited model: a checkpoint (name under WORKDIR/models or a path) or a logits file."""
+  """The audited model: a checkpoint (name under WORKDIR/models or a path) or a logits file.
+
+  A checkpoint of an ensemble aggregated by the mean of softmax outputs
+  (``meta['aggregate'] == 'mean_softmax'``: models/sisa, models/unlearned/sisa)
+  is audited as one black box whose logits are the log of that mean.
+  """
   from jaxaudit.audit import Target
   if logits_file:
     return Target.from_logits_file(logits_file)
@@ -230,7 +405,19 @@ def resolve_target(config, dataset, split, workdir: str, target: str | None = No
                       'or a checkpoint path) or give --logits=FILE')
   path = target if os.path.isdir(target) else os.path.join(workdir, 'models', target)
   model, params, meta = checkpoint.restore_model(path, expect=expected_meta(config, dataset, split))
-  return Target.from_params(model, params, name=target.strip('/').replace('/', '_'))
+  name = target.strip('/').replace('/', '_')
+  agg = meta.get('aggregate')
+  if agg is not None:
+    if agg != MEAN_SOFTMAX:
+      raise CheckpointError(f'checkpoint {path} aggregates its ensemble by {agg!r}; '
+                            f'only {MEAN_SOFTMAX!r} is supported')
+    if meta.get('stages'):   # per-stage SISA checkpoints: the constituents after the last stage
+      params = jax.tree.map(lambda p: p[-1], params)
+    return Target.from_fn(lambda x: sisa_lib.sisa_logits(model, params, x), name=name)
+  if meta.get('ensemble_size'):
+    raise CheckpointError(f'checkpoint {path} holds {meta["ensemble_size"]} stacked models '
+                          'with no aggregate; audit one model')
+  return Target.from_params(model, params, name=name)
 
 
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,
@@ -270,41 +457,70 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
   hyper-parameters is reused. ``init_checkpoint`` names a checkpoint of the
   same model that never saw Du (for ``warmstart_retrain`` / ``warmstart_finetune``).
 
+  ``sisa`` unlearns the SISA original WORKDIR/models/sisa instead (made by
+  ``jaxaudit train --config.sisa.shards=S``) and saves the S retrained
+  constituents stacked (S, ...) with ``aggregate='mean_softmax'``.
+
   Returns:
     dict(method, hparams, path, wall_time_s, accuracy).
   """
   from jaxaudit import unlearn as unlearn_lib
   meth = unlearn_lib.get_method(method, **(hparams or {}))   # validates before any compilation
+  is_sisa = method == 'sisa'
+  if meth.output == 'ensemble' and not is_sisa:
+    raise ConfigError(f'{method} returns an ensemble of models; the pipeline only knows how to '
+                      'unlearn, save and audit the SISA ensemble (method "sisa")')
   dataset, split = prepare(config, workdir, log)
   hp = {k: list(v) if isinstance(v, tuple) else v for k, v in meth.hparams.items()}
   path = os.path.join(workdir, 'models', 'unlearned', out_name or method)
+  source = None
+  if is_sisa:
+    sisa_path = os.path.join(workdir, 'models', SISA_DIR)
+    if not checkpoint.exists(sisa_path):
+      raise ConfigError(
+          f'method "sisa" unlearns a SISA-trained original and {sisa_path} holds none: run '
+          f'`jaxaudit train --workdir={workdir} --config.sisa.shards=S` first (S shards, e.g. 4; '
+          'see config.sisa for slices and slice_epochs)')
+    smeta = checkpoint.load_meta(sisa_path)
+    source = dict(created=smeta.get('created'),
+                  sha256=(smeta.get('extra_files') or {}).get(SISA_ARRAYS))
   if checkpoint.exists(path):
     meta = checkpoint.load_meta(path)
-    if meta.get('method') == method and meta.get('hparams') == hp:
+    if (meta.get('method') == method and meta.get('hparams') == hp
+        and meta.get('sisa_source') == source
+        and (not is_sisa or all(meta.get(k) == v for k, v in _sisa_expect(config).items()))):
       checkpoint.check_meta(meta, expected_meta(config, dataset, split), path)
       log(f'[unlearn] reusing {path}')
       return dict(method=method, hparams=hp, path=path, wall_time_s=meta.get('wall_time_s'),
                   accuracy=meta.get('accuracy'))
-  orig = os.path.join(workdir, 'models', 'original')
-  if not checkpoint.exists(orig):
-    raise ConfigError(f'no original model at {orig}: run `jaxaudit train --workdir={workdir}` first')
-  model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
+  state, extra = None, {}
+  if is_sisa:
+    model, state, smeta = load_sisa_state(
+        sisa_path, expect=dict(expected_meta(config, dataset, split), **_sisa_expect(config)),
+        train_indices=split.train)
+    params = state.final_params
+    extra = dict(ensemble_size=state.layout.shards, aggregate=MEAN_SOFTMAX, sisa_source=source,
+                 **{k: smeta[k] for k in ('shards', 'slices', 'slice_epochs', 'strategy')})
+  else:
+    orig = os.path.join(workdir, 'models', 'original')
+    if not checkpoint.exists(orig):
+      raise ConfigError(f'no original model at {orig}: run `jaxaudit train --workdir={workdir}` '
+                        'first')
+    model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
   init_params = None
   if init_checkpoint:
     want = {k: v for k, v in expected_meta(config, dataset, split).items()
             if k not in ('split_hash', 'dataset_fingerprint')}
     _, init_params, _ = checkpoint.restore_model(init_checkpoint, expect=want)
   data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config),
-                                       init_checkpoint_params=init_params)
+                                       init_checkpoint_params=init_params, sisa=state)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')
   t0 = time.time()
   new = jax.block_until_ready(meth.fn(params, model, data, _method_key(config, method)))
   wall = time.time() - t0
-  if meth.output == 'ensemble':
-    raise ConfigError(f'{method} returns a shard ensemble; audit it through the SISA API')
-  accs = evaluate_sets(model, new, dataset, split)
+  accs = evaluate_sets(model, new, dataset, split, aggregate=extra.get('aggregate'))
   checkpoint.save_checkpoint(path, new, checkpoint_meta(
       config, dataset, split, 'unlearned', method=method, family=meth.family, hparams=hp,
-      wall_time_s=wall, accuracy=accs))
+      wall_time_s=wall, accuracy=accs, **extra))
   log(f'[unlearn] {method} done in {wall:.1f}s: {format_accs(accs)}')
   return dict(method=method, hparams=hp, path=path, wall_time_s=wall, accuracy=accs)

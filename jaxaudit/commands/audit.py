@@ -13,7 +13,7 @@ from jaxaudit.commands import common
 
 common.define_config_and_workdir()
 flags.DEFINE_string('target', None, 'Checkpoint to audit: a name under WORKDIR/models '
-                    '(original, retrain, unlearned/METHOD) or a checkpoint path.')
+                    '(original, retrain, sisa, unlearned/METHOD) or a checkpoint path.')
 flags.DEFINE_string('logits', None, 'Black-box mode: .npz with `indices` (pool indices) and '
                     '`logits` (n, C) of the audited model, optionally `test_indices`/`test_logits`.')
 flags.DEFINE_string('out', None, 'Report directory (default WORKDIR/audits/TARGET).')

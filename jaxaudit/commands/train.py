@@ -1,4 +1,5 @@
-"""`jaxaudit train`: train the original model (and the retrain reference)."""
+"""`jaxaudit train`: train the original model (and the retrain reference, and with
+`--config.sisa.shards=S` a SISA original for the `sisa` unlearning method)."""
 
 from __future__ import annotations
 

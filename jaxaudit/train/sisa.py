@@ -189,7 +189,8 @@ def _host_stack(members: Sequence[Params]) -> Params:
   return jax.tree.map(lambda *ps: np.stack([np.asarray(p) for p in ps]), *members)
 
 
-def _default_slice_epochs(recipe: Recipe, slices: int) -> int:
+def default_slice_epochs(recipe: Recipe, slices: int) -> int:
+  """Epochs per stage when none are given: ``max(1, round(2 · epochs / (R + 1)))``."""
   return max(1, int(round(2 * recipe.epochs / (slices + 1))))
 
 
@@ -228,7 +229,7 @@ def train_sisa(model: nn.Module, x, y, train_indices, key: jax.Array, recipe: Re
     raise ConfigError(f'layout has {layout.shards} shards x {layout.slices} slices, '
                       f'expected {shards} x {slices}')
   strategy = default_strategy(model) if strategy == 'auto' else strategy
-  slice_epochs = _default_slice_epochs(recipe, slices) if slice_epochs is None else slice_epochs
+  slice_epochs = default_slice_epochs(recipe, slices) if slice_epochs is None else slice_epochs
   if slice_epochs < 1:
     raise ConfigError(f'slice_epochs must be >= 1, got {slice_epochs}')
   input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
@@ -292,6 +293,63 @@ def sisa_unlearn(state: SisaState, model: nn.Module, x, y, forget) -> SisaState:
   return state._replace(params=params, layout=new_layout)
 
 
+def state_arrays(state: SisaState) -> dict[str, np.ndarray]:
+  """The non-parameter arrays of a SisaState, for saving next to its params.
+
+  Returns:
+    dict(slots=(S, R, L) int32, mask=(S, R, L) bool, shard_key_data=(S, ...)
+    uint32 raw key data (``jax.random.key_data``)). The key implementation is
+    ``jax.random.key_impl(state.shard_keys)`` (store it with the arrays).
+  """
+  return dict(slots=np.asarray(state.layout.slots, np.int32),
+              mask=np.asarray(state.layout.mask, bool),
+              shard_key_data=np.asarray(jax.random.key_data(state.shard_keys)))
+
+
+def state_from_arrays(params: Params, arrays, *, key_impl: str, recipe: Recipe,
+                      slice_epochs: int, strategy: str, input_shape) -> SisaState:
+  """Rebuilds a SisaState from its params and :func:`state_arrays`, checking both agree.
+
+  Args:
+    params: per-stage params, leaves (R, S, ...).
+    arrays: mapping with ``slots`` and ``mask`` (S, R, L) and ``shard_key_data`` (S, ...).
+    key_impl: the PRNG implementation of the shard keys (e.g. ``threefry2x32``).
+    recipe, slice_epochs, strategy, input_shape: as in :class:`SisaState`.
+  Raises:
+    ConfigError: missing arrays or shapes that do not fit together.
+  """
+  missing = [k for k in ('slots', 'mask', 'shard_key_data') if k not in arrays]
+  if missing:
+    raise ConfigError(f'SISA state arrays lack {missing}')
+  slots, mask = np.asarray(arrays['slots']), np.asarray(arrays['mask'])
+  key_data = np.asarray(arrays['shard_key_data'])
+  if slots.ndim != 3 or slots.shape != mask.shape:
+    raise ConfigError(f'SISA layout slots {slots.shape} and mask {mask.shape} must be equal '
+                      '(S, R, L) shapes')
+  if not np.issubdtype(slots.dtype, np.integer) or mask.dtype != bool:
+    raise ConfigError(f'SISA layout has dtypes slots {slots.dtype}, mask {mask.dtype}; '
+                      'expected integer and bool')
+  s, r = slots.shape[:2]
+  if not mask.any(axis=2).all():
+    raise ConfigError('SISA layout has an empty slice')
+  if np.unique(slots[mask]).size != int(mask.sum()):
+    raise ConfigError('SISA layout holds a record twice')
+  bad = [p.shape for p in jax.tree.leaves(params) if tuple(p.shape[:2]) != (r, s)]
+  if bad or not jax.tree.leaves(params):
+    raise ConfigError(f'SISA params must have leading axes (slices R={r}, shards S={s}) as '
+                      f'the layout; got leaves of shapes {bad[:3]}')
+  if key_data.shape[:1] != (s,):
+    raise ConfigError(f'SISA shard keys {key_data.shape} do not match S={s} shards')
+  try:
+    keys = jax.random.wrap_key_data(jnp.asarray(key_data), impl=key_impl)
+  except Exception as e:
+    raise ConfigError(f'cannot rebuild SISA shard keys ({key_impl}, {key_data.shape}): {e}') from e
+  if slice_epochs < 1:
+    raise ConfigError(f'slice_epochs must be >= 1, got {slice_epochs}')
+  return SisaState(jax.tree.map(np.asarray, params), SisaLayout(slots.astype(np.int32), mask),
+                   keys, recipe, int(slice_epochs), str(strategy), tuple(input_shape))
+
+
 def sisa_predict_proba(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
   """Aggregated SISA prediction: mean of the constituents' softmax.
 
@@ -312,4 +370,5 @@ def sisa_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512) -
 
 
 __all__ = ['SisaLayout', 'SisaState', 'make_layout', 'train_sisa', 'sisa_unlearn',
+           'default_slice_epochs', 'state_arrays', 'state_from_arrays',
            'sisa_predict_proba', 'sisa_logits']
