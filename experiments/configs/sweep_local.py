@@ -10,6 +10,9 @@ Entries (data set × model), each with its own pipeline config:
                    MSG, which masks conv kernels), with retrain/finetune/GA/NG+
                    as anchors;
   digits_mlp_class digits MLP, forgetting the whole class 3, 8 methods;
+  mnist_mlp_large  mnist_mlp with |D_ref| = 6000 (5000 sampled) and K = 8, random
+                   30% (|Du| = 1200): the fake-unlearning setting with power (not in
+                   the default list);
   mnist_mlp_class  MNIST, forgetting the whole class 3, 8 methods (not in the
                    default list: time; add with --config.datasets=...).
 
@@ -77,6 +80,16 @@ def mnist_mlp():
   return c
 
 
+def mnist_mlp_large():
+  """mnist_mlp with a larger reference sample and more verifiers (the fake-unlearning
+  setting with power: |D_ref| = 6000 records, 5000 sampled, K = 8)."""
+  c = mnist_mlp()
+  c.split.ref_fraction = 0.1
+  c.audit.ref_sample = 5000
+  c.audit.num_verifiers = 8
+  return c
+
+
 def peers_default():
   p = ml_collections.ConfigDict()
   p.population_mia = True
@@ -124,6 +137,9 @@ def get_config(arg: str = 'local'):
       config=mnist_mlp(), forget_settings='class3',
       methods=('original,retrain,finetune,gradient_ascent_early,neggrad_plus,random_label,scrub,'
                'fisher,msg'),
+      method_hparams=ml_collections.ConfigDict({'gradient_ascent_early': {'epochs': 3}})))
+  c.entries.mnist_mlp_large = ml_collections.ConfigDict(dict(
+      config=mnist_mlp_large(), methods='', forget_settings='random30',
       method_hparams=ml_collections.ConfigDict({'gradient_ascent_early': {'epochs': 3}})))
   # The local study; mnist_mlp_class is defined for `--config.datasets=...` but left out of
   # the default list to fit the local time budget.

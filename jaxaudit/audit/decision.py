@@ -35,6 +35,19 @@ Decision:
   * otherwise ``forgotten``.
   * utility collapse (Mu clearly worse than the verifiers on D_ref) turns a
     pass into ``not_forgotten`` with direction ``collapse``.
+
+Whole-class forgetting. When Du holds every training record of some classes,
+Mu's scores on Du and on held-out records of those classes are exchangeable
+for the untouched original too (it generalises to the class), so the record
+test has no power. :func:`class_level_test` then asks the class-level
+question instead: does Mu still recognise the forgotten classes? Its top-1
+accuracy on held-out records of those classes is tested (exact one-sided
+binomial) against the best accuracy of the verifiers — models that never saw
+a record of those classes — plus ``class_margin``. This test is not exact
+like the record test: it assumes a model that never saw a class recognises it
+no better than the verifiers do (true in practice: a label absent from
+training is never predicted). Its p-value joins the record test by Bonferroni,
+and a rejection is reported as direction ``remembers_class``.
 """
 
 from __future__ import annotations
@@ -61,6 +74,8 @@ class TestSettings:
     self_check_alpha: level of the reference-exchangeability check.
     collapse_margin: Mu's D_ref accuracy below the worst verifier's minus this
       margin is a utility collapse.
+    class_margin: slack over the verifiers' accuracy on forgotten classes
+      allowed under H0 by the class-level test.
     n_boot: bootstrap resamples for the forgetting-score interval.
     seed: bootstrap seed.
   """
@@ -70,10 +85,13 @@ class TestSettings:
   power_target: float = 0.8
   self_check_alpha: float = 0.01
   collapse_margin: float = 0.05
+  class_margin: float = 0.05
   n_boot: int = 500
   seed: int = 0
 
   def __post_init__(self):
+    if not 0 <= self.class_margin < 1:
+      raise AuditError(f'class_margin must be in [0, 1), got {self.class_margin}')
     for name in ('alpha', 'fdr', 'power_target', 'self_check_alpha'):
       v = getattr(self, name)
       if not 0 < v < 1:
@@ -173,10 +191,45 @@ def forgetting_score_ci(du, ref, members, *, level: float = 0.95, n_boot: int = 
   return float(lo), float(hi)
 
 
+def class_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray, *,
+                     alpha: float, margin: float, alt_accuracy: float | None = None
+                     ) -> dict[str, Any]:
+  """Does Mu still recognise classes that only Du held? (see the module docstring)
+
+  Args:
+    correct_target: (n,) bool, Mu's top-1 prediction is right on held-out
+      records of the forgotten classes.
+    correct_verifiers: (K, n) bool, the same for the verifiers (which never
+      saw a record of these classes).
+    alpha: level used for the power estimate.
+    margin: slack added to the verifiers' best accuracy: H0 is
+      ``accuracy <= max_k acc_k + margin``.
+    alt_accuracy: Mu's accuracy under the alternative "remembers the classes
+      like its training classes" (default 1), for the power estimate.
+  Returns:
+    dict(p_value, accuracy, verifier_accuracy (K,), threshold, n, power).
+  """
+  ct = np.asarray(correct_target, bool).reshape(-1)
+  cv = np.asarray(correct_verifiers, bool)
+  if cv.ndim != 2 or cv.shape[1] != ct.shape[0] or ct.shape[0] < 1:
+    raise AuditError(f'class-level test needs (n,) and (K, n) correctness arrays with n >= 1; '
+                     f'got {ct.shape} and {cv.shape}')
+  n = int(ct.shape[0])
+  acc_v = cv.mean(axis=1)
+  p0 = float(min(1.0, float(acc_v.max()) + margin))
+  p_value = stats.binomial_test_greater(int(ct.sum()), n, p0)
+  alt = 1.0 if alt_accuracy is None or not np.isfinite(alt_accuracy) else float(alt_accuracy)
+  power = stats.binomial_power(n, p0, max(alt, p0), alpha) if p0 < 1 else 0.0
+  return dict(p_value=float(p_value), accuracy=float(ct.mean()),
+              verifier_accuracy=acc_v.tolist(), threshold=p0, n=n, power=float(power))
+
+
 def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
                    ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
                    *, acc_target_ref: float | None = None,
-                   acc_verifiers_ref: np.ndarray | None = None) -> dict[str, Any]:
+                   acc_verifiers_ref: np.ndarray | None = None,
+                   class_level: dict[str, Any] | None = None,
+                   class_only: bool = False) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
@@ -188,6 +241,11 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     settings: the decision settings.
     acc_target_ref: Mu's accuracy on D_ref (collapse check).
     acc_verifiers_ref: (K,) the verifiers' accuracies on D_ref.
+    class_level: the result of :func:`class_level_test` when Du holds whole
+      classes (its p-value joins the record test by Bonferroni), or None.
+    class_only: every record of Du belongs to a wholly forgotten class; a
+      pass of the class-level test with enough power then counts as evidence
+      even where the record test has none.
   Returns:
     A JSON-serialisable dict: decision, direction, p_value, tests, effect_auc
     (+ CI), forgetting_score (+ CI), power, per-record p-values.
@@ -208,8 +266,11 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   for name in s_du:
     r = stats.mann_whitney(s_du[name], s_ref[name])
     tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
-  p_value = stats.combine_bonferroni([t['p_value'] for t in tests.values()])
+  p_record = stats.combine_bonferroni([t['p_value'] for t in tests.values()])
   n_tests = len(tests)
+  p_value = p_record
+  if class_level is not None:
+    p_value = stats.combine_bonferroni([p_record, class_level['p_value']])
 
   check = stats.mann_whitney(np.asarray(ver_du, np.float64), np.asarray(ver_ref, np.float64))
   reference_ok = bool(check.p_value >= s.self_check_alpha)
@@ -246,14 +307,22 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     decision = 'invalid_reference'
   elif rejected:
     decision = 'not_forgotten'
-    direction, masked = _direction(tests, s.alpha / n_tests)
+    if class_level is not None and class_level['p_value'] <= s.alpha / 2 and (
+        p_record > s.alpha / 2 or class_level['p_value'] <= p_record):
+      direction = 'remembers_class'
+    else:
+      level = s.alpha / n_tests / (2 if class_level is not None else 1)
+      direction, masked = _direction(tests, level)
   elif collapse:
     decision, direction = 'not_forgotten', 'collapse'
-  elif not np.isfinite(power) or power < s.power_target:
-    decision = 'inconclusive'
-  else:
+  elif np.isfinite(power) and power >= s.power_target:
     decision = 'forgotten'
+  elif class_only and class_level is not None and class_level['power'] >= s.power_target:
+    decision = 'forgotten'
+  else:
+    decision = 'inconclusive'
   return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
+              p_record=float(p_record), class_level=class_level,
               alpha=s.alpha, tests=tests, n_tests=n_tests, exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,

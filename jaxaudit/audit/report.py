@@ -112,7 +112,7 @@ def markdown(result: AuditResult) -> str:
            f'**Decision: {result.decision}**' + (f' — direction: **{result.direction}**'
                                                 if result.direction else ''), '',
            '| quantity | value |', '|---|---|',
-           f'| p-value (two-sided, Bonferroni over {len(d.get("tests", {}))} statistics) | {_fmt(result.p_value)} |',
+           f'| p-value (two-sided, Bonferroni over {len(d.get("tests", {}))} statistics{" and the class-level test" if d.get("class_level") else ""}) | {_fmt(result.p_value)} |',
            f'| significance α | {d.get("alpha")} |',
            f'| effect: AUC(Du vs D_ref), 95% CI | {_fmt(result.effect_auc)} '
            f'[{_fmt(result.effect_auc_ci[0])}, {_fmt(result.effect_auc_ci[1])}] |',
@@ -126,6 +126,16 @@ def markdown(result: AuditResult) -> str:
            '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value |', '|---|---|---|']
   for name, t in d.get('tests', {}).items():
     lines.append(f'| {name} | {_fmt(t["auc"])} | {_fmt(t["p_value"])} |')
+  cl = d.get('class_level')
+  if cl:
+    lines += ['', '## Class-level test (Du holds whole classes)', '',
+              f'Forgotten classes {cl.get("classes")}: Mu recognises {100 * cl["accuracy"]:.1f}% of '
+              f'{cl["n"]} held-out records of them; the verifiers, which never saw them, '
+              f'{", ".join(f"{100 * a:.1f}%" for a in cl["verifier_accuracy"])}. '
+              f'H0: accuracy ≤ {100 * cl["threshold"]:.1f}% (best verifier + margin); '
+              f'one-sided binomial p = {_fmt(cl["p_value"])}, power {_fmt(cl["power"], 2)}. '
+              f'Record-level p = {_fmt(d.get("p_record"))}; the p-value above combines both '
+              '(Bonferroni).']
   lines += ['', '## Accuracy', '', '| set | Mu | verifiers (mean) |', '|---|---|---|']
   for name, v in acc.get('target', {}).items():
     ver = acc.get('verifiers', {}).get(name)

@@ -44,6 +44,8 @@ class AuditSettings:
     test_sample: test records used for accuracies.
     verifier_epochs: epochs of the verifiers (default: the original recipe's).
     seed: seed of verifier subsets/keys, samples and noise.
+    class_test: run the class-level test when Du holds every training record
+      of some classes (see :mod:`jaxaudit.audit.decision`).
     test: the decision settings (α, FDR, power target, ...).
   """
   num_verifiers: int = 4
@@ -55,6 +57,7 @@ class AuditSettings:
   test_sample: int = 2000
   verifier_epochs: int | None = None
   seed: int = 0
+  class_test: bool = True
   test: decision_lib.TestSettings = decision_lib.TestSettings()
 
   def __post_init__(self):
@@ -250,6 +253,28 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True))
   acc['verifiers']['test'] = accuracy(vl_test, dataset.y_test[test_idx]).tolist()
 
+  # Whole-class forgetting: classes of Du with no record left in Dr.
+  class_level, class_only, forgotten_classes = None, False, np.zeros(0, np.int64)
+  if settings.class_test:
+    forgotten_classes = np.setdiff1d(np.unique(y[split.forget]), np.unique(y[split.retain]))
+  if len(forgotten_classes):
+    class_only = bool(np.all(np.isin(y[split.forget], forgotten_classes)))
+    held = np.asarray(split.ref)[np.isin(y[split.ref], forgotten_classes)]
+    if len(held) > settings.ref_sample:
+      held = np.sort(np.random.default_rng([settings.seed, 37]).choice(
+          held, settings.ref_sample, replace=False))
+    if len(held):
+      xh = x[held][None]
+      tl_h = target.logits(xh, held, ('identity',), dataset.num_classes)[0]
+      vl_h = _memo_logits(memo, (vs.cache_key, 'held_classes', tuple(forgotten_classes.tolist())),
+                          lambda: predict_logits(verifier_model, vs.params, x[held], ensemble=True))
+      class_level = decision_lib.class_level_test(
+          np.argmax(tl_h, -1) == y[held], np.argmax(vl_h, -1) == y[held][None],
+          alpha=settings.test.alpha, margin=settings.test.class_margin,
+          alt_accuracy=acc['target'].get('retain_members'))
+      class_level['classes'] = forgotten_classes.tolist()
+      class_level['held_out_records'] = int(len(held))
+
   cal, betas = decision_lib.regression_calibrate(
       {k: s.phi_target for k, s in sig.items()},
       {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
@@ -257,7 +282,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
       settings.test, acc_target_ref=acc['target']['ref'],
-      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']))
+      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
+      class_level=class_level, class_only=class_only)
   flagged = np.asarray(split.forget)[np.asarray(res['per_record']['flagged'], bool)].tolist()
   res['per_record']['indices'] = np.asarray(split.forget).tolist()
 
@@ -272,6 +298,7 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   details = dict(
       target=target.name, tests=res['tests'], alpha=settings.test.alpha,
       rejected=res['rejected'], exact_inputs_masked=res['exact_inputs_masked'],
+      p_record=res['p_record'], class_level=res['class_level'],
       member_auc=res['member_auc'], power_target=res['power_target'],
       reference_check=res['reference_check'], utility_collapse=res['utility_collapse'],
       per_record=res['per_record'], accuracy=acc,

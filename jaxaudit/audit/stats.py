@@ -47,6 +47,8 @@ __all__ = [
     'auc_confidence_interval',
     'benjamini_hochberg',
     'bh_adjusted',
+    'binomial_power',
+    'binomial_test_greater',
     'bootstrap_ci',
     'clopper_pearson',
     'combine_bonferroni',
@@ -646,6 +648,57 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
   lo = 0.0 if k == 0 else float(sps.beta.ppf(tail, k, n - k + 1))
   hi = 1.0 if k == n else float(sps.beta.ppf(1.0 - tail, k + 1, n - k))
   return lo, hi
+
+
+def binomial_test_greater(k: int, n: int, p0: float) -> float:
+  """Exact one-sided binomial test of H0: rate <= p0 against rate > p0.
+
+  ``p = P(Bin(n, p0) >= k)`` (1 when k = 0; 0 < p when p0 > 0; when p0 = 0 the
+  p-value is 1 for k = 0 and 0 otherwise).
+
+  Args:
+    k: successes, 0 <= k <= n.
+    n: trials, n >= 1.
+    p0: the largest success rate allowed under H0, in [0, 1].
+
+  Returns:
+    The p-value in [0, 1].
+  """
+  n = _check_int(n, 'n', minimum=1)
+  k = _check_int(k, 'k', minimum=0)
+  if k > n:
+    raise AuditError(f'k must be <= n; got k={k}, n={n}')
+  p0 = _check_closed_unit(p0, 'p0')
+  if k == 0:
+    return 1.0
+  return float(np.clip(sps.binom.sf(k - 1, n, p0), 0.0, 1.0))
+
+
+def binomial_power(n: int, p0: float, p1: float, alpha: float = 0.05) -> float:
+  """Power of :func:`binomial_test_greater` at level ``alpha`` when the true rate is p1.
+
+  The test rejects for k >= k*, the smallest k with ``P(Bin(n, p0) >= k) <= alpha``;
+  the power is ``P(Bin(n, p1) >= k*)`` (0 if no k <= n rejects).
+
+  Args:
+    n: trials, n >= 1.
+    p0: rate under H0, in [0, 1].
+    p1: rate under the alternative, in [0, 1].
+    alpha: level in (0, 1).
+
+  Returns:
+    The power in [0, 1].
+  """
+  n = _check_int(n, 'n', minimum=1)
+  p0 = _check_closed_unit(p0, 'p0')
+  p1 = _check_closed_unit(p1, 'p1')
+  alpha = _check_open_unit(alpha, 'alpha')
+  ks = np.arange(1, n + 1)
+  reject = sps.binom.sf(ks - 1, n, p0) <= alpha
+  if not reject.any():
+    return 0.0
+  k_star = int(ks[np.argmax(reject)])
+  return float(sps.binom.sf(k_star - 1, n, p1))
 
 
 # -----------------------------------------------------------------------------

@@ -131,3 +131,40 @@ def test_regression_calibration_removes_output_scale():
   # A global rescaling of Mu's scores rescales the calibrated scores: ranks unchanged.
   cal3, _ = regression_calibrate({k: x / 3 for k, x in u.items()}, v)
   np.testing.assert_allclose(cal3['forget'], cal['forget'] / 3, atol=1e-12)
+
+
+def test_class_level_test_against_naive_binomial():
+  from jaxaudit.audit.decision import class_level_test
+  rng = np.random.default_rng(7)
+  ct = rng.random(40) < 0.3
+  cv = rng.random((3, 40)) < 0.05
+  r = class_level_test(ct, cv, alpha=0.05, margin=0.05)
+  p0 = min(1.0, cv.mean(1).max() + 0.05)
+  k = int(ct.sum())
+  naive = sum(sps.binom.pmf(j, 40, p0) for j in range(k, 41))
+  np.testing.assert_allclose(r['p_value'], naive, rtol=1e-9)
+  assert r['threshold'] == pytest.approx(p0) and r['n'] == 40 and r['power'] > 0.99
+  with pytest.raises(AuditError, match='correctness'):
+    class_level_test(ct, cv[:, :10], alpha=0.05, margin=0.05)
+
+
+def test_class_level_decisions():
+  """Whole-class forgetting: the record test has no signal; the class test decides."""
+  from jaxaudit.audit.decision import class_level_test
+  rng = np.random.default_rng(8)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=30, n_ref=30)
+  weak_members = rng.normal(size=(3, 40)) + 0.05          # record test: no power
+  never_saw = rng.random((4, 50)) < 0.0
+  remembers = class_level_test(rng.random(50) < 0.97, never_saw, alpha=0.05, margin=0.05)
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=remembers,
+                     class_only=True)
+  assert r['decision'] == 'not_forgotten' and r['direction'] == 'remembers_class'
+  assert r['p_value'] <= 2 * remembers['p_value'] + 1e-12
+  ignorant = class_level_test(rng.random(50) < 0.0, never_saw, alpha=0.05, margin=0.05)
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=ignorant,
+                     class_only=True)
+  assert r['decision'] == 'forgotten' and r['class_level']['power'] >= 0.8
+  # Not every Du record is in a forgotten class: the class test alone is no evidence.
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=ignorant,
+                     class_only=False)
+  assert r['decision'] == 'inconclusive'

@@ -948,3 +948,19 @@ class TestNeurips23:
       stats.neurips23_forget_score([np.nan])
     with pytest.raises(AuditError, match='num_models must be >= 3'):
       stats.neurips23_forget_score([1.0], num_models=2)
+
+
+def test_binomial_test_and_power_against_scipy():
+  from scipy import stats as _sps
+  for k, n, p0 in ((0, 10, 0.1), (3, 10, 0.1), (10, 10, 0.5), (7, 50, 0.02)):
+    ref = 1.0 if k == 0 else _sps.binomtest(k, n, p0, alternative='greater').pvalue
+    np.testing.assert_allclose(stats.binomial_test_greater(k, n, p0), ref, rtol=1e-9)
+  # Power by simulation.
+  rng = np.random.default_rng(0)
+  n, p0, p1 = 30, 0.1, 0.3
+  sims = rng.binomial(n, p1, 20000)
+  emp = np.mean([stats.binomial_test_greater(int(k), n, p0) <= 0.05 for k in sims])
+  assert abs(stats.binomial_power(n, p0, p1, 0.05) - emp) < 0.02
+  assert stats.binomial_power(5, 0.99, 1.0, 0.05) == 0.0     # nothing can reject
+  with pytest.raises(AuditError):
+    stats.binomial_test_greater(11, 10, 0.1)
