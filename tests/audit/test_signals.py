@@ -64,3 +64,20 @@ def test_check_logits_errors():
     signals.check_logits(np.array([[0.0, np.nan]]), 2, 'logits')
   with pytest.raises(AuditError, match=r'\(\.\.\., 3\)'):
     signals.check_logits(np.zeros((4, 2)), 3, 'logits')
+
+
+def test_every_shift_view_translates_with_edge_padding():
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(3, 9, 8, 2)).astype(np.float32)
+  ids = np.arange(3)
+  names = tuple(signals.SHIFTS)
+  out = signals.query_views(x, ids, ('identity',) + names, seed=0)
+  assert out.shape == (1 + len(names),) + x.shape
+  for a, name in enumerate(names, start=1):
+    dy, dx = signals.SHIFTS[name]
+    # Naive reference: out[i, j] = x[clip(i - dy), clip(j - dx)].
+    ii = np.clip(np.arange(9) - dy, 0, 8)
+    jj = np.clip(np.arange(8) - dx, 0, 7)
+    np.testing.assert_array_equal(out[a], x[:, ii][:, :, jj], err_msg=name)
+  assert signals.default_views((9, 8, 2)) == signals.IMAGE_VIEWS
+  assert signals.default_views((9, 8, 2), flips=True)[-1] == 'flip'
