@@ -1,7 +1,7 @@
 r"""Fake unlearning: can a dishonest model owner pass the audit without forgetting?
 
-For each seed, on one entry of a sweep config (default ``mnist_mlp``, random
-10% forget set), the original model M (trained on D ∋ Du) is turned into the
+For each seed, on one entry of a sweep config (``config.fake``; sweep_local's
+default: ``mnist_mlp_large``, random 30% forget set, seeds 0-9), the original model M (trained on D ∋ Du) is turned into the
 fakes of the brief (§6), each audited as a :class:`jaxaudit.audit.Target` by
 jaxaudit's audit and by the peer auditors (population MIA, LiRA, RMIA, the
 seed code's heuristics with its KS rule). The honest retrain is the control.
@@ -31,7 +31,7 @@ owner gets no certificate); the table also gives the ``not_forgotten`` rate.
 Peers flag with their decision rule (``not_forgotten``).
 
   python experiments/fake_unlearning.py --config=experiments/configs/sweep_local.py:local \
-      --workdir=runs/fake_local --seeds=0,1,2,3,4
+      --workdir=runs/fake_mnist30
 """
 
 from __future__ import annotations

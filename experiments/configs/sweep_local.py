@@ -146,9 +146,11 @@ def get_config(arg: str = 'local'):
   c.datasets = 'mnist_mlp,digits_mlp,digits_cnn,digits_mlp_class'
   # experiments/fake_unlearning.py: the fakes of a dishonest owner on one entry.
   c.fake = ml_collections.ConfigDict()
-  c.fake.entry = 'mnist_mlp'
-  c.fake.forget = 'random10'
-  c.fake.seeds = '0,1,2,3,4'
+  # |Du| = 1200 of |D| = 4000, D_ref sample 5000, K = 8: at |Du| = 400 (mnist_mlp, random10)
+  # laundering and the adaptive fakes were caught in only 1-3 of 5 seeds (docs/STUDY.md).
+  c.fake.entry = 'mnist_mlp_large'
+  c.fake.forget = 'random30'
+  c.fake.seeds = '0,1,2,3,4,5,6,7,8,9'
   c.fake.fakes = ('honest_retrain,noop,lazy,mask_scale,mask_uniform,temperature,noise,'
                   'laundering,adaptive,adaptive_aug')
   c.fake.lazy_lr = 0.002          # finetune, 1 epoch

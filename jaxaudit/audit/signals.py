@@ -31,10 +31,14 @@ SHIFTS = dict(_NAMED_SHIFTS, **{
     if (dy, dx) != (0, 0) and (dy, dx) not in _NAMED_SHIFTS.values()})
 VIEWS = ('identity',) + tuple(SHIFTS) + ('flip', 'noise')
 NOISE_STD = 0.25
-# The default image neighbourhood: all 24 translations within 2 px, plus noise. The 2-px
-# translations were added after the laundering fake (training on shifted, noisy copies of Du)
-# evaded the 1-px neighbourhood (BUILD_NOTES.md, "Fake unlearning").
-IMAGE_VIEWS = ('identity',) + tuple(SHIFTS) + ('noise',)
+# The default image neighbourhood: the eight 1-px translations and the four 2-px shifts,
+# plus noise. The 2-px and diagonal shifts were added after the laundering fake (training on
+# shifted, noisy copies of Du) evaded the 1-px neighbourhood (BUILD_NOTES.md, "Fake
+# unlearning"); all 24 translations within 2 px with a soft maximum over them caught
+# laundering about as often but the adaptive fake less often, so the mean over these 13 stays.
+IMAGE_VIEWS = ('identity', 'shift_right', 'shift_left', 'shift_down', 'shift_up',
+               'shift_down_right', 'shift_down_left', 'shift_up_right', 'shift_up_left',
+               'shift2_right', 'shift2_left', 'shift2_down', 'shift2_up', 'noise')
 
 
 def logit_confidence(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
