@@ -10,14 +10,17 @@ method's perturbation within a few epochs; the other defaults are the
 published ones.
 
 "Feature kernels" are the conv kernels of a convolutional model; an MLP has
-none, so MSG and CFW fall back to its hidden dense kernels (all dense kernels
-but the classifier head's) — see
-:func:`jaxaudit.unlearn.paramtree.feature_kernel_selector`.
+none, so MSG falls back to its hidden dense kernels (all dense kernels but the
+classifier head's) — see
+:func:`jaxaudit.unlearn.paramtree.feature_kernel_selector` — and CFW, which
+perturbs only the stem conv (the kernel reading the input), to the first dense
+kernel.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -183,19 +186,61 @@ def add_noise(params, key: jax.Array, std: float, selected):
   return jax.tree.unflatten(treedef, out)
 
 
-def _noise_features(params, key, *, std):
-  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
-  return add_noise(params, key, std, selected)
+def _natural_key(name: str):
+  return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
+
+
+def cfw_selected(params, input_shape):
+  """Python-bool pytree: the kernel CFW's confuser perturbs, the stem: the feature
+  kernel that reads the model input (a conv kernel with ``input_shape[-1]`` input
+  channels; an MLP's dense kernel with ``prod(input_shape)`` inputs). Should several
+  blocks qualify, the first in natural name order (``conv1`` before ``conv2``).
+
+  The published confuser (3rd-place write-up, DeepUnlearn's ``vision_confuser``)
+  loops over the model's *top-level* children whose name contains ``conv``; on the
+  ResNet-18 it was written for that is the stem conv alone (the block convs live
+  inside ``layer1`` … ``layer4``), followed by a normalisation layer. Perturbing
+  every conv kernel instead multiplies the scale of each layer's output (σ = 0.6
+  against weights of σ ≈ 0.06 in a 3×3×32 kernel) and, in a model without
+  normalisation, fine-tuning diverges (the small MNIST CNN ended at chance).
+  The stem is found by shape because the order of a params dict is not reliable:
+  JAX rebuilds dicts with sorted keys (``stem`` sorts after ``BasicBlock_0``).
+
+  Raises:
+    ConfigError: no feature kernel reads an input of ``input_shape``.
+  """
+  feature = paramtree.feature_kernel_selector(params)
+  channels, flat = int(input_shape[-1]), int(math.prod(input_shape))
+
+  def reads_input(path, leaf):
+    if not feature(path, leaf):
+      return False
+    shape = np.shape(leaf)
+    return shape[-2] == channels if len(shape) == 4 else shape[0] == flat
+
+  stems = sorted({paramtree.path_str(p[:1]) for p, l in jax.tree_util.tree_leaves_with_path(params)
+                  if reads_input(p, l)}, key=_natural_key)
+  if not stems:
+    raise ConfigError(f'cfw: no conv or dense kernel of the model reads inputs of shape '
+                      f'{tuple(input_shape)} (the stem the confuser perturbs)')
+  return jax.tree_util.tree_map_with_path(
+      lambda p, l: bool(reads_input(p, l) and paramtree.path_str(p[:1]) == stems[0]), params)
+
+
+def _noise_features(params, key, *, std, input_shape):
+  return add_noise(params, key, std, cfw_selected(params, input_shape))
 
 
 @register('cfw', FAMILY, dict(C.FT_DEFAULTS, epochs=4, lr=0.02, noise_std=0.6,
                               final_noise_std=0.005))
 def cfw(**hp):
   """CFW, confuse then fine-tune with class weights (3rd place). Add N(0, noise_std²)
-  to every conv kernel (MLP: hidden dense kernels) (key ``fold_in(key, 0)``), then
+  to the stem, the conv kernel that reads the input (MLP: the dense kernel that does)
+  (key ``fold_in(key, 0)``; :func:`cfw_selected`: the published confuser perturbs
+  the top-level conv of its ResNet-18, i.e. the stem only), then
   fine-tune on Dr with a class-balanced CE (weights n / (C · count_c) over Dr,
   normalised by the batch's weight sum) and a cosine schedule; before the last
-  epoch the same kernels get N(0, final_noise_std²) noise again (``fold_in(key, 1)``)
+  epoch the same kernel gets N(0, final_noise_std²) noise again (``fold_in(key, 1)``)
   to end in a flatter region."""
   spec = C.spec_from(hp)
   C.check_nonneg(noise_std=hp['noise_std'], final_noise_std=hp['final_noise_std'])
@@ -204,7 +249,9 @@ def cfw(**hp):
 
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
-    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 0), std=std0)
+    in_shape = tuple(data.input_shape)
+    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 0), std=std0,
+                         input_shape=in_shape)
     aux = {'class_weights': C.balanced_class_weights(data)}
     stream = [C.idx(data.retain)]
     k = jax.random.fold_in(key, 2)
@@ -212,7 +259,8 @@ def cfw(**hp):
       return loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(), aux=aux).params
     params, state, _ = loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(),
                                  aux=aux, num_epochs=epochs - 1)
-    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 1), std=std1)
+    params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 1), std=std1,
+                         input_shape=in_shape)
     return loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(), aux=aux,
                      opt_state=state, start_epoch=epochs - 1, num_epochs=1).params
 

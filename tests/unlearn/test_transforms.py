@@ -132,6 +132,40 @@ def test_msg_falls_back_to_hidden_dense_kernels_for_an_mlp(mlp):
   assert not selected['head']['kernel'] and not selected['Dense_0']['bias']
 
 
+def _selected_paths(tree):
+  return sorted(paramtree.path_str(p) for p, v in jax.tree_util.tree_leaves_with_path(tree) if v)
+
+
+def test_cfw_confuses_only_the_stem_kernel(cnn, mlp):
+  # The published confuser perturbs the top-level conv of its ResNet-18: the stem alone.
+  # Regression: noising every conv kernel sent the small MNIST CNN to chance accuracy.
+  assert _selected_paths(challenge.cfw_selected(cnn[1], (8, 8, 1))) == ['conv1/kernel']
+  assert _selected_paths(challenge.cfw_selected(mlp[1], (64,))) == ['Dense_0/kernel']
+  resnet = get_model('resnet18', 10, width=4, groups=2)
+  shapes = jax.eval_shape(lambda: init_params(resnet, jax.random.key(0), (8, 8, 3)))
+  assert _selected_paths(challenge.cfw_selected(shapes, (8, 8, 3))) == ['stem/kernel']
+  with pytest.raises(ConfigError, match='reads inputs of shape'):
+    challenge.cfw_selected(cnn[1], (8, 8, 3))
+
+
+def test_cfw_with_zero_epochs_adds_noise_to_the_stem_only(cnn):
+  model, params = cnn
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(40, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(np.arange(40) % 10, jnp.int32)
+  data = U.UnlearnData(x=x, y=y, forget=jnp.arange(4), retain=jnp.arange(4, 40),
+                       num_classes=10, input_shape=(8, 8, 1), recipe=Recipe())
+  key = jax.random.key(3)
+  out = U.get_method('cfw', epochs=0, noise_std=0.6).fn(params, model, data, key)
+  want = challenge.add_noise(params, jax.random.fold_in(key, 0), 0.6,
+                             challenge.cfw_selected(params, (8, 8, 1)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), out, want)
+  assert not np.array_equal(np.asarray(out['conv1']['kernel']),
+                            np.asarray(params['conv1']['kernel']))
+  for block in ('conv2', 'fc', 'head'):
+    jax.tree.map(np.testing.assert_array_equal, out[block], params[block])
+
+
 @pytest.mark.parametrize('fraction', [0.1, 0.5])
 def test_salun_mask_has_the_requested_fraction(mlp, fraction):
   _, params = mlp
