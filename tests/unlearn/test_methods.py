@@ -53,6 +53,17 @@ def test_neggrad_plus_hits_forget_accuracy_more_than_retain(setup):
   assert drop_f > 0.05
 
 
+def test_scrub_default_lr_is_the_published_one_and_keeps_the_model(setup):
+  # SCRUB's published learning rate (authors' code, DeepUnlearn) is 5e-4; the former default
+  # 5e-3 sent the small CNNs to NaN / chance accuracy (experiments/cli_methods.py, digits CNN).
+  assert U.get_method('scrub').hparams['lr'] == 5e-4
+  out = _run(setup, 'scrub')
+  for p in jax.tree.leaves(out):
+    assert np.all(np.isfinite(np.asarray(p)))
+  before = accuracy_on(setup.model, setup.params, setup.y_np, setup.retain)
+  assert accuracy_on(setup.model, out, setup.y_np, setup.retain) >= 0.95 * before
+
+
 def test_cf_k_leaves_frozen_blocks_bit_identical(setup):
   out = _run(setup, 'cf_k', k=1)
   assert_trees_equal(out['Dense_0'], setup.params['Dense_0'])
