@@ -3,7 +3,7 @@ r"""Every registered unlearning method, run from the real CLI on one data set.
 For one config and work directory this script
 
 1. runs ``jaxaudit train`` (a subprocess of the CLI) unless WORKDIR already
-   holds the original model M;
+   holds the original model M (and, with ``--sisa_shards=S``, a SISA original);
 2. builds a "pretrained" checkpoint of the same model that never saw Du, for
    the warm-start methods (``warmstart_retrain``, ``warmstart_finetune``):
    the model trained for ``--pretrain_epochs`` on records outside D — pool
@@ -27,15 +27,16 @@ Resumable: a method whose row is already in the JSON-lines file is skipped
 row of each method). A method that fails yields a
 row with its exit code and the tail of its stderr, and the sweep goes on.
 ``sisa`` needs a SISA-trained original (``jaxaudit train
---config.sisa.shards=S``); without one its row is ``skipped``. A method that
-is undefined for the model by design (CT on an MLP: no conv kernels) exits
-with its ConfigError and gets status ``n/a``.
+--config.sisa.shards=S``; ``--sisa_shards=S`` makes one); without one its row
+is ``skipped``. A method that is undefined for the model by design (CT on an
+MLP: no conv kernels) exits with its ConfigError and gets status ``n/a``.
 
   python experiments/cli_methods.py --config=experiments/configs/mnist_cnn.py:local \
       --config.split.train_size=2000 --config.split.forget_size=100 \
       --config.split.test_size=500 --config.train.epochs=2 --config.train_retrain=False \
-      --workdir=runs/mnist_cnn_cli
-  python experiments/cli_methods.py --config.train.epochs=20 --workdir=runs/digits_cli
+      --workdir=runs/mnist_cnn_cli --sisa_shards=4
+  python experiments/cli_methods.py --config.train.epochs=20 --workdir=runs/digits_cli \
+      --sisa_shards=4
 """
 
 from __future__ import annotations
@@ -263,9 +264,10 @@ def run_method(workdir: str, method: str, family: str, cfg_args: list[str], hpar
   last = lines[-1] if lines else ''
   row['output_tail'] = _tail(out)
   na = [note for pattern, note in NOT_APPLICABLE.items() if pattern in out]
-  if method == 'sisa' and re.search('sisa', out, re.IGNORECASE):
+  clean_error = rc == 1 and 'Traceback' not in out   # a JaxAuditError: message, no traceback
+  if method == 'sisa' and clean_error and re.search('sisa', out, re.IGNORECASE):
     row.update(status='skipped', note=SISA_NOTE, error=last[:300])
-  elif rc == 1 and na:
+  elif clean_error and na:
     row.update(status='n/a', note=na[0], error=last[:300])
   else:
     row.update(status='failed', note=('timeout' if rc == -9 else last[:300]), error=last[:300])
@@ -321,6 +323,9 @@ def _ref_line(path: str) -> str:
   meta = checkpoint.load_meta(path)
   accs = meta.get('accuracy') or {}
   extra = ''
+  if meta.get('kind') == 'sisa':
+    extra = (f' — {meta.get("shards")} shards x {meta.get("slices")} slices, '
+             f'{meta.get("slice_epochs")} epochs per slice')
   if meta.get('pretrain_source'):
     extra = (f' — {meta["pretrain_records"]} {meta["pretrain_source"]} records, '
              f'{meta["pretrain_epochs"]} epochs')
@@ -338,7 +343,8 @@ def _ref_line(path: str) -> str:
 def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str] = (),
             hparams: dict[str, list[str]] | None = None, pretrain_epochs: int = 2,
             pretrain_source: str = 'auto', pretrain_size: int | None = None,
-            retry_failed: bool = True, rerun: Sequence[str] = (), timeout: float | None = None,
+            retry_failed: bool = True, rerun: Sequence[str] = (), sisa_shards: int = 0,
+            timeout: float | None = None,
             log: Callable[[str], None] = print) -> tuple[list[dict], str]:
   """Trains M if needed, builds the pretrained model, runs every method; (rows, table)."""
   from jaxaudit import checkpoint, pipeline
@@ -353,10 +359,13 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
     raise ConfigError(f'unknown method(s) {unknown}; registered: {sorted(families)}')
 
   orig = os.path.join(workdir, 'models', 'original')
-  if checkpoint.exists(orig):
+  sisa_dir = os.path.join(workdir, 'models', 'sisa')
+  if checkpoint.exists(orig) and (not sisa_shards or checkpoint.exists(sisa_dir)):
     log(f'[cli_methods] reusing the original model {orig}')
   else:
-    args = cli_command('train') + cfg_args + [f'--workdir={workdir}']
+    # `jaxaudit train` reuses what exists (M, the retrain reference) and trains the rest.
+    sisa_args = [f'--config.sisa.shards={int(sisa_shards)}'] if sisa_shards else []
+    args = cli_command('train') + cfg_args + sisa_args + [f'--workdir={workdir}']
     log('[cli_methods] $ jaxaudit train ' + ' '.join(args[4:]))
     rc, wall, out = run_cli(args, os.path.join(workdir, LOG_DIR, 'train.log'), None)
     if rc != 0:
@@ -386,9 +395,10 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
     append_row(results, row)
     rows.append(clean_json(row))
     a = row.get('accuracy') or {}
-    log(f'[cli_methods] {key}: {row["status"]} (exit {row["exit_code"]}, {row["wall_s"]:.1f}s)'
-        + (' ' + ', '.join(f'{lb} {_pct(a.get(k))}%' for k, lb in ACC_LABELS) if a else '') + (f' — {row["note"]}' if row.get('note')
-                                                          else ''))
+    accs = ', '.join(f'{lb} {_pct(a.get(k))}%' for k, lb in ACC_LABELS) if a else ''
+    note = f' — {row["note"]}' if row.get('note') else ''
+    log(f'[cli_methods] {key}: {row["status"]} (exit {row["exit_code"]}, '
+        f'{row["wall_s"]:.1f}s) {accs}{note}')
 
   order = {n: i for i, n in enumerate(families)}
   table_rows = sorted(latest_rows(rows), key=lambda r: (order.get(r['method'], 1e9), r['key']))
@@ -400,6 +410,7 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
       'model': f'{config.model} {config.model_kwargs.to_dict() or ""}'.strip(),
       'original M': _ref_line(orig),
       'pretrained (--init_checkpoint)': _ref_line(pre),
+      'SISA original': _ref_line(sisa_dir),
       'columns': ('wall s = whole `jaxaudit unlearn` process (start-up, data, compilation, '
                   'method); method s = the method call (checkpoint metadata); acc in %'),
   }
@@ -425,6 +436,9 @@ def define_flags() -> None:
   flags.DEFINE_bool('retry_failed', True, 'Re-run methods whose last row failed or was skipped.')
   flags.DEFINE_list('rerun', [], 'Methods to run again even if done (their saved checkpoint '
                     'is removed first), e.g. after a change to their code.')
+  flags.DEFINE_integer('sisa_shards', 0, 'If > 0 and WORKDIR has no SISA original, train one '
+                       'with `jaxaudit train --config.sisa.shards=S` (for the sisa method); '
+                       '0: sisa runs only if one exists, else its row is skipped.')
   flags.DEFINE_float('timeout', 3600, 'Per-method time limit in seconds (0: none).')
 
 
@@ -437,7 +451,8 @@ def main(argv):
                      methods=FLAGS.methods, hparams=parse_method_hparams(FLAGS.hparam),
                      pretrain_epochs=FLAGS.pretrain_epochs,
                      pretrain_source=FLAGS.pretrain_source, pretrain_size=FLAGS.pretrain_size,
-                     retry_failed=FLAGS.retry_failed, rerun=FLAGS.rerun, timeout=FLAGS.timeout,
+                     retry_failed=FLAGS.retry_failed, rerun=FLAGS.rerun,
+                     sisa_shards=FLAGS.sisa_shards, timeout=FLAGS.timeout,
                      log=lambda s: print(s, flush=True))
   print('\n' + table)
   print(f'\ntable: {os.path.join(FLAGS.workdir, TABLE_FILE)}')

@@ -54,7 +54,7 @@ def get_config(arg: str = 'full'):
   digits_cnn.split.ref_fraction = 0.3
   digits_cnn.audit.num_verifiers = 8
   ga_digits = ml_collections.ConfigDict({'gradient_ascent_early': {'lr': 0.5}})
-  ga_mnist = ml_collections.ConfigDict({'gradient_ascent_early': {'epochs': 3}})
+  ga_mnist = ml_collections.ConfigDict({'gradient_ascent_early': {'epochs': 3, 'lr': 0.01}})
   c.entries.digits_mlp = ml_collections.ConfigDict(dict(
       config=digits_mlp, methods='', forget_settings='', method_hparams=ga_digits))
   c.entries.digits_cnn = ml_collections.ConfigDict(dict(

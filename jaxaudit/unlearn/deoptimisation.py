@@ -15,7 +15,10 @@ from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import CrossEntropy, NegGradPlus
 
 FAMILY = 'de-optimisation'
-GA_DEFAULTS = dict(C.FT_DEFAULTS, epochs=5, lr=0.01, batch_size=32, weight_decay=0.0)
+# lr: the published NegGrad/GA setting (5 epochs at 1e-4: Jia et al. 2023's and Fan et al.
+# 2024's (SalUn) public code). The former default 1e-2, 100x above it, drove the MNIST CNN and
+# MLP to NaN weights; GA is unstable, and above ~1e-3 it collapses these small models.
+GA_DEFAULTS = dict(C.FT_DEFAULTS, epochs=5, lr=1e-4, batch_size=32, weight_decay=0.0)
 
 
 def _ascent(model, params, data, key, spec):
@@ -37,7 +40,7 @@ def gradient_ascent(**hp):
 
 @register('ga_finetune', FAMILY,
           dict(batch_size=32, momentum=0.9, weight_decay=0.0, optimizer='sgd',
-               schedule='cosine', ga_epochs=5, ga_lr=0.01, ft_epochs=3, ft_lr=0.02))
+               schedule='cosine', ga_epochs=5, ga_lr=1e-4, ft_epochs=3, ft_lr=0.02))
 def ga_finetune(**hp):
   """GA + FT: gradient ascent on Df (``ga_epochs`` at ``ga_lr``, key ``fold_in(key, 0)``)
   then CE fine-tuning on Dr (``ft_epochs`` at ``ft_lr``, key ``fold_in(key, 1)``)."""

@@ -10,7 +10,7 @@ padding carries weight 0).
 Streams: stream 0 leads (an epoch is one pass over it, ``ceil(M0 / B)``
 steps); every other stream is shuffled once per epoch and cycled, so each step
 sees one batch of every stream (e.g. a retain batch paired with a forget
-batch for NG+ and SCRUB).
+batch for NG+).
 
 Losses are *values*: any hashable callable
 

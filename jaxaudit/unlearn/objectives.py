@@ -148,30 +148,38 @@ class BadTeacherKL:
 
 
 @dataclasses.dataclass(frozen=True)
-class Scrub:
-  """SCRUB on paired (Dr, Df) batches, teacher ``aux['teacher']`` (the original):
-
-  γ · CE(Dr) + α · T² KL(t ‖ s)(Dr) − β · 1[epoch < msteps] · T² KL(t ‖ s)(Df).
-  """
-  alpha: float
-  gamma: float
+class ScrubMax:
+  """SCRUB's max step on stream 0 (Df), teacher ``aux['teacher']`` (the original):
+  −β · T² KL(t ‖ s)(Df)."""
   beta: float
   temperature: float
-  msteps: int
 
   stochastic = False  # the loss ignores its key
 
   def __call__(self, apply_fn, params, batches, key, aux, info):
-    r, f = batches
-    t2 = self.temperature ** 2
+    f = batches[0]
+    kl = masked_mean(kl_teacher_student(_teacher(apply_fn, aux['teacher'], f.x),
+                                        apply_fn(params, f.x), self.temperature), f.w)
+    return -self.beta * self.temperature ** 2 * kl
+
+
+@dataclasses.dataclass(frozen=True)
+class ScrubMin:
+  """SCRUB's min step on stream 0 (Dr), teacher ``aux['teacher']`` (the original):
+  γ · CE(Dr) + α · T² KL(t ‖ s)(Dr)."""
+  alpha: float
+  gamma: float
+  temperature: float
+
+  stochastic = False  # the loss ignores its key
+
+  def __call__(self, apply_fn, params, batches, key, aux, info):
+    r = batches[0]
     s_r = apply_fn(params, r.x)
     ce_r = masked_mean(per_example_ce(s_r, r.y), r.w)
     kl_r = masked_mean(kl_teacher_student(_teacher(apply_fn, aux['teacher'], r.x), s_r,
                                           self.temperature), r.w)
-    kl_f = masked_mean(kl_teacher_student(_teacher(apply_fn, aux['teacher'], f.x),
-                                          apply_fn(params, f.x), self.temperature), f.w)
-    on = (info.epoch < self.msteps).astype(jnp.float32)
-    return self.gamma * ce_r + self.alpha * t2 * kl_r - on * self.beta * t2 * kl_f
+    return self.gamma * ce_r + self.alpha * self.temperature ** 2 * kl_r
 
 
 @dataclasses.dataclass(frozen=True)
