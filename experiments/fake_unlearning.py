@@ -400,12 +400,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError('--config and --workdir are required')
+  sweep_lib.check_main_args(argv)
   results = FLAGS.results or os.path.join(FLAGS.workdir, 'fake_results.jsonl')
   seeds = FLAGS.seeds or sweep_lib._as_list((FLAGS.config.get('fake') or {}).get('seeds')
                                              or '0,1,2,3,4')

@@ -84,10 +84,7 @@ def display_row(row: dict) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.config is None or FLAGS.workdir is None or FLAGS.group is None:
-    raise app.UsageError('--config, --workdir and --group are required')
+  sweep_lib.check_main_args(argv, ('config', 'workdir', 'group'))
   group = parse_group(FLAGS.group)
   out = FLAGS.out or os.path.join(FLAGS.workdir, f'reaudit_{"_".join(map(str, group))}.jsonl')
   rows = reaudit(FLAGS.config, FLAGS.workdir, group, out, log=lambda s: print(s, flush=True))

@@ -836,13 +836,20 @@ def define_flags() -> None:
   flags.DEFINE_bool('cost_table', True, 'Print the cost table at the end.')
 
 
-def main(argv):
+def check_main_args(argv, required: tuple[str, ...] = ('config', 'workdir')) -> None:
+  """Common start of the experiment scripts' main(): no positional arguments, the
+  ``required`` flags set, absl logging at WARNING (Orbax is chatty at INFO)."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  missing = [f'--{name}' for name in required if getattr(FLAGS, name) is None]
+  if missing:
+    raise app.UsageError(f'{", ".join(missing)} required')
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError('--config and --workdir are required')
+
+
+def main(argv):
+  check_main_args(argv)
   results = FLAGS.results or os.path.join(FLAGS.workdir, 'results.jsonl')
   rows = run_sweep(FLAGS.config, FLAGS.workdir, results, max_cells=FLAGS.max_cells,
                    log=lambda s: print(s, flush=True))

@@ -71,13 +71,18 @@ def test_ct_transposes_every_conv_kernel_exactly(cnn):
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
-def test_ct_method_with_zero_epochs_is_the_transform(cnn):
-  model, params = cnn
+def _cnn_request() -> U.UnlearnData:
+  """40 random 8x8x1 records, 10 classes, Du = the first 4."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(40, 8, 8, 1)), jnp.float32)
   y = jnp.asarray(np.arange(40) % 10, jnp.int32)
-  data = U.UnlearnData(x=x, y=y, forget=jnp.arange(4), retain=jnp.arange(4, 40),
+  return U.UnlearnData(x=x, y=y, forget=jnp.arange(4), retain=jnp.arange(4, 40),
                        num_classes=10, input_shape=(8, 8, 1), recipe=Recipe())
+
+
+def test_ct_method_with_zero_epochs_is_the_transform(cnn):
+  model, params = cnn
+  data = _cnn_request()
   out = U.get_method('ct', epochs=0).fn(params, model, data, jax.random.key(0))
   jax.tree.map(np.testing.assert_array_equal, out, U.transpose_conv_kernels(params))
 
@@ -150,11 +155,7 @@ def test_cfw_confuses_only_the_stem_kernel(cnn, mlp):
 
 def test_cfw_with_zero_epochs_adds_noise_to_the_stem_only(cnn):
   model, params = cnn
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(40, 8, 8, 1)), jnp.float32)
-  y = jnp.asarray(np.arange(40) % 10, jnp.int32)
-  data = U.UnlearnData(x=x, y=y, forget=jnp.arange(4), retain=jnp.arange(4, 40),
-                       num_classes=10, input_shape=(8, 8, 1), recipe=Recipe())
+  data = _cnn_request()
   key = jax.random.key(3)
   out = U.get_method('cfw', epochs=0, noise_std=0.6).fn(params, model, data, key)
   want = challenge.add_noise(params, jax.random.fold_in(key, 0), 0.6,
