@@ -446,6 +446,23 @@ def _method_key(config, name: str) -> jax.Array:
   return jax.random.fold_in(role_key(config, KEY_UNLEARN), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
+def config_hparams(config, method: str, overrides: dict | None = None) -> dict[str, Any]:
+  """Hyper-parameters of ``method``: ``config.unlearn.hparams.METHOD``, then ``overrides``.
+
+  Args:
+    config: a jaxaudit config.
+    method: registered method name.
+    overrides: NAME -> value (e.g. from ``--hparam``), applied last.
+  Returns:
+    NAME -> value (registry defaults fill the rest in ``get_method``).
+  """
+  hp = (config.get('unlearn') or {}).get('hparams') or {}
+  hp = hp.get(method) or {}
+  out = dict(hp.to_dict() if hasattr(hp, 'to_dict') else hp)
+  out.update(overrides or {})
+  return out
+
+
 def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, *,
                 out_name: str | None = None, init_checkpoint: str | None = None,
                 log: Callable[[str], None] = log_to_stdout) -> dict[str, Any]:

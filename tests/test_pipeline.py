@@ -117,6 +117,16 @@ def _cli(*args, cwd=None):
                         text=True, cwd=cwd, timeout=600)
 
 
+def test_config_hparams_precedence():
+  c = get_config('tiny')
+  assert pipeline.config_hparams(c, 'gradient_ascent') == {'lr': 0.08}
+  assert pipeline.config_hparams(c, 'gradient_ascent', {'lr': '0.01', 'epochs': '2'}) == {
+      'lr': '0.01', 'epochs': '2'}
+  assert pipeline.config_hparams(c, 'finetune') == {}
+  c.unlearn.hparams.finetune = {'epochs': 2}
+  assert pipeline.config_hparams(c, 'finetune', {'lr': 0.1}) == {'epochs': 2, 'lr': 0.1}
+
+
 def test_cli_train_unlearn_audit(tmp_path):
   wd = str(tmp_path / 'cli')
   base = ['--config.model_kwargs.hidden=(32,)', '--config.train.epochs=3',
@@ -129,6 +139,11 @@ def test_cli_train_unlearn_audit(tmp_path):
   assert r.returncode == 0, r.stderr
   meta = json.load(open(os.path.join(wd, 'models', 'unlearned', 'finetune', 'meta.json')))
   assert meta['method'] == 'finetune' and meta['hparams']['epochs'] == 1 and meta['wall_time_s'] > 0
+  # config.unlearn.hparams.gradient_ascent (lr 0.08 in the default config) reaches the CLI.
+  r = _cli('unlearn', f'--workdir={wd}', '--method=gradient_ascent', '--hparam=epochs=1', *base)
+  assert r.returncode == 0, r.stderr
+  meta = json.load(open(os.path.join(wd, 'models', 'unlearned', 'gradient_ascent', 'meta.json')))
+  assert meta['hparams']['lr'] == 0.08 and meta['hparams']['epochs'] == 1
   r = _cli('audit', f'--workdir={wd}', '--target=unlearned/finetune', *base)
   assert r.returncode == 0, r.stderr
   assert 'decision:' in r.stdout

@@ -20,10 +20,21 @@ difference (β = 1) loses its power (measured in BUILD_NOTES.md).
 Statistics (per record, A views: the exact record and augmented neighbours):
   exact    c_0(x)
   neighbours  c̄(x) = mean over augmented views of c_a(x)
-  gap      c_0(x) − c̄(x)  (large only where the exact inputs are treated
-           differently from their neighbours: output masking)
+  gap      how much more familiar Mu finds the exact input than its own
+           neighbours and the verifiers predict: the residual of φ_Mu,0(x)
+           after a pooled least-squares fit on the verifiers' φ on every view,
+           the verifiers' exact φ squared and Mu's mean φ over the neighbours
+           (:func:`neighbour_residual`). Large where the exact inputs were
+           memorised beyond what generalises to their neighbours (an adaptive
+           fake that suppressed only part of it), negative where they are
+           masked. Without the fit (``gap`` not given) it is c_0(x) − c̄(x).
 Each is compared between Du and D_ref by a two-sided Mann–Whitney test; the
-p-values are combined by Bonferroni (valid under any dependence).
+p-values are adjusted for the family by single-step max-T on the joint normal
+law of the rank sums (``combine='maxt'``; correlated statistics cost less than
+Bonferroni's factor, see :func:`jaxaudit.audit.stats.maxt_adjusted_mwu`) or by
+Bonferroni (``combine='bonferroni'``, valid under any dependence). The pooled
+fits (β, the gap regression) are symmetric functions of Du ∪ D_ref ∪ members,
+so they leave the exchangeability argument intact.
 
 Decision:
   * reference check: the verifiers' own scores on Du and D_ref must agree
@@ -76,6 +87,8 @@ class TestSettings:
       margin is a utility collapse.
     class_margin: slack over the verifiers' accuracy on forgotten classes
       allowed under H0 by the class-level test.
+    combine: family adjustment of the statistics' p-values, ``maxt`` or
+      ``bonferroni``.
     n_boot: bootstrap resamples for the forgetting-score interval.
     seed: bootstrap seed.
   """
@@ -86,10 +99,13 @@ class TestSettings:
   self_check_alpha: float = 0.01
   collapse_margin: float = 0.05
   class_margin: float = 0.05
+  combine: str = 'maxt'
   n_boot: int = 500
   seed: int = 0
 
   def __post_init__(self):
+    if self.combine not in ('maxt', 'bonferroni'):
+      raise AuditError(f"combine must be 'maxt' or 'bonferroni', got {self.combine!r}")
     if not 0 <= self.class_margin < 1:
       raise AuditError(f'class_margin must be in [0, 1), got {self.class_margin}')
     for name in ('alpha', 'fdr', 'power_target', 'self_check_alpha'):
@@ -119,13 +135,50 @@ def regression_calibrate(phi_target: dict[str, np.ndarray], phi_verifiers: dict[
            for k in names}, betas)
 
 
-def _scores(calibrated: np.ndarray) -> dict[str, np.ndarray]:
-  """Test statistics per record from calibrated scores (A, n)."""
+def neighbour_residual(phi_target: dict[str, np.ndarray], phi_verifiers: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray] | None:
+  """The ``gap`` statistic: Mu's exact φ beyond what its neighbours and the verifiers predict.
+
+  One ridge-stabilised least-squares fit over the pooled records of every set:
+  φ_Mu,0(x) ~ 1 + φ_V,a(x) for every view a + φ_V,0(x)² + mean_{a≥1} φ_Mu,a(x),
+  regressors standardised. A symmetric function of the pool, so it keeps
+  Du and D_ref exchangeable under H0.
+
+  Args:
+    phi_target: set name -> (A, n_set) φ of Mu (view 0 = exact record).
+    phi_verifiers: set name -> (A, n_set) mean φ of the verifiers.
+  Returns:
+    set name -> (n_set,) residuals, or None when A == 1 (no neighbours).
+  """
+  names = list(phi_target)
+  if np.shape(phi_target[names[0]])[0] < 2:
+    return None
+
+  def design(k):
+    u = np.asarray(phi_target[k], np.float64)
+    v = np.asarray(phi_verifiers[k], np.float64)
+    return np.concatenate([v.T, (v[0] ** 2)[:, None], u[1:].mean(0)[:, None]], axis=1)
+
+  xs = {k: design(k) for k in names}
+  x = np.concatenate([xs[k] for k in names])
+  y = np.concatenate([np.asarray(phi_target[k], np.float64)[0] for k in names])
+  mu, sd = x.mean(0), x.std(0)
+  sd = np.where(sd > 1e-12, sd, 1.0)
+  z = lambda a: np.concatenate([np.ones((len(a), 1)), (a - mu) / sd], axis=1)
+  zz = z(x)
+  ridge = 1e-6 * len(y) * np.eye(zz.shape[1])
+  ridge[0, 0] = 0.0
+  coef = np.linalg.solve(zz.T @ zz + ridge, zz.T @ y)
+  return {k: np.asarray(phi_target[k], np.float64)[0] - z(xs[k]) @ coef for k in names}
+
+
+def _scores(calibrated: np.ndarray, gap: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Test statistics per record from calibrated scores (A, n) (and the fitted gap (n,))."""
   out = {'exact': calibrated[0]}
   if calibrated.shape[0] > 1:
     neighbours = calibrated[1:].mean(0)
     out['neighbours'] = neighbours
-    out['gap'] = calibrated[0] - neighbours
+    out['gap'] = calibrated[0] - neighbours if gap is None else np.asarray(gap, np.float64)
   return out
 
 
@@ -150,7 +203,7 @@ def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, b
   positive gap (exact inputs more familiar than their neighbours) is
   memorisation, a negative one masking of the exact inputs.
   """
-  sig = {k: t['p_value'] <= level for k, t in tests.items()}
+  sig = {k: t['p_adjusted'] <= level for k, t in tests.items()}
   up = {k: t['auc'] > 0.5 for k, t in tests.items()}
   gap_masks = sig.get('gap', False) and not up['gap']
   if sig.get('neighbours') and up['neighbours']:
@@ -164,7 +217,7 @@ def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, b
   if sig.get('neighbours'):
     return 'damaged', False
   # Only the gap (or only the combination) is significant.
-  best = min(tests, key=lambda k: tests[k]['p_value'])
+  best = min(tests, key=lambda k: tests[k]['p_adjusted'])
   if best == 'gap':
     return 'remembers', not up['gap']
   return ('remembers' if up[best] else 'damaged'), False
@@ -229,7 +282,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                    *, acc_target_ref: float | None = None,
                    acc_verifiers_ref: np.ndarray | None = None,
                    class_level: dict[str, Any] | None = None,
-                   class_only: bool = False) -> dict[str, Any]:
+                   class_only: bool = False, gap_du: np.ndarray | None = None,
+                   gap_ref: np.ndarray | None = None) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
@@ -246,6 +300,9 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     class_only: every record of Du belongs to a wholly forgotten class; a
       pass of the class-level test with enough power then counts as evidence
       even where the record test has none.
+    gap_du: (n_du,) the fitted ``gap`` statistic of Du (:func:`neighbour_residual`),
+      or None for the plain exact-minus-neighbours difference.
+    gap_ref: (n_ref,) the same for D_ref (given together with ``gap_du``).
   Returns:
     A JSON-serialisable dict: decision, direction, p_value, tests, effect_auc
     (+ CI), forgetting_score (+ CI), power, per-record p-values.
@@ -260,13 +317,30 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   for name, arr in (('Du scores', cal_du), ('D_ref scores', cal_ref)):
     if not np.all(np.isfinite(arr)):
       raise AuditError(f'{name} hold NaN or inf values')
+  if (gap_du is None) != (gap_ref is None):
+    raise AuditError('gap_du and gap_ref must be given together')
+  if gap_du is not None and (np.shape(gap_du) != (cal_du.shape[1],)
+                             or np.shape(gap_ref) != (cal_ref.shape[1],)):
+    raise AuditError(f'gap statistics must have shapes ({cal_du.shape[1]},) and '
+                     f'({cal_ref.shape[1]},); got {np.shape(gap_du)}, {np.shape(gap_ref)}')
   s = settings
-  s_du, s_ref = _scores(cal_du), _scores(cal_ref)
+  s_du, s_ref = _scores(cal_du, gap_du), _scores(cal_ref, gap_ref)
+  for name in s_du:
+    if not (np.all(np.isfinite(s_du[name])) and np.all(np.isfinite(s_ref[name]))):
+      raise AuditError(f'the {name} statistic holds NaN or inf values')
   tests = {}
   for name in s_du:
     r = stats.mann_whitney(s_du[name], s_ref[name])
     tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
-  p_record = stats.combine_bonferroni([t['p_value'] for t in tests.values()])
+  raw = [tests[k]['p_value'] for k in tests]
+  if s.combine == 'maxt':
+    adjusted = stats.maxt_adjusted_mwu(np.stack([s_du[k] for k in tests]),
+                                       np.stack([s_ref[k] for k in tests]), raw)
+  else:
+    adjusted = np.minimum(1.0, len(raw) * np.asarray(raw))
+  for k, pa in zip(tests, adjusted):
+    tests[k]['p_adjusted'] = float(pa)
+  p_record = float(np.min(adjusted))
   n_tests = len(tests)
   p_value = p_record
   if class_level is not None:
@@ -311,7 +385,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
         p_record > s.alpha / 2 or class_level['p_value'] <= p_record):
       direction = 'remembers_class'
     else:
-      level = s.alpha / n_tests / (2 if class_level is not None else 1)
+      level = s.alpha / (2 if class_level is not None else 1)
       direction, masked = _direction(tests, level)
   elif collapse:
     decision, direction = 'not_forgotten', 'collapse'
@@ -323,7 +397,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     decision = 'inconclusive'
   return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
               p_record=float(p_record), class_level=class_level,
-              alpha=s.alpha, tests=tests, n_tests=n_tests, exact_inputs_masked=bool(masked),
+              alpha=s.alpha, tests=tests, n_tests=n_tests, combine=s.combine,
+              exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,
               forgetting_score=float(fs), forgetting_score_ci=list(fs_ci),

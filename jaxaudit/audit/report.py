@@ -19,6 +19,9 @@ from jaxaudit import io_utils
 from jaxaudit.audit.runner import AuditResult
 
 
+_COMBINE = {'maxt': 'max-T adjusted', 'bonferroni': 'Bonferroni'}
+
+
 def _clean(obj):
   """JSON-safe copy: NaN/inf become None, NumPy scalars become Python numbers."""
   if isinstance(obj, dict):
@@ -112,7 +115,7 @@ def markdown(result: AuditResult) -> str:
            f'**Decision: {result.decision}**' + (f' — direction: **{result.direction}**'
                                                 if result.direction else ''), '',
            '| quantity | value |', '|---|---|',
-           f'| p-value (two-sided, Bonferroni over {len(d.get("tests", {}))} statistics{" and the class-level test" if d.get("class_level") else ""}) | {_fmt(result.p_value)} |',
+           f'| p-value (two-sided, {_COMBINE.get(d.get("combine"), "Bonferroni")} over {len(d.get("tests", {}))} statistics{" and Bonferroni with the class-level test" if d.get("class_level") else ""}) | {_fmt(result.p_value)} |',
            f'| significance α | {d.get("alpha")} |',
            f'| effect: AUC(Du vs D_ref), 95% CI | {_fmt(result.effect_auc)} '
            f'[{_fmt(result.effect_auc_ci[0])}, {_fmt(result.effect_auc_ci[1])}] |',
@@ -123,9 +126,11 @@ def markdown(result: AuditResult) -> str:
            f'| reference check (verifiers agree on Du and D_ref) | {"ok" if d.get("reference_check", {}).get("ok") else "FAILED"} (p={_fmt(d.get("reference_check", {}).get("p_value"))}) |',
            f'| utility collapse | {d.get("utility_collapse")} |',
            f'| exact inputs masked | {d.get("exact_inputs_masked")} |', '',
-           '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value |', '|---|---|---|']
+           '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value | adjusted |',
+           '|---|---|---|---|']
   for name, t in d.get('tests', {}).items():
-    lines.append(f'| {name} | {_fmt(t["auc"])} | {_fmt(t["p_value"])} |')
+    lines.append(f'| {name} | {_fmt(t["auc"])} | {_fmt(t["p_value"])} | '
+                 f'{_fmt(t.get("p_adjusted"))} |')
   cl = d.get('class_level')
   if cl:
     lines += ['', '## Class-level test (Du holds whole classes)', '',

@@ -278,12 +278,16 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   cal, betas = decision_lib.regression_calibrate(
       {k: s.phi_target for k, s in sig.items()},
       {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
+  gap = decision_lib.neighbour_residual(
+      {k: s.phi_target for k, s in sig.items()},
+      {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
       settings.test, acc_target_ref=acc['target']['ref'],
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
-      class_level=class_level, class_only=class_only)
+      class_level=class_level, class_only=class_only,
+      gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'])
   flagged = np.asarray(split.forget)[np.asarray(res['per_record']['flagged'], bool)].tolist()
   res['per_record']['indices'] = np.asarray(split.forget).tolist()
 

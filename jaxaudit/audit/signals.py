@@ -29,7 +29,9 @@ _NAMED_SHIFTS = {
 SHIFTS = dict(_NAMED_SHIFTS, **{
     f'shift_{dy:+d}_{dx:+d}': (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
     if (dy, dx) != (0, 0) and (dy, dx) not in _NAMED_SHIFTS.values()})
-VIEWS = ('identity',) + tuple(SHIFTS) + ('flip', 'noise')
+# Independent noise draws: 'noise' and 'noise_1' ... 'noise_7'.
+NOISE_VIEWS = ('noise',) + tuple(f'noise_{j}' for j in range(1, 8))
+VIEWS = ('identity',) + tuple(SHIFTS) + ('flip',) + NOISE_VIEWS
 NOISE_STD = 0.25
 # The default image neighbourhood: the eight 1-px translations and the four 2-px shifts,
 # plus noise. The 2-px and diagonal shifts were added after the laundering fake (training on
@@ -186,8 +188,9 @@ def query_views(x: np.ndarray, record_ids: np.ndarray, views: tuple[str, ...], *
   for v in views:
     if v == 'identity':
       out.append(x)
-    elif v == 'noise':
-      noise = np.stack([np.random.default_rng([seed, int(i)]).standard_normal(x.shape[1:])
+    elif v in NOISE_VIEWS:
+      draw = [] if v == 'noise' else [int(v.split('_')[1])]
+      noise = np.stack([np.random.default_rng([seed, int(i)] + draw).standard_normal(x.shape[1:])
                         for i in record_ids]).astype(np.float32) if len(x) else x
       out.append(x + NOISE_STD * noise)
     elif not image:

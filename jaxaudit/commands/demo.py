@@ -29,8 +29,7 @@ def run_demo(config, workdir: str, methods, log=pipeline.log_to_stdout) -> list[
   rows = []
   targets = [('original', 'original (no unlearning)')]
   for m in methods:
-    hp = config.unlearn.hparams.get(m)
-    pipeline.run_unlearn(config, workdir, m, hp.to_dict() if hp else None, log=log)
+    pipeline.run_unlearn(config, workdir, m, pipeline.config_hparams(config, m), log=log)
     targets.append((f'unlearned/{m}', m))
   for target, label in targets:
     result, out = pipeline.run_audit(config, workdir, target=target, log=log)

@@ -1,6 +1,10 @@
 """`jaxaudit unlearn`: run an unlearning method on WORKDIR's original model.
 
   jaxaudit unlearn --workdir=runs/demo --method=finetune --hparam=epochs=3
+
+Hyper-parameters come from the registry defaults, then from
+``config.unlearn.hparams.METHOD`` (a config file may set them), then from
+``--hparam NAME=VALUE``, which wins.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f'unexpected arguments: {argv[1:]}')
   res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method,
-                             parse_hparams(FLAGS.hparam), out_name=FLAGS.name,
+                             pipeline.config_hparams(FLAGS.config, FLAGS.method,
+                                                     parse_hparams(FLAGS.hparam)), out_name=FLAGS.name,
                              init_checkpoint=FLAGS.init_checkpoint)
   print(f'saved {res["path"]}')

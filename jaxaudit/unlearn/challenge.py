@@ -371,7 +371,7 @@ def kde(**hp):
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
     teacher = params
-    names = paramtree.blocks(params)
+    names = paramtree.blocks(params, model, tuple(data.input_shape))
     fresh = C.fresh_params(model, jax.random.fold_in(key, 0), data)
     params = paramtree.replace_blocks(params, fresh, {names[0], names[-1]})
     aux = {'teacher': teacher}
@@ -449,7 +449,7 @@ def rni(**hp):
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
     retain = [C.idx(data.retain)]
-    names = paramtree.blocks(params)
+    names = paramtree.blocks(params, model, tuple(data.input_shape))
     fresh = C.fresh_params(model, jax.random.fold_in(key, 0), data)
     params = paramtree.replace_blocks(params, fresh, {names[-1]})
     for e in range(epochs - fine):

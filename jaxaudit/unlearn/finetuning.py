@@ -40,7 +40,7 @@ def cf_k(**hp):
   C.check_positive(k=k)
 
   def unlearn(params, model, data, key):
-    names = paramtree.last_blocks(params, k)
+    names = paramtree.last_blocks(params, k, model, tuple(data.input_shape))
     scale = paramtree.block_scale(params, names)
     return C.finetune(model, params, data, key, spec, update_scale=scale)
 
@@ -57,7 +57,7 @@ def eu_k(**hp):
   C.check_positive(k=k)
 
   def unlearn(params, model, data, key):
-    names = paramtree.last_blocks(params, k)
+    names = paramtree.last_blocks(params, k, model, tuple(data.input_shape))
     fresh = C.fresh_params(model, jax.random.fold_in(key, 0), data)
     params = paramtree.replace_blocks(params, fresh, names)
     scale = paramtree.block_scale(params, names)

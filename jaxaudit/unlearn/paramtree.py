@@ -1,10 +1,12 @@
 """Parameter-pytree helpers: layer blocks, kernel selection, masks and transforms.
 
-Flax keeps the ``params`` dict in module-creation order, which for the models
-of :mod:`jaxaudit.models` is the forward order (``Dense_0 … head``,
-``conv1, conv2, fc, head``, ``stem, GroupNorm_0, BasicBlock_0 … head``). A
-*block* is one top-level entry of that dict; "the last k layers" of CF-k and
-EU-k are the last k blocks.
+A *block* is one top-level entry of the ``params`` dict; "the last k layers"
+of CF-k and EU-k are the last k blocks in forward order (``Dense_0 … head``,
+``conv1, conv2, fc, head``, ``stem, GroupNorm_0, BasicBlock_0 … head``). That
+order is the model's module-creation order, which :func:`forward_blocks` reads
+from an abstract ``model.init``; the order of a params dict itself is not
+reliable, because JAX rebuilds dicts with sorted keys after ``jit``, tree maps
+or a checkpoint restore (``stem`` then sorts after ``BasicBlock_0``).
 
 A *conv kernel* is a leaf named ``kernel`` with 4 dimensions (Flax layout
 (kh, kw, in, out)); a *dense kernel* is a ``kernel`` leaf with 2.
@@ -41,16 +43,50 @@ def _leaf_name(path: Path) -> str:
   return path_str(path[-1:]) if path else ''
 
 
-def blocks(params: Params) -> list[str]:
-  """Top-level block names of a params dict, in forward (creation) order."""
+def forward_blocks(model, input_shape: tuple[int, ...]) -> list[str]:
+  """Top-level block names of ``model`` in module-creation (forward) order.
+
+  Read from ``model.init`` traced abstractly (``jax.eval_shape``: no FLOPs, no
+  compilation) on a (1, *input_shape) input; the dict that ``init`` builds is
+  captured before JAX could re-sort its keys.
+  """
+  order: list[str] = []
+
+  def init(key):
+    v = model.init(key, jnp.zeros((1,) + tuple(input_shape), jnp.float32))
+    order[:] = list(v['params'].keys())
+    return 0
+
+  jax.eval_shape(init, jax.random.key(0))
+  return order
+
+
+def blocks(params: Params, model=None, input_shape: tuple[int, ...] | None = None) -> list[str]:
+  """Top-level block names of a params dict, in forward order.
+
+  With ``model`` and ``input_shape`` the order is the model's (see
+  :func:`forward_blocks`) and must name the same blocks as ``params``;
+  without them it is the dict's own order (right only for a dict built in
+  creation order, e.g. a hand-made one).
+  """
   if not hasattr(params, 'keys'):
     raise ConfigError('params must be a dict of layer blocks (Flax "params" collection)')
-  return list(params.keys())
+  if model is None:
+    return list(params.keys())
+  order = forward_blocks(model, input_shape)
+  if sorted(order) != sorted(params.keys()):
+    raise ConfigError(f'params blocks {sorted(params.keys())} are not those of the model '
+                      f'({order})')
+  return order
 
 
-def last_blocks(params: Params, k: int) -> list[str]:
-  """The last ``k`` block names; ConfigError unless 1 <= k <= number of blocks."""
-  names = blocks(params)
+def last_blocks(params: Params, k: int, model=None,
+                input_shape: tuple[int, ...] | None = None) -> list[str]:
+  """The last ``k`` block names in forward order (see :func:`blocks`).
+
+  ConfigError unless 1 <= k <= number of blocks.
+  """
+  names = blocks(params, model, input_shape)
   if not 1 <= k <= len(names):
     raise ConfigError(f'k={k} must lie in [1, {len(names)}] (the model has {len(names)} '
                       f'parameter blocks: {names})')

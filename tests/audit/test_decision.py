@@ -169,3 +169,96 @@ def test_class_level_decisions():
                      class_only=False)
   assert r['decision'] == 'inconclusive'
 
+
+
+def _naive_maxt(x, y, b=3000, seed=0):
+  """Permutation max-T over standardised rank sums (independent reference)."""
+  rng = np.random.default_rng(seed)
+  pooled = np.concatenate([x, y], axis=1)
+  n, n1 = pooled.shape[1], x.shape[1]
+  ranks = np.stack([sps.rankdata(r) for r in pooled])
+  mu, sd = n1 * (n + 1) / 2, np.sqrt(n1 * (n - n1) * (n + 1) / 12)
+  z = lambda idx: np.abs(ranks[:, idx].sum(1) - mu) / sd
+  obs = z(np.arange(n1))
+  mx = np.array([z(rng.permutation(n)[:n1]).max() for _ in range(b)])
+  return np.array([(1 + np.sum(mx >= o)) / (b + 1) for o in obs])
+
+
+def test_maxt_adjustment_matches_permutation_max_t():
+  from jaxaudit.audit import stats
+  rng = np.random.default_rng(7)
+  base = rng.normal(size=(1, 300))
+  pooled = np.concatenate([base, base + 0.6 * rng.normal(size=(1, 300)),
+                           rng.normal(size=(1, 300))])
+  pooled[:, :120] += np.array([[0.15], [0.1], [0.0]])   # some signal in Du
+  x, y = pooled[:, :120], pooled[:, 120:]
+  raw = [stats.mann_whitney(a, b).p_value for a, b in zip(x, y)]
+  adj = stats.maxt_adjusted_mwu(x, y, raw)
+  ref = _naive_maxt(x, y)
+  np.testing.assert_allclose(adj, ref, atol=0.03)
+  assert np.all(adj >= np.asarray(raw) - 1e-12) and np.all(adj <= np.minimum(1, 3 * np.asarray(raw)))
+  # Correlated statistics cost less than Bonferroni's factor 3.
+  assert adj[0] < 3 * raw[0] * 0.9
+  # Too few records: Bonferroni.
+  small = stats.maxt_adjusted_mwu(x[:, :10], y[:, :10], raw)
+  np.testing.assert_allclose(small, np.minimum(1, 3 * np.asarray(raw)))
+
+
+def test_neighbour_residual_is_a_pooled_least_squares_fit_and_label_free():
+  from jaxaudit.audit.decision import neighbour_residual
+  rng = np.random.default_rng(8)
+  a = 4
+  sizes = {'forget': 50, 'ref': 70, 'members': 40}
+  pt = {k: rng.normal(size=(a, n)) for k, n in sizes.items()}
+  pv = {k: rng.normal(size=(a, n)) for k, n in sizes.items()}
+  res = neighbour_residual(pt, pv)
+  # Naive: one lstsq on the pooled design (intercept, verifier views, v0^2, Mu neighbour mean).
+  names = list(sizes)
+  u = np.concatenate([pt[k] for k in names], 1)
+  v = np.concatenate([pv[k] for k in names], 1)
+  design = np.column_stack([np.ones(u.shape[1]), v.T, v[0] ** 2, u[1:].mean(0)])
+  coef, *_ = np.linalg.lstsq(design, u[0], rcond=None)
+  naive = u[0] - design @ coef
+  np.testing.assert_allclose(np.concatenate([res[k] for k in names]), naive, atol=1e-6)
+  # Relabelling records between Du and D_ref leaves every record's residual unchanged.
+  perm = rng.permutation(120)
+  both_t = np.concatenate([pt['forget'], pt['ref']], 1)[:, perm]
+  both_v = np.concatenate([pv['forget'], pv['ref']], 1)[:, perm]
+  res2 = neighbour_residual({'forget': both_t[:, :50], 'ref': both_t[:, 50:],
+                             'members': pt['members']},
+                            {'forget': both_v[:, :50], 'ref': both_v[:, 50:],
+                             'members': pv['members']})
+  np.testing.assert_allclose(np.concatenate([res2['forget'], res2['ref']]),
+                             np.concatenate([res['forget'], res['ref']])[perm], atol=1e-9)
+  assert neighbour_residual({'f': pt['forget'][:1]}, {'f': pv['forget'][:1]}) is None
+
+
+def test_fitted_gap_keeps_the_false_alarm_rate():
+  """Null draws through neighbour_residual + max-T: rejections at most about alpha."""
+  from jaxaudit.audit.decision import neighbour_residual
+  rng = np.random.default_rng(9)
+  rej = []
+  for _ in range(300):
+    pt = rng.normal(size=(3, 150)) + rng.normal(size=(1, 150))
+    pv = 0.5 * pt + rng.normal(size=(3, 150))
+    gap = neighbour_residual({'forget': pt[:, :60], 'ref': pt[:, 60:]},
+                             {'forget': pv[:, :60], 'ref': pv[:, 60:]})
+    r = ignorance_test(pt[:, :60], pt[:, 60:], None, pv[0, :60], pv[0, 60:], FAST,
+                       gap_du=gap['forget'], gap_ref=gap['ref'])
+    rej.append(r['rejected'])
+  k = int(np.sum(rej))
+  assert sps.binomtest(k, 300, 0.05, alternative='greater').pvalue > 0.01, k
+
+
+def test_bonferroni_option_and_bad_gap_input():
+  rng = np.random.default_rng(10)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
+  r = ignorance_test(du + 0.5, ref, mem, vdu, vref, TestSettings(n_boot=50, combine='bonferroni'))
+  for t in r['tests'].values():
+    assert t['p_adjusted'] == pytest.approx(min(1.0, 3 * t['p_value']))
+  with pytest.raises(AuditError, match='together'):
+    ignorance_test(du, ref, mem, vdu, vref, FAST, gap_du=np.zeros(200))
+  with pytest.raises(AuditError, match='shapes'):
+    ignorance_test(du, ref, mem, vdu, vref, FAST, gap_du=np.zeros(5), gap_ref=np.zeros(300))
+  with pytest.raises(AuditError, match='combine'):
+    TestSettings(combine='fisher')

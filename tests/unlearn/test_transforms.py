@@ -50,6 +50,22 @@ def test_blocks_are_in_forward_order(cnn, mlp):
     paramtree.last_blocks(cnn[1], 5)
 
 
+def test_blocks_follow_the_model_not_the_sorted_dict():
+  """After jit / restore a params dict has sorted keys ('stem' after 'BasicBlock_0');
+  CF-k, EU-k, CT and RNI must still pick the forward-order blocks of ResNet-18."""
+  model = get_model('resnet18', 10, (8, 8, 3))
+  shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8, 8, 3))), jax.random.key(0))
+  params = shapes['params']
+  assert list(params.keys()) == sorted(params.keys())   # what JAX hands back
+  assert paramtree.blocks(params)[-1] == 'stem'          # dict order: wrong
+  names = paramtree.blocks(params, model, (8, 8, 3))
+  assert names[0] == 'stem' and names[-1] == 'head'
+  assert names[2:10] == [f'BasicBlock_{i}' for i in range(8)]
+  assert paramtree.last_blocks(params, 2, model, (8, 8, 3)) == ['BasicBlock_7', 'head']
+  with pytest.raises(ConfigError, match='not those of the model'):
+    paramtree.blocks({'head': params['head']}, model, (8, 8, 3))
+
+
 def test_ct_transposes_every_conv_kernel_exactly(cnn):
   _, params = cnn
   params = _random_like(params, 1)   # break any symmetry of the initialiser
