@@ -34,6 +34,7 @@ CATEGORIES = (
     ('forgotten', 'pass', '#4caf50'),
     ('inconclusive', 'inconcl.', '#bdbdbd'),
     ('remembers', 'remembers', '#e53935'),
+    ('remembers_class', 'remembers class', '#b71c1c'),
     ('damaged', 'damaged', '#fb8c00'),
     ('collapse', 'collapse', '#8e24aa'),
     ('invalid_reference', 'invalid ref.', '#6d4c41'),

@@ -130,7 +130,8 @@ def synthetic_rows():
   rows = []
   cells = [('retrain', 'retraining', 'forgotten', None),
            ('finetune', 'fine-tuning', 'not_forgotten', 'remembers'),
-           ('gradient_ascent', 'de-optimisation', 'not_forgotten', 'damaged')]
+           ('gradient_ascent', 'de-optimisation', 'not_forgotten', 'damaged'),
+           ('fisher', 'curvature', 'not_forgotten', 'remembers_class')]
   for i, (m, fam, dec, dirn) in enumerate(cells):
     acc = dict(retain=0.99, forget=0.9 + 0.03 * i, test=0.95 - 0.1 * i, ref=0.95)
     rows.append(dict(
@@ -161,13 +162,14 @@ def test_report_tables_from_synthetic_rows():
   rows = synthetic_rows()
   t = study.study_tables(rows)
   ag = study.agreement([r for r in rows if r.get('kind') == 'sweep'])
-  assert ag['ours'] == dict(cells=3, agree=3, rate=1.0, no_decision=0)
+  assert ag['ours'] == dict(cells=4, agree=4, rate=1.0, no_decision=0)
   assert ag['lira']['rate'] == 1.0 and ag['population_mia']['agree'] == 1
   cost = {(c['auditor']): c for c in study.cost_summary(rows)}
   assert cost['ours']['wall_ratio'] == pytest.approx(0.4)
   fakes = dict((b[0], b) for b in t['fakes'][1])
   assert fakes['mask_scale'][2] == '1/1' and fakes['honest_retrain'][2] == '0/1'
-  assert study.category(rows[1]) == 'remembers' and study.category(rows[3]) == 'diverged'
+  assert study.category(rows[1]) == 'remembers' and study.category(rows[4]) == 'diverged'
+  assert study.category(rows[3]) == 'remembers_class'
 
 
 def test_report_command_renders(tmp_path):
