@@ -275,12 +275,10 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       class_level['classes'] = forgotten_classes.tolist()
       class_level['held_out_records'] = int(len(held))
 
-  cal, betas = decision_lib.regression_calibrate(
-      {k: s.phi_target for k, s in sig.items()},
-      {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
-  gap = decision_lib.neighbour_residual(
-      {k: s.phi_target for k, s in sig.items()},
-      {k: s.phi_verifiers.mean(1) for k, s in sig.items()})
+  phi_target = {k: s.phi_target for k, s in sig.items()}
+  phi_verifiers = {k: s.phi_verifiers.mean(1) for k, s in sig.items()}
+  cal, betas = decision_lib.regression_calibrate(phi_target, phi_verifiers)
+  gap = decision_lib.neighbour_residual(phi_target, phi_verifiers)
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),

@@ -782,8 +782,8 @@ def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> n
   proportional to it). The adjusted p-value of test j is
   ``P(max_i |Z_i| >= |z_j|)`` for Z ~ N(0, R), |z_j| the normal quantile of its
   two-sided p-value; it is capped by Bonferroni ``T p_j`` (which it never
-  exceeds in exact arithmetic, so the cap only absorbs the ~1e-6 error of the
-  multivariate normal integral). Correlated statistics thus cost less than
+  exceeds in exact arithmetic, so the cap only absorbs the ~1e-5 absolute error
+  of SciPy's multivariate normal integral, fixed seed: deterministic). Correlated statistics thus cost less than
   Bonferroni's factor T. Falls back to Bonferroni when either set has fewer
   than ``min_size`` records (where exact MWU p-values are not normal quantiles).
 

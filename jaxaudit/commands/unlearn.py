@@ -37,8 +37,7 @@ def parse_hparams(items) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f'unexpected arguments: {argv[1:]}')
-  res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method,
-                             pipeline.config_hparams(FLAGS.config, FLAGS.method,
-                                                     parse_hparams(FLAGS.hparam)), out_name=FLAGS.name,
-                             init_checkpoint=FLAGS.init_checkpoint)
+  hparams = pipeline.config_hparams(FLAGS.config, FLAGS.method, parse_hparams(FLAGS.hparam))
+  res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method, hparams,
+                             out_name=FLAGS.name, init_checkpoint=FLAGS.init_checkpoint)
   print(f'saved {res["path"]}')
