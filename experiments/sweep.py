@@ -383,12 +383,16 @@ class Group:
     self.memo = {}   # verifier logits shared by the audits of this request (audit_many)
     self.setup_s = time.time() - t0
 
-  def finite_outputs(self, params) -> bool:
-    """Whether a model's logits on a sample of D_ref and test are all finite."""
+  def finite_outputs(self, target) -> bool:
+    """Whether a Target's logits on a sample of D_ref and test are all finite."""
     from jaxaudit.train import predict_logits
     x = np.concatenate([self.dataset.x_train[self.split.ref[:256]],
                         self.dataset.x_test[self.split.test[:256]]])
-    return bool(np.all(np.isfinite(predict_logits(self.model, params, x))))
+    if target.fn is not None:
+      logits = np.asarray(target.fn(x))
+    else:
+      logits = np.asarray(predict_logits(target.model, target.params, x))
+    return bool(np.all(np.isfinite(logits)))
 
   @property
   def unlearn_data(self):
@@ -489,7 +493,7 @@ def _applies(setting, method: str) -> bool:
 
 def run_cell(g: Group, cell: Cell, log) -> dict:
   """Unlearn, audit and peer-audit one cell; returns its row (``error`` on failure)."""
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import pipeline
   from jaxaudit import unlearn as unlearn_lib
   from jaxaudit.audit import Target, audit
   from jaxaudit.audit import peers as peers_lib
@@ -509,7 +513,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
     row.update(family=ORIGINAL_FAMILY, hparams={})
     row['accuracy']['unlearned'] = g.summary['original'].get('accuracy')
     row['timing'].update(unlearn_s=0.0, method_wall_s=0.0)
-    params_u = g.params
+    target = Target.from_params(g.model, g.params, name=cell.method)
   else:
     try:
       meth = unlearn_lib.get_method(base, **hp)
@@ -525,15 +529,16 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
       unlearn_s = time.time() - t0
       row['accuracy']['unlearned'] = res['accuracy']
       row['timing'].update(unlearn_s=unlearn_s, method_wall_s=res.get('wall_time_s'))
-      _, params_u, _ = checkpoint.restore_model(
-          res['path'], expect=pipeline.expected_meta(g.cfg, g.dataset, g.split))
+      # resolve_target checks the checkpoint against this request and audits an ensemble
+      # (method "sisa") as one black box: the log of its mean softmax.
+      target = pipeline.resolve_target(g.cfg, g.dataset, g.split, g.wd, target=res['path'])
+      target.name = cell.method
     except Exception as e:   # noqa: BLE001 — a failing method is a result, not a crash
       row['error'] = f'unlearn: {type(e).__name__}: {e}'
       row['traceback'] = traceback.format_exc(limit=4)[-2000:]
       log(f'[sweep] {cell.key}: {row["error"]}')
       return row
-  target = Target.from_params(g.model, params_u, name=cell.method)
-  if not g.finite_outputs(params_u):
+  if not g.finite_outputs(target):
     row['error'] = 'diverged: Mu outputs NaN/inf logits (no auditor can score it)'
     row['diverged'] = True
     log(f'[sweep] {cell.key}: {row["error"]}')
@@ -598,7 +603,16 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
                                  models=g.settings.num_verifiers))
     attempt('heuristics', _heur)
   n23 = int(p.get('neurips23_models', 0) or 0)
-  if n23 and _applies(p.get('neurips23_methods', 'all'), cell.method):
+  # NeurIPS-23 and U-LiRA re-run the method on single models; an ensemble method (sisa)
+  # unlearns a SISA original, which they do not have.
+  per_model = getattr(meth, 'output', 'single') == 'single'
+  for name, on in (('neurips23', n23 and _applies(p.get('neurips23_methods', 'all'), cell.method)),
+                   ('ulira', g.shadows is not None
+                    and _applies(p.get('ulira_methods', ''), cell.method))):
+    if on and not per_model:
+      peers[name] = dict(error=f'not applicable: {cell.method} outputs an ensemble; {name} '
+                               're-runs the method on single models', wall_s=0.0)
+  if per_model and n23 and _applies(p.get('neurips23_methods', 'all'), cell.method):
     def _n23():
       params_grp, grp_wall = _neurips23_group(g, meth, cell.method, base, hp, n23)
       r = peers_lib.neurips23_audit(params_grp, g.dataset, g.split, g.model, g.recipe,
@@ -607,7 +621,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
                                  retrain_group_s=r.details.get('retrain_s'),
                                  retrain_cache_key=r.details.get('cache_key')))
     attempt('neurips23', _n23)
-  if g.shadows is not None and _applies(p.get('ulira_methods', ''), cell.method):
+  if per_model and g.shadows is not None and _applies(p.get('ulira_methods', ''), cell.method):
     attempt('ulira', lambda: _short_peer(peers_lib.ulira(
         target, g.dataset, g.split, g.model, g.recipe, _ulira_fn(g, meth), shadows=g.shadows,
         seed=g.seed, alpha=alpha)))

@@ -337,7 +337,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     adjusted = stats.maxt_adjusted_mwu(np.stack([s_du[k] for k in tests]),
                                        np.stack([s_ref[k] for k in tests]), raw)
   else:
-    adjusted = np.minimum(1.0, len(raw) * np.asarray(raw))
+    adjusted = stats.bonferroni_adjusted(raw)
   for k, pa in zip(tests, adjusted):
     tests[k]['p_adjusted'] = float(pa)
   p_record = float(np.min(adjusted))

@@ -49,6 +49,7 @@ __all__ = [
     'bh_adjusted',
     'binomial_power',
     'binomial_test_greater',
+    'bonferroni_adjusted',
     'bootstrap_ci',
     'clopper_pearson',
     'combine_bonferroni',
@@ -757,6 +758,16 @@ def benjamini_hochberg(p_values: Any, q: float = 0.05) -> np.ndarray:
   return p <= cutoff
 
 
+def bonferroni_adjusted(p_values: Any) -> np.ndarray:
+  """Bonferroni-adjusted p-values ``min(1, m * p_i)``, shape (m,) -> (m,).
+
+  Rejecting those <= alpha keeps the family-wise error <= alpha under any
+  dependence.
+  """
+  p = _as_p_values(p_values)
+  return np.minimum(1.0, p.size * p)
+
+
 def combine_bonferroni(p_values: Any) -> float:
   """Bonferroni combination ``min(1, m * min_i p_i)``.
 
@@ -768,8 +779,7 @@ def combine_bonferroni(p_values: Any) -> float:
   Returns:
     The combined p-value in [0, 1].
   """
-  p = _as_p_values(p_values)
-  return float(min(1.0, p.size * float(np.min(p))))
+  return float(np.min(bonferroni_adjusted(p_values)))
 
 
 def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> np.ndarray:
@@ -802,7 +812,7 @@ def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> n
     raise AuditError(f'maxt_adjusted_mwu expects (T, n1), (T, n2) and (T,); got {x.shape}, '
                      f'{y.shape}, {p.shape}')
   t = p.size
-  bonf = np.minimum(1.0, t * p)
+  bonf = bonferroni_adjusted(p)
   if t == 1 or min(x.shape[1], y.shape[1]) < min_size:
     return bonf
   ranks = np.stack([sps.rankdata(r) for r in np.concatenate([x, y], axis=1)])

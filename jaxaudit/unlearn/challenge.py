@@ -67,10 +67,10 @@ def _random_subset(key, indices, *, size):
   return jax.random.permutation(key, indices)[:size]
 
 
-def _msg_prepare(params, fresh, g_r, g_f, *, fraction, others):
+def _msg_prepare(params, fresh, g_r, g_f, *, fraction, others, order):
   """Re-initialises MSG's masked weights; returns (params, update scale)."""
   g = jax.tree.map(jnp.subtract, g_r, g_f)
-  selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
+  selected = paramtree.select(params, paramtree.feature_kernel_selector(params, order))
   mask = msg_reinit_mask(g, fraction, selected)
   return jax.tree.map(jnp.where, mask, fresh, params), msg_update_scale(mask, selected, others)
 
@@ -101,7 +101,8 @@ def msg(**hp):
     g_f = loops.mean_gradient(model, params, x, y, forget, ce, batch_size=spec.batch_size)
     fresh = C.fresh_params(model, jax.random.fold_in(key, 1), data)
     params, scale = C.jit_apply(_msg_prepare, params, fresh, g_r, g_f, fraction=float(frac),
-                                others=others)
+                                others=others,
+                                order=tuple(paramtree.blocks(params, model, data.input_shape)))
     return C.finetune(model, params, data, jax.random.fold_in(key, 2), spec,
                       update_scale=scale)
 
@@ -190,11 +191,13 @@ def _natural_key(name: str):
   return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
 
 
-def cfw_selected(params, input_shape):
+def cfw_selected(params, input_shape, order: tuple[str, ...] | None = None):
   """Python-bool pytree: the kernel CFW's confuser perturbs, the stem: the feature
   kernel that reads the model input (a conv kernel with ``input_shape[-1]`` input
   channels; an MLP's dense kernel with ``prod(input_shape)`` inputs). Should several
-  blocks qualify, the first in natural name order (``conv1`` before ``conv2``).
+  blocks qualify, the first in the model's forward order ``order`` (top-level
+  block names, :func:`paramtree.blocks`); without it, the first in natural name
+  order (``conv1`` before ``conv2``).
 
   The published confuser (3rd-place write-up, DeepUnlearn's ``vision_confuser``)
   loops over the model's *top-level* children whose name contains ``conv``; on the
@@ -209,7 +212,7 @@ def cfw_selected(params, input_shape):
   Raises:
     ConfigError: no feature kernel reads an input of ``input_shape``.
   """
-  feature = paramtree.feature_kernel_selector(params)
+  feature = paramtree.feature_kernel_selector(params, order)
   channels, flat = int(input_shape[-1]), int(math.prod(input_shape))
 
   def reads_input(path, leaf):
@@ -218,8 +221,9 @@ def cfw_selected(params, input_shape):
     shape = np.shape(leaf)
     return shape[-2] == channels if len(shape) == 4 else shape[0] == flat
 
+  rank = (lambda b: order.index(b)) if order else _natural_key
   stems = sorted({paramtree.path_str(p[:1]) for p, l in jax.tree_util.tree_leaves_with_path(params)
-                  if reads_input(p, l)}, key=_natural_key)
+                  if reads_input(p, l)}, key=rank)
   if not stems:
     raise ConfigError(f'cfw: no conv or dense kernel of the model reads inputs of shape '
                       f'{tuple(input_shape)} (the stem the confuser perturbs)')
@@ -227,8 +231,8 @@ def cfw_selected(params, input_shape):
       lambda p, l: bool(reads_input(p, l) and paramtree.path_str(p[:1]) == stems[0]), params)
 
 
-def _noise_features(params, key, *, std, input_shape):
-  return add_noise(params, key, std, cfw_selected(params, input_shape))
+def _noise_features(params, key, *, std, input_shape, order):
+  return add_noise(params, key, std, cfw_selected(params, input_shape, order))
 
 
 @register('cfw', FAMILY, dict(C.FT_DEFAULTS, epochs=4, lr=0.02, noise_std=0.6,
@@ -250,8 +254,9 @@ def cfw(**hp):
   def unlearn(params, model, data, key):
     x, y = C.pool(data)
     in_shape = tuple(data.input_shape)
+    order = tuple(paramtree.blocks(params, model, in_shape))
     params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 0), std=std0,
-                         input_shape=in_shape)
+                         input_shape=in_shape, order=order)
     aux = {'class_weights': C.balanced_class_weights(data)}
     stream = [C.idx(data.retain)]
     k = jax.random.fold_in(key, 2)
@@ -260,7 +265,7 @@ def cfw(**hp):
     params, state, _ = loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(),
                                  aux=aux, num_epochs=epochs - 1)
     params = C.jit_apply(_noise_features, params, jax.random.fold_in(key, 1), std=std1,
-                         input_shape=in_shape)
+                         input_shape=in_shape, order=order)
     return loops.fit(model, params, x, y, stream, k, spec, ClassWeightedCE(), aux=aux,
                      opt_state=state, start_epoch=epochs - 1, num_epochs=1).params
 

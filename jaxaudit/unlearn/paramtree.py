@@ -125,16 +125,19 @@ def has_conv(params: Params) -> bool:
   return any(is_conv_kernel(p, l) for p, l in jax.tree_util.tree_leaves_with_path(params))
 
 
-def feature_kernel_selector(params: Params) -> Callable[[Path, Any], bool]:
+def feature_kernel_selector(params: Params, order: tuple[str, ...] | None = None
+                            ) -> Callable[[Path, Any], bool]:
   """Selects the "feature" kernels of MSG/CFW-style methods.
 
   The conv kernels when the model has any; otherwise (an MLP) the dense
   kernels of every block but the last (the classifier head), or every dense
-  kernel if the model has a single dense layer.
+  kernel if the model has a single dense layer. ``order``: the top-level
+  block names in forward order (:func:`blocks` with the model); without it
+  the params dict's order, which JAX sorts after jit or restore.
   """
   if has_conv(params):
     return is_conv_kernel
-  names = blocks(params)
+  names = list(order) if order else blocks(params)
   hidden = set(names[:-1])
   has_hidden = any(is_dense_kernel(p, l) and path_str(p[:1]) in hidden
                    for p, l in jax.tree_util.tree_leaves_with_path(params))

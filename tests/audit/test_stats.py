@@ -658,6 +658,9 @@ class TestCombination:
   def test_bonferroni(self):
     assert stats.combine_bonferroni([0.01, 0.5, 0.2]) == pytest.approx(0.03)
     assert stats.combine_bonferroni([0.5, 0.9]) == 1.0
+    np.testing.assert_allclose(stats.bonferroni_adjusted([0.01, 0.5, 0.2]), [0.03, 1.0, 0.6])
+    with pytest.raises(AuditError, match='must lie in'):
+      stats.bonferroni_adjusted([0.1, 1.5])
 
   @pytest.mark.parametrize('p', [1e-300, 1e-20, 1e-16, 1e-14, 1e-6, 0.3,
                                  0.5, 0.97])

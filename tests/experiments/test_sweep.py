@@ -110,6 +110,28 @@ def test_one_cell_end_to_end(tmp_path):
   assert len(sweep.read_results(str(tmp_path / 'results.jsonl'))) == 1
 
 
+def test_sisa_cell_audits_the_ensemble(tmp_path):
+  """A SISA entry: the sweep trains the SISA original, unlearns it and audits the ensemble
+  as one black box; the per-model peers (U-LiRA) say why they do not apply."""
+  c = tiny_config()
+  c.methods = 'sisa'
+  c.peers.rmia_refs = 0
+  c.peers.heuristics = False
+  c.peers.ulira_methods = 'sisa'
+  cfg = c.entries.digits_mlp.config
+  cfg.train.epochs = 1
+  cfg.audit.verifier_epochs = 1
+  cfg.sisa.shards, cfg.sisa.slices = 2, 1
+  rows = sweep.run_sweep(c, str(tmp_path), log=lambda s: None)
+  assert len(rows) == 1 and rows[0]['error'] is None, rows[0].get('error')
+  r = rows[0]
+  assert r['ours']['decision'] in ('forgotten', 'not_forgotten', 'inconclusive')
+  assert 0.0 <= r['ours']['p_value'] <= 1.0
+  assert 'error' not in r['peers']['population_mia'] and 'error' not in r['peers']['lira']
+  assert r['peers']['ulira']['error'].startswith('not applicable')
+  assert os.path.isdir(os.path.join(r['provenance']['workdir'], 'models', 'sisa'))
+
+
 def test_failing_method_gives_an_error_row(tmp_path):
   c = tiny_config()
   c.methods = 'ct'     # CT needs conv kernels; the MLP entry makes it fail

@@ -130,7 +130,7 @@ def test_msg_prepare_reinitialises_exactly_the_mask(cnn):
   model, params = cnn
   g_r, g_f = _random_like(params, 3), _random_like(params, 4)
   fresh = _numpy_params(model, (8, 8, 1), seed=9)
-  new, scale = jax.jit(lambda *a: challenge._msg_prepare(*a, fraction=0.3, others=0.1))(
+  new, scale = jax.jit(lambda *a: challenge._msg_prepare(*a, fraction=0.3, others=0.1, order=None))(
       params, fresh, g_r, g_f)
   g = jax.tree.map(jnp.subtract, g_r, g_f)
   selected = paramtree.select(params, paramtree.feature_kernel_selector(params))
@@ -167,6 +167,32 @@ def test_cfw_confuses_only_the_stem_kernel(cnn, mlp):
   assert _selected_paths(challenge.cfw_selected(shapes, (8, 8, 3))) == ['stem/kernel']
   with pytest.raises(ConfigError, match='reads inputs of shape'):
     challenge.cfw_selected(cnn[1], (8, 8, 3))
+
+
+def test_cfw_breaks_ties_between_input_blocks_by_forward_order():
+  """Two blocks read the input; the one the model creates first is the stem, whatever
+  the names (natural order would pick ``a_in``) or the params dict's order."""
+  import flax.linen as nn
+
+  class TwoStems(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = x.reshape((x.shape[0], -1))
+      h = nn.Dense(8, name='z_in')(x) + nn.Dense(8, name='a_in')(x)
+      return nn.Dense(3, name='head')(nn.relu(h))
+
+  model = TwoStems()
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 4, 4, 1)))['params'])(jax.random.key(0))
+  order = tuple(paramtree.blocks(params, model, (4, 4, 1)))
+  assert order == ('z_in', 'a_in', 'head')
+  assert _selected_paths(challenge.cfw_selected(params, (4, 4, 1), order)) == ['z_in/kernel']
+  assert _selected_paths(challenge.cfw_selected(params, (4, 4, 1))) == ['a_in/kernel']
+  # MSG's feature kernels of an MLP: every dense block but the head (the last created),
+  # although 'head' does not sort last here.
+  params2 = {'fc_out': params['head'], 'hidden': params['a_in']}
+  order2 = ('hidden', 'fc_out')
+  sel = paramtree.select(params2, paramtree.feature_kernel_selector(params2, order2))
+  assert sel['hidden']['kernel'] and not sel['fc_out']['kernel']
 
 
 def test_cfw_with_zero_epochs_adds_noise_to_the_stem_only(cnn):
