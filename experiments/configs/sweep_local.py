@@ -156,7 +156,8 @@ def get_config(arg: str = 'local'):
   c.fake.forget = 'random30'
   c.fake.seeds = '0,1,2,3,4,5,6,7,8,9'
   c.fake.fakes = ('honest_retrain,noop,lazy,mask_scale,mask_uniform,temperature,noise,'
-                  'laundering,adaptive,adaptive_aug')
+                  'laundering,adaptive,adaptive_aug,adaptive_ce,adaptive_aug_ce,adaptive_unseen,'
+                  'adaptive_aug_unseen')
   c.fake.lazy_lr = 0.002          # finetune, 1 epoch
   c.fake.mask_scale = 0.25        # exact Du inputs: logits x 0.25
   c.fake.temperature = 3.0        # all outputs: logits / 3

@@ -310,8 +310,15 @@ def fake_flagged(row: dict, auditor: str) -> bool | None:
   return peer_nf(row, auditor)
 
 
+def _fake_names(rows) -> list:
+  """The fakes of ``rows``: the control (``honest_retrain``) first, then by name, so the
+  table does not depend on the order in which a resumed run wrote its rows."""
+  names = sorted(n for n in _unique(r.get('fake') for r in rows) if n is not None)
+  return sorted(names, key=lambda n: n != 'honest_retrain')
+
+
 def _fake_table(rows):
-  fakes = _unique(r.get('fake') for r in rows)
+  fakes = _fake_names(rows)
   head = ['fake', 'seeds'] + [f'{a} flagged' for a in FAKE_AUDITORS] + [
       'ours not_forgotten', 'ours decisions', 'acc Du', 'acc test']
   body = []
@@ -512,7 +519,7 @@ def plot_cost(rows: list[dict]) -> bytes:
 
 def plot_fakes(rows: list[dict]) -> bytes:
   plt = _plt()
-  fakes = _unique(r.get('fake') for r in rows)
+  fakes = _fake_names(rows)
   grid = np.full((len(fakes), len(FAKE_AUDITORS)), np.nan)
   for i, f in enumerate(fakes):
     rs = [r for r in rows if r.get('fake') == f]
