@@ -205,12 +205,11 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   image = g.dataset.is_image
   a_lvl, b_lvl = 0.0, 1.0
   if level == 'unseen':   # M's φ on unseen records as a line in the owner's φ_V
-    from jaxaudit.train import predict_logits, unstack
+    from jaxaudit.train import predict_logits
     xt, yt = g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test]
     phi_m = np.asarray(logit_confidence(predict_logits(g.model, g.params, xt), yt))
-    phi_v = np.mean([np.asarray(logit_confidence(
-        predict_logits(g.model, unstack(own.params, k), xt), yt)) for k in range(own.num_models)],
-        axis=0)
+    phi_v = np.asarray(logit_confidence(
+        predict_logits(g.model, own.params, xt, ensemble=True), yt)).mean(0)
     b_lvl, a_lvl = (float(c) for c in np.polyfit(phi_v, phi_m, 1))
 
   def loss_fn(p, p0, vp, xr, yr, xu, yu):
