@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import cli_methods  # noqa: E402  (repo root on the path)
+from jaxaudit import cli
 from jaxaudit import checkpoint, pipeline
 from jaxaudit.commands import default_config
 from jaxaudit.configs import recipe_from_config
@@ -114,4 +115,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_script(main)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from jaxaudit import cli
 from jaxaudit.data import load_dataset
 from jaxaudit.models import get_model
 from jaxaudit.train import Recipe, train_ensemble
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_script(main)

@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from typing import Callable, Sequence
 
 from absl import app, flags
+
+from jaxaudit import cli, io_utils
+from jaxaudit.errors import ConfigError
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -385,7 +387,7 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
     if name in rerun:
       # The CLI reuses a checkpoint of the same method and hyper-parameters: remove it so
       # that the method really runs again (e.g. after a change to its code).
-      shutil.rmtree(os.path.join(workdir, 'models', 'unlearned', name), ignore_errors=True)
+      io_utils.remove_dir(os.path.join(workdir, 'models', 'unlearned', name))
     elif prev is not None and (prev.get('status') == 'ok' or not retry_failed):
       log(f'[cli_methods] {key}: done already ({prev.get("status")})')
       continue
@@ -444,7 +446,7 @@ def define_flags() -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   _, table = run_all(FLAGS.config, FLAGS.workdir, config_args(sys.argv[1:]),
@@ -460,4 +462,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_script(main)

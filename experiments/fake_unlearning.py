@@ -57,6 +57,8 @@ import time
 from typing import Callable
 
 from absl import app, flags
+
+from jaxaudit import cli
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -468,4 +470,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_script(main)

@@ -17,6 +17,9 @@ import sys
 
 from absl import app, flags
 
+from jaxaudit import cli
+from jaxaudit.errors import ConfigError
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import sweep as sweep_lib  # noqa: E402  (repo root on the path)
 
@@ -28,7 +31,7 @@ def parse_group(text: str) -> tuple[str, str, int]:
   """'entry/forget/seed' -> (entry, forget, seed)."""
   parts = text.split('/')
   if len(parts) != 3 or not parts[2].lstrip('-').isdigit():
-    raise app.UsageError(f'--group must be ENTRY/FORGET/SEED (e.g. digits_mlp_class/class3/0), '
+    raise ConfigError(f'--group must be ENTRY/FORGET/SEED (e.g. digits_mlp_class/class3/0), '
                          f'got {text!r}')
   return parts[0], parts[1], int(parts[2])
 
@@ -99,4 +102,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Root directory of the sweep.')
   flags.DEFINE_string('group', None, 'ENTRY/FORGET/SEED of the group to re-audit.')
   flags.DEFINE_string('out', None, 'JSON-lines output (default WORKDIR/reaudit_GROUP.jsonl).')
-  app.run(main)
+  cli.run_script(main)

@@ -49,6 +49,9 @@ import zlib
 from typing import Any, Callable, NamedTuple
 
 from absl import app, flags
+
+from jaxaudit import cli
+from jaxaudit.errors import ConfigError
 import numpy as np
 
 FLAGS = flags.FLAGS
@@ -854,10 +857,10 @@ def check_main_args(argv, required: tuple[str, ...] = ('config', 'workdir')) -> 
   """Common start of the experiment scripts' main(): no positional arguments, the
   ``required`` flags set, absl logging at WARNING (Orbax is chatty at INFO)."""
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
   missing = [f'--{name}' for name in required if getattr(FLAGS, name) is None]
   if missing:
-    raise app.UsageError(f'{", ".join(missing)} required')
+    raise ConfigError(f'{", ".join(missing)} required')
   from absl import logging
   logging.set_verbosity(logging.WARNING)
 
@@ -877,4 +880,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run_script(main)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from jaxaudit import cli
 from jaxaudit.audit import AuditSettings, Target, audit, stats
 from jaxaudit.audit.peers import lira, population_mia, rmia
 from jaxaudit.audit.verifiers import VerifierSet, plan_subsets
@@ -289,4 +290,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_script(main)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxaudit.errors import ConfigError
 from jaxaudit.train.recipe import Recipe
 
 
@@ -19,6 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = 'digits'
   c.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.npz = ml_collections.FieldReference(None, field_type=str)
+  # Declared class count of a local npz data set (None: largest training label + 1).
+  c.num_classes = ml_collections.FieldReference(None, field_type=int)
   # Split (see jaxaudit.data.make_split).
   c.split = ml_collections.ConfigDict()
   c.split.seed = 0
@@ -69,3 +72,47 @@ def base_config() -> ml_collections.ConfigDict:
 def recipe_from_config(cfg: ml_collections.ConfigDict) -> Recipe:
   """The training Recipe a config describes."""
   return Recipe.from_config(cfg.train.to_dict())
+
+
+MAX_SEED = 2 ** 32 - 1
+MAX_EPOCHS = 100_000
+
+
+def _int_field(value, name: str, lo: int, hi: int | None = None) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+      isinstance(value, float) and value.is_integer()):
+    raise ConfigError(f'{name} must be an integer, got {value!r}')
+  v = int(value)
+  if v < lo or (hi is not None and v > hi):
+    bound = f'[{lo}, {hi}]' if hi is not None else f'>= {lo}'
+    raise ConfigError(f'{name} must be in {bound}, got {value!r}')
+  return v
+
+
+def validate_config(cfg: ml_collections.ConfigDict, *, training: bool = False) -> None:
+  """Checks a config's fields before any work, with one clear ConfigError.
+
+  Seeds must lie in [0, 2**32 - 1] (JAX keys hold 32 bits: larger seeds would
+  silently collide), epochs in [1, 100000] when ``training``, and the recipe
+  must be valid (:class:`Recipe`). Memory is checked later, per request,
+  by :func:`jaxaudit.train.memory.check_fits`.
+  """
+  _int_field(cfg.get('seed', 0), 'seed', 0, MAX_SEED)
+  split = cfg.get('split') or {}
+  _int_field(split.get('seed', 0), 'split.seed', 0, MAX_SEED)
+  audit = cfg.get('audit') or {}
+  if audit.get('seed') is not None:
+    _int_field(audit.get('seed'), 'audit.seed', 0, MAX_SEED)
+  for name in ('train_size', 'forget_size', 'test_size'):
+    if split.get(name) is not None:
+      _int_field(split.get(name), f'split.{name}', 1)
+  for name in ('num_verifiers', 'ref_sample', 'member_sample', 'test_sample'):
+    if audit.get(name) is not None:
+      _int_field(audit.get(name), f'audit.{name}', 0)
+  if audit.get('verifier_epochs') is not None:
+    _int_field(audit.get('verifier_epochs'), 'audit.verifier_epochs', 1, MAX_EPOCHS)
+  recipe = recipe_from_config(cfg)
+  _int_field(recipe.epochs, 'train.epochs', 1 if training else 0, MAX_EPOCHS)
+  _int_field(recipe.batch_size, 'train.batch_size', 1)
+  if training and recipe.epochs == 0:
+    raise ConfigError('train.epochs must be >= 1: an untrained model is not a result')

@@ -28,3 +28,11 @@ class ConfigError(JaxAuditError):
 
 class AuditError(JaxAuditError):
   """Audit inputs are invalid (e.g. NaN logits, wrong class count, K < 2)."""
+
+
+class OutputError(JaxAuditError):
+  """An output path is unsafe: not writable, not ours to replace, or not a valid name."""
+
+
+class TrainingError(JaxAuditError):
+  """Training or unlearning produced a model that must not be saved (e.g. non-finite weights)."""

@@ -1,12 +1,137 @@
-"""Atomic file and directory writes: a reader sees the old content or the new, never a mix."""
+"""Safe file and directory writes: atomic, and never over what jaxaudit did not write.
+
+* Every directory jaxaudit writes as a whole (a checkpoint, a report, a
+  workdir, an imported data set) holds a marker file, :data:`MARKER`.
+  :func:`replace_dir` refuses to replace an existing directory without it
+  unless the caller passes ``overwrite=True`` (the user's ``--overwrite``), so
+  no flag can make jaxaudit delete a directory it did not write.
+* Replacement is atomic: the new content is built in a temporary sibling and
+  renamed into place, so a reader sees the old directory or the new one.
+* Names that become one path component (``--name``, a data set name) are
+  checked by :func:`check_name`: no separators, no ``.``/``..``.
+* Paths given by users are checked by :func:`check_path` (valid UTF-8, no NUL).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
+
+from jaxaudit.errors import OutputError
+
+MARKER = '.jaxaudit'
+_NAME = re.compile(r'^[A-Za-z0-9_.-]{1,128}$')
+
+
+def check_name(name: str, what: str = 'name') -> str:
+  """Returns ``name`` if it is one safe path component; OutputError otherwise.
+
+  A name holds 1–128 letters, digits, ``_``, ``-`` or ``.`` and is not ``.``
+  or ``..``: it can never resolve outside the directory it is joined to.
+  """
+  if not isinstance(name, str) or not _NAME.match(name) or name in ('.', '..'):
+    raise OutputError(f'{what} {name!r} is not allowed: use 1-128 letters, digits, "_", "-" '
+                      'or "." (one path component, not "." or "..")')
+  return name
+
+
+def check_path(path: str, what: str = 'path') -> str:
+  """Returns ``path`` if it is usable text (UTF-8, no NUL byte); OutputError otherwise."""
+  if not isinstance(path, str) or not path:
+    raise OutputError(f'{what} must be a non-empty path, got {path!r}')
+  if '\x00' in path:
+    raise OutputError(f'{what} {path!r} contains a NUL byte')
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    raise OutputError(f'{what} {path.encode("utf-8", "surrogateescape")!r} is not valid UTF-8; '
+                      'use a path of UTF-8 characters') from None
+  return path
+
+
+def nearest_existing(path: str) -> str:
+  """The path itself or its closest existing ancestor."""
+  p = os.path.abspath(path)
+  while not os.path.exists(p):
+    parent = os.path.dirname(p)
+    if parent == p:
+      break
+    p = parent
+  return p
+
+
+def check_writable_dir(path: str, what: str = 'directory') -> str:
+  """Checks that ``path`` is (or can be created as) a writable directory.
+
+  Raises:
+    OutputError: ``path`` or an ancestor is a file, or the nearest existing
+      ancestor is not writable.
+  """
+  check_path(path, what)
+  p = os.path.abspath(path)
+  if os.path.exists(p) and not os.path.isdir(p):
+    raise OutputError(f'{what} {path} exists and is not a directory')
+  base = nearest_existing(p)
+  if not os.path.isdir(base):
+    raise OutputError(f'{what} {path} cannot be created: {base} is a file')
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise OutputError(f'{what} {path} is not writable (no write permission on {base})')
+  try:   # root passes os.access everywhere; an unnamed temporary file tells the truth
+    with tempfile.TemporaryFile(dir=base):
+      pass
+  except OSError as e:
+    raise OutputError(f'{what} {path} is not writable ({e.strerror} in {base})') from None
+  return path
+
+
+def _legacy_ours(path: str) -> bool:
+  """Directories written by jaxaudit before the marker existed (checkpoints, audit reports)."""
+  for name, key in (('meta.json', 'jaxaudit_version'), ('report.json', 'decision')):
+    f = os.path.join(path, name)
+    if os.path.isfile(f):
+      try:
+        with open(f, encoding='utf-8') as fh:
+          obj = json.load(fh)
+      except (OSError, ValueError):
+        return False
+      return isinstance(obj, dict) and key in obj
+  return False
+
+
+def written_by_jaxaudit(path: str) -> bool:
+  """Whether the directory ``path`` was written by jaxaudit (holds the marker)."""
+  return os.path.isdir(path) and not os.path.islink(path) and (
+      os.path.isfile(os.path.join(path, MARKER)) or _legacy_ours(path))
+
+
+def mark(path: str, kind: str) -> None:
+  """Writes the marker file into the directory ``path``."""
+  from jaxaudit import __version__
+  with open(os.path.join(path, MARKER), 'w', encoding='utf-8') as f:
+    json.dump({'written_by': 'jaxaudit', 'version': __version__, 'kind': kind}, f)
+
+
+def check_replaceable(path: str, *, overwrite: bool = False, what: str = 'output directory') -> None:
+  """Raises OutputError unless ``path`` is absent or a directory jaxaudit may replace.
+
+  A directory without the marker is replaced only with ``overwrite=True``;
+  a file, a symbolic link or another non-directory never is.
+  """
+  check_path(path, what)
+  if not os.path.lexists(path):
+    base = nearest_existing(path)
+    if not os.path.isdir(base):
+      raise OutputError(f'{what} {path} cannot be created: {base} is a file')
+    return
+  if os.path.islink(path) or not os.path.isdir(path):
+    raise OutputError(f'{what} {path} exists and is not a directory; jaxaudit will not replace it')
+  if not overwrite and not written_by_jaxaudit(path):
+    raise OutputError(f'{what} {path} exists and was not written by jaxaudit; choose another '
+                      'path or pass --overwrite to replace it')
 
 
 def temp_sibling(path: str) -> str:
@@ -16,9 +141,21 @@ def temp_sibling(path: str) -> str:
   return tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
 
 
-def replace_dir(tmp: str, path: str) -> str:
-  """Moves the finished directory ``tmp`` onto ``path``, replacing any old one."""
+def replace_dir(tmp: str, path: str, *, overwrite: bool = False, kind: str = 'output') -> str:
+  """Moves the finished directory ``tmp`` onto ``path`` atomically.
+
+  ``tmp`` gets the marker first. An existing ``path`` is replaced only if
+  :func:`check_replaceable` allows it (jaxaudit wrote it, or ``overwrite``).
+
+  Returns:
+    The absolute path written.
+  """
   path = os.path.abspath(path)
+  check_replaceable(path, overwrite=overwrite)
+  mark(tmp, kind)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)   # mkdtemp made it 0700
   if os.path.exists(path):
     old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old-', dir=os.path.dirname(path))
     os.replace(path, os.path.join(old, 'x'))
@@ -29,10 +166,19 @@ def replace_dir(tmp: str, path: str) -> str:
   return path
 
 
+def remove_dir(path: str) -> None:
+  """Removes a directory jaxaudit wrote; refuses any other (OutputError)."""
+  if not os.path.lexists(path):
+    return
+  if not written_by_jaxaudit(path):
+    raise OutputError(f'{path} was not written by jaxaudit; it is not removed')
+  shutil.rmtree(path)
+
+
 def write_json(path: str, obj: Any) -> None:
   """Writes JSON to ``path`` atomically (temporary file + rename)."""
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
+  with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(obj, f, indent=1, sort_keys=True, default=str)
     f.flush()
     os.fsync(f.fileno())

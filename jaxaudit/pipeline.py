@@ -31,19 +31,20 @@ import ml_collections
 import numpy as np
 
 from jaxaudit import checkpoint, io_utils
-from jaxaudit.configs import recipe_from_config
+from jaxaudit import workdir as workdir_lib
+from jaxaudit.configs import recipe_from_config, validate_config
 from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
 from jaxaudit.data import splits as splits_lib
-from jaxaudit.errors import CheckpointError, ConfigError, SplitError
+from jaxaudit.errors import CheckpointError, ConfigError, SplitError, TrainingError
 from jaxaudit.models import get_model
 from jaxaudit.train import Recipe, accuracy, default_strategy, predict_logits, train_model
 from jaxaudit.train import sisa as sisa_lib
 
-SPLIT_FILE = 'split.npz'
-CONFIG_FILE = 'config.json'
+SPLIT_FILE = workdir_lib.SPLIT_FILE
+CONFIG_FILE = workdir_lib.CONFIG_FILE
 
 # fold_in tags of the root key (config.seed), one stream per role.
-KEY_ORIGINAL, KEY_RETRAIN, KEY_VERIFIERS, KEY_UNLEARN, KEY_AUDIT, KEY_SISA = 1, 2, 3, 4, 5, 6
+KEY_ORIGINAL, KEY_RETRAIN, KEY_UNLEARN, KEY_SISA = 1, 2, 4, 6
 
 SISA_DIR = 'sisa'                    # WORKDIR/models/sisa
 SISA_ARRAYS = 'sisa_state'           # WORKDIR/models/sisa/sisa_state.npz
@@ -64,7 +65,8 @@ def log_to_stdout(msg: str) -> None:
 
 def load_data(config) -> Dataset:
   """The data set a config names (embedded, npz, or TFDS from data_dir)."""
-  return load_dataset(config.dataset, data_dir=config.get('data_dir'), npz=config.get('npz'))
+  return load_dataset(config.dataset, data_dir=config.get('data_dir'), npz=config.get('npz'),
+                      num_classes=config.get('num_classes'))
 
 
 def _forget_classes(value):
@@ -91,25 +93,40 @@ def split_from_config(config, dataset: Dataset) -> AuditSplit:
                     forget_indices=forget_indices, test_size=s.get('test_size'))
 
 
-def prepare(config, workdir: str, log: Callable[[str], None] = log_to_stdout
-            ) -> tuple[Dataset, AuditSplit]:
+def prepare(config, workdir: str, log: Callable[[str], None] = log_to_stdout, *,
+            overwrite: bool = False, dataset: Dataset | None = None) -> tuple[Dataset, AuditSplit]:
   """Loads the data and the workdir's split (drawing and saving it if new).
 
-  An existing workdir must have been made with the same data and split
-  settings; otherwise SplitError tells the user to pick a new workdir.
+  The workdir is checked first (:func:`jaxaudit.workdir.check_workdir`). An
+  existing workdir must have been made with the same data and split
+  settings; otherwise SplitError tells the user to pick a new workdir, unless
+  ``overwrite`` (``jaxaudit train --overwrite``), which saves the new split
+  and configuration. ``dataset``: the data set of ``config``, if already loaded.
+  Nothing is written before the data set and the split are known to be valid.
   """
-  os.makedirs(workdir, exist_ok=True)
-  dataset = load_data(config)
+  workdir_lib.check_workdir(workdir)
+  validate_config(config)
+  dataset = load_data(config) if dataset is None else dataset
   split_path = os.path.join(workdir, SPLIT_FILE)
   fresh = split_from_config(config, dataset)
+  fresh_dir = not os.path.exists(workdir) or not os.listdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if fresh_dir:
+    io_utils.mark(workdir, 'workdir')
+  save_config = overwrite
   if os.path.exists(split_path):
     split = splits_lib.load_split(split_path, dataset)
     if splits_lib.split_hash(split) != splits_lib.split_hash(fresh):
-      raise SplitError(f'{split_path} holds a different split than this config draws '
-                       '(data or split settings changed); use a new --workdir')
+      if not overwrite:
+        raise SplitError(f'{split_path} holds a different split than this config draws '
+                         '(data or split settings changed); use a new --workdir')
+      split = fresh
+      splits_lib.save_split(split_path, split)
   else:
     split = fresh
     splits_lib.save_split(split_path, split)
+    save_config = True
+  if save_config:
     _atomic_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
   log(f'data {dataset.name} ({dataset.source}): pool {len(dataset.y_train)}, '
       f'|D|={len(split.train)} |Du|={len(split.forget)} |Dr|={len(split.retain)} '
@@ -119,6 +136,26 @@ def prepare(config, workdir: str, log: Callable[[str], None] = log_to_stdout
 
 def _atomic_json(path: str, obj: Any) -> None:
   io_utils.write_json(path, obj)
+
+
+def preflight(config, workdir: str, batch_sizes: tuple[int, ...] = (), num_models: int = 1
+              ) -> Dataset:
+  """Checks a request before anything is written or trained; returns its data set.
+
+  Checks the workdir, the config's values, the model it names, and that a
+  training step at the recipe's batch size (and at each of ``batch_sizes``,
+  with ``num_models`` models at once) fits in memory.
+  """
+  from jaxaudit.train.memory import check_fits
+  workdir_lib.check_workdir(workdir)
+  validate_config(config)
+  dataset = load_data(config)
+  model = model_from_config(config, dataset)
+  shape = tuple(dataset.input_shape)
+  check_fits(model, shape, recipe_from_config(config).batch_size, what='train.batch_size')
+  for bs in batch_sizes:
+    check_fits(model, shape, bs, num_models, parallel=True, what='batch_size')
+  return dataset
 
 
 def model_from_config(config, dataset: Dataset):
@@ -174,11 +211,43 @@ def format_accs(accs: dict[str, float]) -> str:
   return '  '.join(f'{k} {100 * v:5.1f}%' for k, v in accs.items())
 
 
-def _train_and_save(config, dataset, split, workdir, kind, subset, key, log) -> dict[str, Any]:
+def check_finite(params, what: str) -> None:
+  """Raises TrainingError when any parameter of ``params`` is NaN or infinite."""
+  bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
+         if not np.all(np.isfinite(np.asarray(v)))]
+  if bad:
+    raise TrainingError(f'{what} produced non-finite parameters ({len(bad)} array(s), e.g. '
+                        f'{bad[0]}); nothing was saved. Lower the learning rate.')
+
+
+def _diverged_message(kind: str, step: int, steps_per_epoch: int) -> str:
+  return (f'[{kind}] training diverged: the loss became non-finite at step {step} (epoch '
+          f'{step // steps_per_epoch + 1}, batch {step % steps_per_epoch + 1}); nothing was saved. '
+          'Lower train.learning_rate.')
+
+
+def _recipe_changes(meta: dict[str, Any], config) -> list[str]:
+  """'field: saved -> asked' where a checkpoint's recipe or seed differs from the config."""
+  out = []
+  saved = meta.get('recipe') or {}
+  for k, v in recipe_from_config(config).to_dict().items():
+    if k in saved and saved[k] != v:
+      out.append(f'train.{k}: {saved[k]!r} -> {v!r}')
+  if 'seed' in meta and meta['seed'] != int(config.seed):
+    out.append(f'seed: {meta["seed"]!r} -> {int(config.seed)!r}')
+  return out
+
+
+def _train_and_save(config, dataset, split, workdir, kind, subset, key, log,
+                    overwrite: bool = False) -> dict[str, Any]:
   model = model_from_config(config, dataset)
   recipe = recipe_from_config(config)
   path = os.path.join(workdir, 'models', kind)
-  if checkpoint.exists(path):
+  if checkpoint.exists(path) and not overwrite:
+    changed = _recipe_changes(checkpoint.load_meta(path), config)
+    if changed:
+      raise CheckpointError(f'{path} was trained with other settings ({"; ".join(changed)}); '
+                            'pass --overwrite to retrain it, or use a new --workdir')
     model, params, meta = checkpoint.restore_model(path, expect=expected_meta(config, dataset, split))
     log(f'[{kind}] reusing checkpoint {path}')
     return dict(kind=kind, path=path, accuracy=meta.get('accuracy'), wall_time_s=meta.get('wall_time_s'))
@@ -192,9 +261,13 @@ def _train_and_save(config, dataset, split, workdir, kind, subset, key, log) -> 
   res = train_model(model, dataset.x_train, dataset.y_train, subset, key, recipe, callback=progress)
   params = jax.block_until_ready(res.params)
   wall = time.time() - t0
+  if res.diverged():
+    raise TrainingError(_diverged_message(
+        kind, int(res.nonfinite_step[0]), max(-(-len(subset) // recipe.batch_size), 1)))
+  check_finite(params, f'training {kind}')
   accs = evaluate_sets(model, params, dataset, split)
   checkpoint.save_checkpoint(path, params, checkpoint_meta(
-      config, dataset, split, kind, accuracy=accs, wall_time_s=wall))
+      config, dataset, split, kind, accuracy=accs, wall_time_s=wall), overwrite=True)
   log(f'[{kind}] done in {wall:.1f}s: {format_accs(accs)}')
   return dict(kind=kind, path=path, accuracy=accs, wall_time_s=wall)
 
@@ -340,11 +413,14 @@ def _train_sisa_and_save(config, dataset, split, workdir, log) -> dict[str, Any]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       log: Callable[[str], None] = log_to_stdout) -> dict[str, Any]:
+                       log: Callable[[str], None] = log_to_stdout, *,
+                       overwrite: bool = False) -> dict[str, Any]:
   """Trains the original model M on D (and the retrain reference on Dr).
 
   Checkpoints go to WORKDIR/models/{original,retrain}; an existing matching
-  checkpoint is reused, so an interrupted run resumes. With
+  checkpoint is reused, so an interrupted run resumes. A checkpoint trained
+  with another recipe or seed is refused by name, unless ``overwrite``
+  (then it is retrained, and the workdir's split and config are replaced). With
   ``config.sisa.shards`` = S > 0 a SISA original (S constituents, per-stage
   checkpoints) is also trained on D, into WORKDIR/models/sisa, for the
   ``sisa`` unlearning method.
@@ -352,8 +428,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     A summary dict: split sizes and, per model, path, accuracies, wall time.
   """
+  validate_config(config, training=True)
   sisa = sisa_settings(config)   # bad SISA settings fail before any training
-  dataset, split = prepare(config, workdir, log)
+  dataset = preflight(config, workdir)
+  dataset, split = prepare(config, workdir, log, overwrite=overwrite, dataset=dataset)
   if sisa is not None and sisa['shards'] * sisa['slices'] > len(split.train):
     raise ConfigError(f'sisa.shards x sisa.slices = {sisa["shards"]} x {sisa["slices"]} exceeds '
                       f'|D| = {len(split.train)} (every slice needs a record)')
@@ -361,10 +439,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  sizes=dict(train=len(split.train), forget=len(split.forget),
                             retain=len(split.retain), ref=len(split.ref), test=len(split.test)))
   summary['original'] = _train_and_save(config, dataset, split, workdir, 'original', split.train,
-                                        role_key(config, KEY_ORIGINAL), log)
+                                        role_key(config, KEY_ORIGINAL), log, overwrite)
   if config.get('train_retrain', True):
     summary['retrain'] = _train_and_save(config, dataset, split, workdir, 'retrain', split.retain,
-                                         role_key(config, KEY_RETRAIN), log)
+                                         role_key(config, KEY_RETRAIN), log, overwrite)
   if sisa is not None:
     summary['sisa'] = _train_sisa_and_save(config, dataset, split, workdir, log)
   return summary
@@ -389,6 +467,12 @@ def audit_settings(config):
       test=TestSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05))))
 
 
+def target_path(workdir: str, target: str) -> str:
+  """The checkpoint directory ``--target`` names: a path, or a name under WORKDIR/models."""
+  io_utils.check_path(target, '--target')
+  return target if os.path.isdir(target) else os.path.join(workdir, 'models', target)
+
+
 def resolve_target(config, dataset, split, workdir: str, target: str | None = None,
                    logits_file: str | None = None):
   """The audited model: a checkpoint (name under WORKDIR/models or a path) or a logits file.
@@ -403,7 +487,7 @@ def resolve_target(config, dataset, split, workdir: str, target: str | None = No
   if not target:
     raise ConfigError('name the model to audit with --target (e.g. retrain, unlearned/finetune, '
                       'or a checkpoint path) or give --logits=FILE')
-  path = target if os.path.isdir(target) else os.path.join(workdir, 'models', target)
+  path = target_path(workdir, target)
   model, params, meta = checkpoint.restore_model(path, expect=expected_meta(config, dataset, split))
   name = target.strip('/').replace('/', '_')
   agg = meta.get('aggregate')
@@ -421,21 +505,34 @@ def resolve_target(config, dataset, split, workdir: str, target: str | None = No
 
 
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,
-              out_dir: str | None = None, log: Callable[[str], None] = log_to_stdout):
+              out_dir: str | None = None, overwrite: bool = False,
+              log: Callable[[str], None] = log_to_stdout):
   """Audits one model of a workdir and writes its report.
 
+  Args:
+    out_dir: report directory (default WORKDIR/audits/TARGET); an existing
+      directory is replaced only if jaxaudit wrote it, or with ``overwrite``
+      (checked before any work).
   Returns:
     (AuditResult, report directory).
   """
   from jaxaudit.audit import audit
   from jaxaudit.audit.report import write_report
-  dataset, split = prepare(config, workdir, log)
+  if out_dir:
+    io_utils.check_replaceable(out_dir, overwrite=overwrite, what='--out directory')
+  if target and not logits_file:   # before prepare() writes anything
+    checkpoint.load_meta(target_path(workdir, target))
+  elif logits_file and not os.path.isfile(logits_file):
+    raise ConfigError(f'logits file {logits_file} does not exist')
+  dataset = preflight(config, workdir)
+  dataset, split = prepare(config, workdir, log, dataset=dataset)
   tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
+  out = out_dir or os.path.join(workdir, 'audits', tgt.name)
+  io_utils.check_replaceable(out, overwrite=overwrite, what='report directory')
   result = audit(tgt, dataset, split, verifier_model=model_from_config(config, dataset),
                  recipe=recipe_from_config(config), settings=audit_settings(config),
                  cache_dir=os.path.join(workdir, 'verifiers'), log=log)
-  out = out_dir or os.path.join(workdir, 'audits', tgt.name)
-  write_report(result, out)
+  write_report(result, out, overwrite=overwrite)
   log(f'[audit] {tgt.name}: {result.summary()}')
   log(f'[audit] report: {os.path.join(out, "report.md")}')
   return result, out
@@ -465,6 +562,7 @@ def config_hparams(config, method: str, overrides: dict | None = None) -> dict[s
 
 def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, *,
                 out_name: str | None = None, init_checkpoint: str | None = None,
+                overwrite: bool = False,
                 log: Callable[[str], None] = log_to_stdout) -> dict[str, Any]:
   """Unlearns Du from WORKDIR/models/original with ``method``; saves Mu.
 
@@ -482,29 +580,46 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
     dict(method, hparams, path, wall_time_s, accuracy).
   """
   from jaxaudit import unlearn as unlearn_lib
+  name = io_utils.check_name(out_name or method, '--name')
   meth = unlearn_lib.get_method(method, **(hparams or {}))   # validates before any compilation
+  zero = sorted(k for k, v in meth.hparams.items()
+                if (k == 'epochs' or k.endswith('_epochs')) and v == 0)
+  if zero and all(v == 0 for k, v in meth.hparams.items() if k == 'epochs' or k.endswith('_epochs')):
+    raise ConfigError(f'{method} with {", ".join(f"{k}=0" for k in zero)} does no training; an '
+                      'untrained or unchanged model is not an unlearning result')
   is_sisa = method == 'sisa'
   if meth.output == 'ensemble' and not is_sisa:
     raise ConfigError(f'{method} returns an ensemble of models; the pipeline only knows how to '
                       'unlearn, save and audit the SISA ensemble (method "sisa")')
-  dataset, split = prepare(config, workdir, log)
+  source_path = os.path.join(workdir, 'models', SISA_DIR if is_sisa else 'original')
+  if not checkpoint.exists(source_path):   # before prepare() writes anything
+    raise ConfigError(
+        f'method "sisa" unlearns a SISA-trained original and {source_path} holds none: run '
+        f'`jaxaudit train --workdir={workdir} --config.sisa.shards=S` first (S shards, e.g. 4; '
+        'see config.sisa for slices and slice_epochs)' if is_sisa else
+        f'no original model at {source_path}: run `jaxaudit train --workdir={workdir}` first')
+  if init_checkpoint:
+    checkpoint.load_meta(init_checkpoint)
+  bs = meth.hparams.get('batch_size')
+  dataset = preflight(config, workdir, (int(bs),) if isinstance(bs, (int, np.integer)) else (), 2)
+  dataset, split = prepare(config, workdir, log, dataset=dataset)
   hp = {k: list(v) if isinstance(v, tuple) else v for k, v in meth.hparams.items()}
-  path = os.path.join(workdir, 'models', 'unlearned', out_name or method)
+  path = os.path.join(workdir, 'models', 'unlearned', name)
+  io_utils.check_replaceable(path, overwrite=overwrite, what='checkpoint directory')
   source = None
   if is_sisa:
-    sisa_path = os.path.join(workdir, 'models', SISA_DIR)
-    if not checkpoint.exists(sisa_path):
-      raise ConfigError(
-          f'method "sisa" unlearns a SISA-trained original and {sisa_path} holds none: run '
-          f'`jaxaudit train --workdir={workdir} --config.sisa.shards=S` first (S shards, e.g. 4; '
-          'see config.sisa for slices and slice_epochs)')
+    sisa_path = source_path
     smeta = checkpoint.load_meta(sisa_path)
     source = dict(created=smeta.get('created'),
                   sha256=(smeta.get('extra_files') or {}).get(SISA_ARRAYS))
+  else:
+    orig = source_path
+    ometa = checkpoint.load_meta(orig)
+    source = dict(created=ometa.get('created'), recipe=ometa.get('recipe'), seed=ometa.get('seed'))
   if checkpoint.exists(path):
     meta = checkpoint.load_meta(path)
     if (meta.get('method') == method and meta.get('hparams') == hp
-        and meta.get('sisa_source') == source
+        and meta.get('sisa_source' if is_sisa else 'original_source') == source
         and (not is_sisa or all(meta.get(k) == v for k, v in _sisa_expect(config).items()))):
       checkpoint.check_meta(meta, expected_meta(config, dataset, split), path)
       log(f'[unlearn] reusing {path}')
@@ -519,10 +634,6 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
     extra = dict(ensemble_size=state.layout.shards, aggregate=MEAN_SOFTMAX, sisa_source=source,
                  **{k: smeta[k] for k in ('shards', 'slices', 'slice_epochs', 'strategy')})
   else:
-    orig = os.path.join(workdir, 'models', 'original')
-    if not checkpoint.exists(orig):
-      raise ConfigError(f'no original model at {orig}: run `jaxaudit train --workdir={workdir}` '
-                        'first')
     model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
   init_params = None
   if init_checkpoint:
@@ -535,6 +646,13 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
   t0 = time.time()
   new = jax.block_until_ready(meth.fn(params, model, data, _method_key(config, method)))
   wall = time.time() - t0
+  check_finite(new, f'unlearning with {method} ({hp})')
+  if not is_sisa and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+                         zip(jax.tree.leaves(new), jax.tree.leaves(params))):
+    raise TrainingError(f'{method} with {hp} left every parameter of the original unchanged; '
+                        'an unchanged model is not an unlearning result (nothing was saved)')
+  if not is_sisa:
+    extra['original_source'] = source
   accs = evaluate_sets(model, new, dataset, split, aggregate=extra.get('aggregate'))
   checkpoint.save_checkpoint(path, new, checkpoint_meta(
       config, dataset, split, 'unlearned', method=method, family=meth.family, hparams=hp,

@@ -36,9 +36,50 @@ Bonferroni (``combine='bonferroni'``, valid under any dependence). The pooled
 fits (β, the gap regression) are symmetric functions of Du ∪ D_ref ∪ members,
 so they leave the exchangeability argument intact.
 
+Reference check (:func:`reference_check`). The test above is exact only if
+D_ref is exchangeable with Du; a user-supplied or shifted reference breaks
+that, and a mildly shifted one (MNIST brightened by +0.05) made honest
+retrains look like they ``remember``. The check runs, on Du vs D_ref, every
+statistic that does not involve Mu — so each is exact under H0 for the same
+reason as the test, and none can confuse a remembering Mu with a bad
+reference:
+  * leave-one-out audits (``loo``): each verifier k in the role of the audited
+    model, calibrated by the other K − 1 with the *same* statistics (exact,
+    neighbours, gap) and the same pooled fits. Verifier k never saw Du nor
+    D_ref, so a difference there is the reference's, not a model's;
+  * the verifier ensemble's outputs (``verifiers``): mean φ (the original
+    check), mean log-sum-exp of the logits (energy) and the spread of φ
+    across verifiers;
+  * the inputs themselves (``inputs``): each record's mean and standard
+    deviation over its features and, for images, its roughness (mean absolute
+    difference of adjacent pixels: pixel noise).
+The groups were chosen by measured power on MNIST draws 1000–1003 (not the
+validation draws): the leave-one-out statistics alone miss brightness +0.02 …
++0.10 and noise σ 0.03 … 0.1 that already fool the test (a verifier and its
+calibrators react alike to a shift, while Mu, trained on all of Dr, reacts
+differently), the inputs and the ensemble's energy catch them.
+The family is adjusted by a stratified (class) permutation max-T
+(:func:`jaxaudit.audit.stats.permutation_maxt_mwu`, ``combine='maxt'``) or by
+Bonferroni, and the reference is refused when the family p-value is
+≤ ``self_check_alpha`` — so on an exchangeable reference it fires with
+probability ≤ ``self_check_alpha`` (validated in BUILD_NOTES.md).
+
+Forgetting score. FS = (AUC_mem − AUC_du) / (AUC_mem − ½) places Du between
+Mu's members (0: as remembered as retained data) and D_ref (1: as unseen as
+unseen data), AUCs of the exact calibrated score against D_ref. It is clipped
+to [0, 1]: Du more familiar than the members is "0", Du *less* familiar than
+unseen data (damage) is "1" — damage is reported by the two-sided test's
+direction, not by the score. Its 95% interval is the percentile bootstrap
+(Du, D_ref and members resampled independently) of the clipped score — the
+percentile method commutes with the monotone clip, so the interval is the
+clipped interval of the unclipped score and stays in [0, 1]; replicates where
+the members are not separated from D_ref (AUC_mem ≤ ½ + 0.01, where the
+ratio is undefined or explodes) are dropped, and the interval is (nan, nan)
+when more than half are.
+
 Decision:
-  * reference check: the verifiers' own scores on Du and D_ref must agree
-    (two-sided MWU, p ≥ ``self_check_alpha``); otherwise ``invalid_reference``.
+  * reference check (above): family p ≤ ``self_check_alpha`` →
+    ``invalid_reference``.
   * reject H0 → ``not_forgotten``, direction ``remembers`` (Du more familiar
     than unseen data) or ``damaged`` (less familiar, e.g. gradient ascent).
   * not rejected but the estimated power to detect a Du that behaves like
@@ -72,6 +113,7 @@ from jaxaudit.audit import stats
 from jaxaudit.errors import AuditError
 
 DECISIONS = ('forgotten', 'not_forgotten', 'inconclusive', 'invalid_reference')
+SELF_CHECK_GROUPS = ('loo', 'verifiers', 'inputs')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +130,10 @@ class TestSettings:
     class_margin: slack over the verifiers' accuracy on forgotten classes
       allowed under H0 by the class-level test.
     combine: family adjustment of the statistics' p-values, ``maxt`` or
-      ``bonferroni``.
+      ``bonferroni`` (for the reference check, ``maxt`` is a permutation max-T).
+    self_check: groups of statistics of the reference check, from
+      ``('loo', 'verifiers', 'inputs')`` (see :func:`reference_check`).
+    self_check_perms: permutations of the reference check's max-T.
     n_boot: bootstrap resamples for the forgetting-score interval.
     seed: bootstrap seed.
   """
@@ -100,10 +145,18 @@ class TestSettings:
   collapse_margin: float = 0.05
   class_margin: float = 0.05
   combine: str = 'maxt'
+  self_check: tuple[str, ...] = ('loo', 'verifiers', 'inputs')
+  self_check_perms: int = 2000
   n_boot: int = 500
   seed: int = 0
 
   def __post_init__(self):
+    bad = [g for g in self.self_check if g not in SELF_CHECK_GROUPS]
+    if bad or not self.self_check:
+      raise AuditError(f'self_check must be a non-empty subset of {SELF_CHECK_GROUPS}, '
+                       f'got {self.self_check!r}')
+    if int(self.self_check_perms) < 99:
+      raise AuditError(f'self_check_perms must be >= 99, got {self.self_check_perms}')
     if self.combine not in ('maxt', 'bonferroni'):
       raise AuditError(f"combine must be 'maxt' or 'bonferroni', got {self.combine!r}")
     if not 0 <= self.class_margin < 1:
@@ -182,16 +235,35 @@ def _scores(calibrated: np.ndarray, gap: np.ndarray | None = None) -> dict[str, 
   return out
 
 
-def forgetting_score(du: np.ndarray, ref: np.ndarray, members: np.ndarray) -> float:
-  """(AUC_mem − AUC_du) / (AUC_mem − 1/2): 0 = as remembered as members, 1 = unseen.
+FORGETTING_SCORE_METHOD = (
+    'FS = (AUC_mem - AUC_du) / (AUC_mem - 1/2) on the exact calibrated score (AUCs against '
+    'D_ref), clipped to [0, 1] (0 = as remembered as Mu\'s members, 1 = as unseen as D_ref; '
+    'damage shows in the test\'s direction, not in FS); 95% CI: percentile bootstrap of the '
+    'clipped score, Du/D_ref/members resampled independently, replicates with AUC_mem <= 0.51 '
+    'dropped')
 
-  AUCs are of each set against D_ref. NaN when members are not separated
-  from D_ref (AUC_mem ≤ 0.5), where the score is undefined.
+# Members must beat D_ref by this much AUC for the forgetting score to be defined.
+MIN_MEMBER_SEPARATION = 0.01
+
+
+def forgetting_score(du: np.ndarray, ref: np.ndarray, members: np.ndarray, *,
+                     clip: bool = True) -> float:
+  """(AUC_mem − AUC_du) / (AUC_mem − 1/2) clipped to [0, 1]: 0 remembered, 1 unseen.
+
+  Args:
+    du: (n_du,) calibrated scores of Du (exact view).
+    ref: (n_ref,) the same for D_ref.
+    members: (n_mem,) the same for Mu's members.
+    clip: clip to [0, 1] (see the module docstring); False gives the raw ratio.
+  Returns:
+    The score; NaN when members are not separated from D_ref
+    (AUC_mem ≤ 1/2 + MIN_MEMBER_SEPARATION), where it is undefined.
   """
   a_mem = stats.auc(members, ref)
-  if a_mem <= 0.5 + 1e-9:
+  if a_mem <= 0.5 + MIN_MEMBER_SEPARATION:
     return float('nan')
-  return float((a_mem - stats.auc(du, ref)) / (a_mem - 0.5))
+  v = (a_mem - stats.auc(du, ref)) / (a_mem - 0.5)
+  return float(np.clip(v, 0.0, 1.0) if clip else v)
 
 
 def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, bool]:
@@ -225,11 +297,19 @@ def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, b
 
 def forgetting_score_ci(du, ref, members, *, level: float = 0.95, n_boot: int = 500,
                         seed: int = 0) -> tuple[float, float]:
-  """Percentile-bootstrap interval of :func:`forgetting_score`.
+  """Percentile-bootstrap interval of the (clipped) :func:`forgetting_score`, within [0, 1].
 
   Each set is resampled independently; replicates where the score is
   undefined (members not separated from D_ref) are dropped, and if more than
   half are, the interval is (nan, nan).
+
+  Args:
+    du, ref, members: (n,) exact-view calibrated scores of each set.
+    level: coverage.
+    n_boot: resamples.
+    seed: resampling seed.
+  Returns:
+    (low, high) with 0 ≤ low ≤ high ≤ 1, or (nan, nan).
   """
   rng = np.random.default_rng([int(seed), 15485863])
   vals = []
@@ -242,6 +322,99 @@ def forgetting_score_ci(du, ref, members, *, level: float = 0.95, n_boot: int = 
     return float('nan'), float('nan')
   lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
   return float(lo), float(hi)
+
+
+def _stat_dict(scores: dict[str, np.ndarray], prefix: str, du: str, ref: str
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  return {f'{prefix}{k}': (v_du, scores[ref][k]) for k, v_du in scores[du].items()}
+
+
+def loo_statistics(phi_verifiers: dict[str, np.ndarray], du: str = 'forget', ref: str = 'ref'
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The audit's statistics with each verifier in the role of the audited model.
+
+  For verifier k: target φ = φ_k, calibrator = the mean φ of the other K − 1;
+  :func:`regression_calibrate` and :func:`neighbour_residual` over the pooled
+  sets (all keys of ``phi_verifiers``, e.g. Du, D_ref and the members), then
+  the exact / neighbours / gap statistics.
+
+  Args:
+    phi_verifiers: set name -> (A, K, n_set) φ of each verifier (K ≥ 2).
+    du, ref: the keys of the two compared sets.
+  Returns:
+    'loo{k}_{statistic}' -> ((n_du,), (n_ref,)) scores.
+  """
+  k_all = {np.shape(v)[1] for v in phi_verifiers.values()}
+  if len(k_all) != 1 or min(k_all) < 2:
+    raise AuditError(f'leave-one-out statistics need (A, K, n) verifier φ with K >= 2; got '
+                     f'{[np.shape(v) for v in phi_verifiers.values()]}')
+  k_n = k_all.pop()
+  out = {}
+  for k in range(k_n):
+    others = [j for j in range(k_n) if j != k]
+    tgt = {s: np.asarray(v, np.float64)[:, k] for s, v in phi_verifiers.items()}
+    cal_v = {s: np.asarray(v, np.float64)[:, others].mean(1) for s, v in phi_verifiers.items()}
+    cal, _ = regression_calibrate(tgt, cal_v)
+    gap = neighbour_residual(tgt, cal_v)
+    sc = {s: _scores(cal[s], None if gap is None else gap[s]) for s in (du, ref)}
+    out.update(_stat_dict(sc, f'loo{k}_', du, ref))
+  return out
+
+
+def reference_check(statistics: dict[str, tuple[np.ndarray, np.ndarray]], *, alpha: float,
+                    combine: str = 'maxt', strata: tuple[np.ndarray, np.ndarray] | None = None,
+                    n_perm: int = 2000, seed: int = 0) -> dict[str, Any]:
+  """Is D_ref exchangeable with Du? A family of two-sample tests that do not involve Mu.
+
+  Args:
+    statistics: name -> ((n_du,), (n_ref,)) per-record scores that are fixed
+      functions of each record and of models that never saw Du nor D_ref (see
+      the module docstring: :func:`loo_statistics`, verifier outputs, inputs).
+    alpha: ``self_check_alpha``; the reference is refused when the family
+      p-value is ≤ alpha.
+    combine: ``maxt`` (stratified permutation max-T,
+      :func:`jaxaudit.audit.stats.permutation_maxt_mwu`) or ``bonferroni``
+      (of the asymptotic Mann–Whitney p-values).
+    strata: ((n_du,), (n_ref,)) class labels for the permutation, or None.
+    n_perm: permutations.
+    seed: permutation seed.
+  Returns:
+    dict(ok, p_value (family), alpha, combine, n_statistics, statistics:
+    name -> dict(auc, p_value (raw MWU), p_adjusted), worst (name of the
+    smallest adjusted p)).
+  """
+  if not statistics:
+    raise AuditError('the reference check needs at least one statistic')
+  names = list(statistics)
+  xs = np.stack([np.asarray(statistics[k][0], np.float64) for k in names])
+  ys = np.stack([np.asarray(statistics[k][1], np.float64) for k in names])
+  if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+    bad = [k for k, a, b in zip(names, xs, ys) if not (np.all(np.isfinite(a))
+                                                      and np.all(np.isfinite(b)))]
+    raise AuditError(f'reference-check statistics {bad} hold NaN or inf values')
+  tests = {}
+  for k, a, b in zip(names, xs, ys):
+    r = stats.mann_whitney(a, b)
+    tests[k] = dict(auc=float(r.auc), p_value=float(r.p_value))
+  raw = [tests[k]['p_value'] for k in names]
+  if combine == 'maxt' and len(names) > 1:
+    adj = stats.permutation_maxt_mwu(xs, ys, strata_x=None if strata is None else strata[0],
+                                     strata_y=None if strata is None else strata[1],
+                                     n_perm=n_perm, seed=seed)
+    method = f'permutation max-T ({n_perm} class-stratified permutations)' if strata is not None \
+        else f'permutation max-T ({n_perm} permutations)'
+  elif combine in ('maxt', 'bonferroni'):
+    adj = stats.bonferroni_adjusted(raw)
+    method = 'Bonferroni' if len(names) > 1 else 'none (one statistic)'
+  else:
+    raise AuditError(f"combine must be 'maxt' or 'bonferroni', got {combine!r}")
+  for k, pa in zip(names, adj):
+    tests[k]['p_adjusted'] = float(pa)
+  p = float(np.min(adj))
+  worst = names[int(np.lexsort((np.asarray(raw), np.asarray(adj)))[0])]   # ties: smaller raw p
+  return dict(ok=bool(p > alpha), p_value=p, alpha=float(alpha), combine=method,
+              n_statistics=len(names), statistics=tests, worst=worst,
+              auc=tests[worst]['auc'])
 
 
 def class_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray, *,
@@ -283,7 +456,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                    acc_verifiers_ref: np.ndarray | None = None,
                    class_level: dict[str, Any] | None = None,
                    class_only: bool = False, gap_du: np.ndarray | None = None,
-                   gap_ref: np.ndarray | None = None) -> dict[str, Any]:
+                   gap_ref: np.ndarray | None = None,
+                   reference: dict[str, Any] | None = None) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
@@ -303,6 +477,9 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     gap_du: (n_du,) the fitted ``gap`` statistic of Du (:func:`neighbour_residual`),
       or None for the plain exact-minus-neighbours difference.
     gap_ref: (n_ref,) the same for D_ref (given together with ``gap_du``).
+    reference: the result of :func:`reference_check` (the audit runner's
+      full check); None: the single-statistic check of ``ver_du`` vs
+      ``ver_ref`` (two-sided MWU at ``self_check_alpha``).
   Returns:
     A JSON-serialisable dict: decision, direction, p_value, tests, effect_auc
     (+ CI), forgetting_score (+ CI), power, per-record p-values.
@@ -346,8 +523,12 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   if class_level is not None:
     p_value = stats.combine_bonferroni([p_record, class_level['p_value']])
 
-  check = stats.mann_whitney(np.asarray(ver_du, np.float64), np.asarray(ver_ref, np.float64))
-  reference_ok = bool(check.p_value >= s.self_check_alpha)
+  if reference is None:
+    reference = reference_check(
+        {'verifiers_phi': (np.asarray(ver_du, np.float64).reshape(-1),
+                           np.asarray(ver_ref, np.float64).reshape(-1))},
+        alpha=s.self_check_alpha, combine=s.combine)
+  reference_ok = bool(reference['ok'])
 
   effect = tests['exact']['auc']
   effect_ci = stats.auc_confidence_interval(s_du['exact'], s_ref['exact'])
@@ -402,8 +583,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,
               forgetting_score=float(fs), forgetting_score_ci=list(fs_ci),
-              reference_check=dict(ok=reference_ok, p_value=float(check.p_value),
-                                   auc=float(check.auc), alpha=s.self_check_alpha),
+              reference_check=reference,
+              forgetting_score_method=FORGETTING_SCORE_METHOD,
               utility_collapse=collapse,
               per_record=dict(score=per_record_score.tolist(), p_value=per_record_p.tolist(),
                               flagged=flagged.tolist(), fdr=s.fdr),

@@ -19,7 +19,23 @@ from jaxaudit import io_utils
 from jaxaudit.audit.runner import AuditResult
 
 
-_COMBINE = {'maxt': 'max-T adjusted', 'bonferroni': 'Bonferroni'}
+_COMBINE = {'maxt': 'single-step max-T (joint normal law of the rank sums)',
+            'bonferroni': 'Bonferroni'}
+
+
+def combination_text(details: dict[str, Any]) -> str:
+  """How the p-value was combined, as used: e.g. 'max-T over 3 statistics'."""
+  n = details.get('n_tests', len(details.get('tests', {})))
+  comb = details.get('combine')
+  if not n:
+    return 'no test was run'
+  if n == 1:
+    text = 'one statistic, no adjustment'
+  else:
+    text = f'{_COMBINE.get(comb, str(comb))} over {n} statistics'
+  if details.get('class_level'):
+    text += ', then Bonferroni with the class-level test'
+  return text
 
 
 def _clean(obj):
@@ -46,14 +62,19 @@ def report_dict(result: AuditResult) -> dict[str, Any]:
   return _clean(d)
 
 
-def atomic_write_dir(out_dir: str, files: dict[str, bytes]) -> str:
-  """Writes ``files`` (name -> bytes) into out_dir, replacing it atomically."""
+def atomic_write_dir(out_dir: str, files: dict[str, bytes], *, overwrite: bool = False) -> str:
+  """Writes ``files`` (name -> bytes) into out_dir, replacing it atomically.
+
+  An existing out_dir is replaced only if jaxaudit wrote it, or with ``overwrite``
+  (:func:`jaxaudit.io_utils.replace_dir`); the check runs before anything is written.
+  """
+  io_utils.check_replaceable(out_dir, overwrite=overwrite)
   tmp = io_utils.temp_sibling(out_dir)
   try:
     for name, data in files.items():
       with open(os.path.join(tmp, name), 'wb') as f:
         f.write(data)
-    return io_utils.replace_dir(tmp, out_dir)
+    return io_utils.replace_dir(tmp, out_dir, overwrite=overwrite, kind='report')
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -111,11 +132,18 @@ def markdown(result: AuditResult) -> str:
   """A human-readable report."""
   d = result.details
   acc = d.get('accuracy', {})
+  rc = d.get('reference_check') or {}
   lines = [f'# Audit of `{d.get("target", "target")}`', '',
            f'**Decision: {result.decision}**' + (f' — direction: **{result.direction}**'
-                                                if result.direction else ''), '',
-           '| quantity | value |', '|---|---|',
-           f'| p-value (two-sided, {_COMBINE.get(d.get("combine"), "Bonferroni")} over {len(d.get("tests", {}))} statistics{" and Bonferroni with the class-level test" if d.get("class_level") else ""}) | {_fmt(result.p_value)} |',
+                                                if result.direction else ''), '']
+  if d.get('nonfinite_outputs'):
+    lines += [f'**Reason:** {d.get("reason")}', '',
+              '| set | records with NaN/inf logits |', '|---|---|']
+    for k, v in d['nonfinite_outputs'].items():
+      lines.append(f'| {k} | {v.get("records")} of {v.get("of", "?")} |')
+    lines.append('')
+  lines += ['| quantity | value |', '|---|---|',
+           f'| p-value (two-sided; {combination_text(d)}) | {_fmt(result.p_value)} |',
            f'| significance α | {d.get("alpha")} |',
            f'| effect: AUC(Du vs D_ref), 95% CI | {_fmt(result.effect_auc)} '
            f'[{_fmt(result.effect_auc_ci[0])}, {_fmt(result.effect_auc_ci[1])}] |',
@@ -123,7 +151,7 @@ def markdown(result: AuditResult) -> str:
            f'[{_fmt(result.forgetting_score_ci[0], 2)}, {_fmt(result.forgetting_score_ci[1], 2)}] |',
            f'| estimated power (members vs D_ref AUC {_fmt(d.get("member_auc"))}) | {_fmt(result.power, 2)} |',
            f'| records flagged (BH, FDR {d.get("per_record", {}).get("fdr")}) | {len(result.flagged_records)} of {d.get("sizes", {}).get("forget")} |',
-           f'| reference check (verifiers agree on Du and D_ref) | {"ok" if d.get("reference_check", {}).get("ok") else "FAILED"} (p={_fmt(d.get("reference_check", {}).get("p_value"))}) |',
+           f'| reference check (D_ref exchangeable with Du; {rc.get("n_statistics", 0)} statistics, {rc.get("combine", "n/a")}) | {"not run" if not rc else ("ok" if rc.get("ok") else "FAILED")} (family p={_fmt(rc.get("p_value"))}, level {rc.get("alpha", "n/a")}) |',
            f'| utility collapse | {d.get("utility_collapse")} |',
            f'| exact inputs masked | {d.get("exact_inputs_masked")} |', '',
            '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value | adjusted |',
@@ -131,6 +159,22 @@ def markdown(result: AuditResult) -> str:
   for name, t in d.get('tests', {}).items():
     lines.append(f'| {name} | {_fmt(t["auc"])} | {_fmt(t["p_value"])} | '
                  f'{_fmt(t.get("p_adjusted"))} |')
+  if rc:
+    src = {'user': 'the user-supplied reference set', 'pool': "the data set's own pool"}.get(
+        rc.get('source'), 'D_ref')
+    lines += ['', '## Reference check', '',
+              f'D_ref is {src}. The check compares Du with D_ref on statistics that do not involve '
+              'the audited model (leave-one-out audits of each verifier by the others, the '
+              'verifier ensemble\'s outputs, the inputs), each exact under exchangeability; '
+              f'family p-value by {rc.get("combine")} over {rc.get("n_statistics")} statistics: '
+              f'{_fmt(rc.get("p_value"))} (refused when ≤ {rc.get("alpha")}; smallest: '
+              f'`{rc.get("worst")}`).', '',
+              '| statistic | AUC(Du vs D_ref) | p-value | adjusted |', '|---|---|---|---|']
+    for name, t in (rc.get('statistics') or {}).items():
+      lines.append(f'| {name} | {_fmt(t.get("auc"))} | {_fmt(t.get("p_value"))} | '
+                   f'{_fmt(t.get("p_adjusted"))} |')
+  if d.get('forgetting_score_method'):
+    lines += ['', '## Forgetting score', '', d['forgetting_score_method'] + '.']
   cl = d.get('class_level')
   if cl:
     lines += ['', '## Class-level test (Du holds whole classes)', '',
@@ -146,6 +190,8 @@ def markdown(result: AuditResult) -> str:
     ver = acc.get('verifiers', {}).get(name)
     lines.append(f'| {name} | {100 * v:.1f}% | {100 * np.mean(ver):.1f}% |' if ver is not None
                  else f'| {name} | {100 * v:.1f}% | |')
+  if not acc.get('target'):
+    lines.append('| (not measured) | | |')
   cost = d.get('cost', {})
   s = d.get('settings', {})
   lines += ['', '## Cost', '',
@@ -160,10 +206,14 @@ def markdown(result: AuditResult) -> str:
   return '\n'.join(lines)
 
 
-def write_report(result: AuditResult, out_dir: str, *, plots: bool = True) -> str:
-  """Writes report.json, report.md (and plots) into out_dir atomically."""
+def write_report(result: AuditResult, out_dir: str, *, plots: bool = True,
+                 overwrite: bool = False) -> str:
+  """Writes report.json, report.md (and plots) into out_dir atomically.
+
+  An existing out_dir is replaced only if jaxaudit wrote it (or ``overwrite``).
+  """
   files = {'report.json': json.dumps(report_dict(result), indent=1, sort_keys=True).encode(),
            'report.md': markdown(result).encode()}
   if plots:
     files.update(_plots(result))
-  return atomic_write_dir(out_dir, files)
+  return atomic_write_dir(out_dir, files, overwrite=overwrite)

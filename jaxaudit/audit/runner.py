@@ -5,8 +5,20 @@
 3. Query Mu and the verifiers on Du, a class-matched sample of D_ref and a
    sample of Mu's members (records of Dr no verifier saw), each on the exact
    record and its augmented neighbours — one batched program per model set.
-4. Difficulty-calibrated scores → the two-sided ignorance test
-   (:mod:`jaxaudit.audit.decision`), per-record evidence, accuracies, cost.
+4. Difficulty-calibrated scores → the reference check and the two-sided
+   ignorance test (:mod:`jaxaudit.audit.decision`), per-record evidence,
+   accuracies, cost.
+
+A user reference set (``reference=(x_ref, y_ref)``, records no model trained
+on, in dataset units) replaces the split's D_ref
+(:func:`jaxaudit.audit.reference.with_reference`); the reference check refuses
+it when it is not exchangeable with Du.
+
+A model whose outputs hold NaN or inf (e.g. diverged gradient ascent) gets a
+verdict, not an error: ``not_forgotten``, direction ``collapse``, with the
+sets and record counts of the non-finite logits in ``details['nonfinite_outputs']``
+and the reason in ``details['reason']``; p-value, effect and score are NaN.
+Malformed outputs (wrong shape, class count, dtype) stay AuditErrors.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxaudit.audit import decision as decision_lib
-from jaxaudit.audit.signals import compute_signals, default_views, query_views
+from jaxaudit.audit import reference as reference_lib
+from jaxaudit.audit.signals import compute_signals, default_views, nonfinite_records, query_views
 from jaxaudit.audit.target import Target
 from jaxaudit.audit.verifiers import VerifierSet, check_disjoint, get_verifiers
 from jaxaudit.data import AuditSplit, Dataset
@@ -97,6 +110,8 @@ class AuditResult:
 
   def summary(self) -> str:
     d = self.decision + (f' ({self.direction})' if self.direction else '')
+    if self.details.get('nonfinite_outputs'):
+      return f'{d}: {self.details.get("reason")}'
     fs = self.forgetting_score
     return (f'{d}: p={self.p_value:.3g}, AUC(Du vs D_ref)={self.effect_auc:.3f} '
             f'[{self.effect_auc_ci[0]:.3f}, {self.effect_auc_ci[1]:.3f}], '
@@ -137,13 +152,114 @@ def audit_many(targets: Sequence[Target], dataset: Dataset, split: AuditSplit, *
   """
   memo = kwargs.pop('memo', None)
   memo = {} if memo is None else memo
+  ref = kwargs.pop('reference', None)
+  if ref is not None:   # append the reference records once for all targets
+    dataset, split = reference_lib.with_reference(dataset, split, *_reference_pair(ref))
   return [audit(t, dataset, split, memo=memo, **kwargs) for t in targets]
+
+
+def _reference_pair(reference) -> tuple[Any, Any]:
+  if not isinstance(reference, (tuple, list)) or len(reference) != 2:
+    raise AuditError('reference must be a pair (x_ref (n, *input_shape), y_ref (n,)), got '
+                     f'{type(reference).__name__}')
+  return reference[0], reference[1]
+
+
+def _logsumexp(lg: np.ndarray) -> np.ndarray:
+  m = lg.max(-1, keepdims=True)
+  return (m + np.log(np.sum(np.exp(lg - m), -1, keepdims=True)))[..., 0]
+
+
+def self_check_statistics(groups: tuple[str, ...], sig: dict, vlogits: dict[str, np.ndarray],
+                          inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The statistics of the reference check (none involves the audited model).
+
+  Args:
+    groups: subset of ``decision.SELF_CHECK_GROUPS``.
+    sig: set name -> Signals (must hold 'forget' and 'ref'; every set joins the
+      leave-one-out pooled fits).
+    vlogits: 'forget'/'ref' -> (K, n, C) verifier logits on the exact records.
+    inputs: 'forget'/'ref' -> (n, *input_shape) exact inputs.
+  Returns:
+    name -> ((n_du,), (n_ref,)) per-record scores: ``verifiers_phi`` (mean φ),
+    ``verifiers_energy`` (mean log-sum-exp of the logits), ``verifiers_spread``
+    (std of φ across verifiers), ``loo{k}_{exact,neighbours,gap}``
+    (:func:`jaxaudit.audit.decision.loo_statistics`), ``input_mean``,
+    ``input_std`` and, for images, ``input_roughness`` (mean absolute
+    difference of adjacent pixels) of each record.
+  """
+  out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+  pair = lambda f: (f('forget'), f('ref'))
+  if 'verifiers' in groups:
+    out['verifiers_phi'] = pair(lambda k: sig[k].phi_verifiers[0].mean(0))
+    out['verifiers_energy'] = pair(lambda k: _logsumexp(np.asarray(vlogits[k], np.float64)).mean(0))
+    out['verifiers_spread'] = pair(lambda k: sig[k].phi_verifiers[0].std(0))
+  if 'loo' in groups:
+    out.update(decision_lib.loo_statistics({k: s.phi_verifiers for k, s in sig.items()}))
+  if 'inputs' in groups:
+    flat = {k: np.asarray(v, np.float64).reshape(len(v), -1) for k, v in inputs.items()}
+    out['input_mean'] = pair(lambda k: flat[k].mean(1))
+    out['input_std'] = pair(lambda k: flat[k].std(1))
+    if all(np.ndim(v) == 4 for v in inputs.values()):   # images (n, H, W, C): pixel noise
+      out['input_roughness'] = pair(lambda k: _roughness(inputs[k]))
+  return out
+
+
+def _roughness(x: np.ndarray) -> np.ndarray:
+  """(n, H, W, C) images -> (n,) mean absolute difference of adjacent pixels."""
+  x = np.asarray(x, np.float64)
+  if x.shape[1] < 2 or x.shape[2] < 2:
+    return np.abs(x).mean((1, 2, 3)) * 0.0
+  return 0.5 * (np.abs(np.diff(x, axis=1)).mean((1, 2, 3)) + np.abs(np.diff(x, axis=2)).mean((1, 2, 3)))
+
+
+def _nonfinite_result(target: Target, dataset: Dataset, split: AuditSplit,
+                      settings: AuditSettings, vs: VerifierSet, views: tuple[str, ...],
+                      sets: dict, nonfinite: dict[str, int], models_trained: int,
+                      verifier_train_s: float, t0: float, user_reference: bool) -> AuditResult:
+  """The verdict on a model with NaN/inf outputs: not_forgotten (collapse)."""
+  names = {'forget': 'Du', 'ref': 'D_ref', 'members': 'members', 'test': 'test',
+           'held_classes': 'held-out records of the forgotten classes'}
+  sizes = {k: len(v[0]) for k, v in sets.items()}
+  parts = [f'{names.get(k, k)}: {n} of {sizes.get(k, "?")} records' if k in sizes
+           else f'{names.get(k, k)}: {n} records' for k, n in nonfinite.items() if n]
+  reason = ('the audited model returns NaN or inf logits (' + '; '.join(parts) + '): a diverged '
+            'model has no usable outputs, so it has not forgotten Du in any useful sense '
+            '(utility collapse); no test was run')
+  nan = float('nan')
+  details = dict(
+      target=target.name, reason=reason,
+      nonfinite_outputs={k: dict(records=int(n), of=sizes.get(k)) for k, n in nonfinite.items()},
+      tests={}, alpha=settings.test.alpha, combine=settings.test.combine, n_tests=0,
+      rejected=False, exact_inputs_masked=False, p_record=nan, class_level=None,
+      member_auc=nan, power_target=settings.test.power_target, reference_check=None,
+      utility_collapse=True, per_record=dict(score=[], p_value=[], flagged=[],
+                                             fdr=settings.test.fdr, indices=[]),
+      accuracy={}, sizes=dict(forget=len(split.forget), **{k: v for k, v in sizes.items()
+                                                           if k != 'forget'}),
+      settings=dict(num_verifiers=settings.num_verifiers, subset_ratio=vs.ratio,
+                    ratio_ladder=list(settings.ratios), views=list(views),
+                    ref_sample=settings.ref_sample, member_sample=settings.member_sample,
+                    seed=settings.seed, test=dataclasses.asdict(settings.test)),
+      request=dict(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
+                   split_hash=split_hash(split), reference='user' if user_reference else 'pool'),
+      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
+                     subset_size=int(vs.subsets.shape[1])),
+      forgetting_score_method=decision_lib.FORGETTING_SCORE_METHOD,
+      cost=dict(models_trained=models_trained, verifier_train_s=verifier_train_s,
+                wall_time_s=time.time() - t0,
+                queries=int(sum(len(v[0]) for v in sets.values()) * len(views))))
+  return AuditResult(decision='not_forgotten', direction='collapse', p_value=nan,
+                     effect_auc=nan, effect_auc_ci=[nan, nan], forgetting_score=nan,
+                     forgetting_score_ci=[nan, nan], power=nan, flagged_records=[],
+                     details=details)
 
 
 def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model,
           recipe: Recipe, settings: AuditSettings = AuditSettings(),
           cache_dir: str | None = None, verifiers: VerifierSet | None = None,
-          log: Callable[[str], None] = lambda s: None, memo: dict | None = None) -> AuditResult:
+          log: Callable[[str], None] = lambda s: None, memo: dict | None = None,
+          reference: tuple[Any, Any] | None = None) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
 
   Args:
@@ -158,10 +274,18 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     log: progress printer.
     memo: optional dict owned by the caller, in which verifier logits are kept
       between audits of the same request (see :func:`audit_many`).
+    reference: optional user reference set (x_ref (n, *input_shape) in dataset
+      units, y_ref (n,) int labels in [0, C)): records that no model trained
+      on, replacing the split's D_ref (see :mod:`jaxaudit.audit.reference`;
+      :func:`jaxaudit.audit.reference.load_reference_file` reads one from an
+      ``.npz``). None: D_ref from the pool, as the split says.
   Returns:
     AuditResult.
   """
   t0 = time.time()
+  user_reference = reference is not None
+  if user_reference:
+    dataset, split = reference_lib.with_reference(dataset, split, *_reference_pair(reference))
   _validate_request(dataset, split)
   if not isinstance(target, Target):
     raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
@@ -207,11 +331,11 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
 
   # Mu's logits on D_ref (exact view) choose the ladder rung.
   xq_ref = query_views(x[ref_idx], ref_idx, views, seed=settings.seed)
-  tl_ref = target.logits(xq_ref, ref_idx, views, dataset.num_classes)
-  acc_target_ref = float(accuracy(tl_ref[0], y[ref_idx]))
+  tl_ref = target.logits(xq_ref, ref_idx, views, dataset.num_classes, allow_nonfinite=True)
+  acc_target_ref = float(accuracy(np.nan_to_num(tl_ref[0]), y[ref_idx]))
   chosen, vl_ref = None, None
   for vs in candidates:
-    lg = _memo_logits(memo, (vs.cache_key, 'ref', views, settings.seed),
+    lg = _memo_logits(memo, (vs.cache_key, 'ref', dataset.fingerprint, views, settings.seed),
                       lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
     gap = abs(float(np.mean(accuracy(lg[0], y[ref_idx]))) - acc_target_ref)
     if chosen is None or gap < chosen[0]:
@@ -230,9 +354,16 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     if len(idx) == 0:
       continue
     xq = query_views(x[idx], idx, views, seed=settings.seed)
-    sets[name] = (idx, xq, target.logits(xq, idx, views, dataset.num_classes),
+    sets[name] = (idx, xq, target.logits(xq, idx, views, dataset.num_classes,
+                                         allow_nonfinite=True),
                   _memo_logits(memo, (vs.cache_key, name, views, settings.seed),
                                lambda: _ensemble_logits(verifier_model, vs.params, xq)))
+
+  # A diverged model: non-finite outputs are a verdict (collapse), not an error.
+  nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
+  if any(nonfinite.values()):
+    return _nonfinite_result(target, dataset, split, settings, vs, views, sets, nonfinite,
+                             models_trained, verifier_train_s, t0, user_reference)
   sig = {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in sets.items()}
 
   # Accuracies of Mu and of the verifiers.
@@ -243,7 +374,13 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       acc['verifiers'][name] = np.mean(sig[key].correct_verifiers, axis=1).tolist()
   xt = dataset.x_test[test_idx][None]
   try:
-    tl_test = target.logits(xt, test_idx, ('identity',), dataset.num_classes, test=True)[0]
+    tl_test = target.logits(xt, test_idx, ('identity',), dataset.num_classes, test=True,
+                            allow_nonfinite=True)[0]
+    bad_test = int(nonfinite_records(tl_test).sum())
+    if bad_test:
+      return _nonfinite_result(target, dataset, split, settings, vs, views, sets,
+                               dict(nonfinite, test=bad_test), models_trained, verifier_train_s,
+                               t0, user_reference)
     acc['target']['test'] = float(accuracy(tl_test, dataset.y_test[test_idx]))
   except AuditError as e:
     if not target.is_table:
@@ -265,8 +402,13 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
           held, settings.ref_sample, replace=False))
     if len(held):
       xh = x[held][None]
-      tl_h = target.logits(xh, held, ('identity',), dataset.num_classes)[0]
-      vl_h = _memo_logits(memo, (vs.cache_key, 'held_classes', tuple(forgotten_classes.tolist())),
+      tl_h = target.logits(xh, held, ('identity',), dataset.num_classes, allow_nonfinite=True)[0]
+      if nonfinite_records(tl_h).any():
+        return _nonfinite_result(target, dataset, split, settings, vs, views, sets,
+                                 dict(nonfinite, held_classes=int(nonfinite_records(tl_h).sum())),
+                                 models_trained, verifier_train_s, t0, user_reference)
+      vl_h = _memo_logits(memo, (vs.cache_key, 'held_classes', dataset.fingerprint,
+                                 tuple(forgotten_classes.tolist())),
                           lambda: predict_logits(verifier_model, vs.params, x[held], ensemble=True))
       class_level = decision_lib.class_level_test(
           np.argmax(tl_h, -1) == y[held], np.argmax(vl_h, -1) == y[held][None],
@@ -279,13 +421,23 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   phi_verifiers = {k: s.phi_verifiers.mean(1) for k, s in sig.items()}
   cal, betas = decision_lib.regression_calibrate(phi_target, phi_verifiers)
   gap = decision_lib.neighbour_residual(phi_target, phi_verifiers)
+  check_stats = self_check_statistics(
+      settings.test.self_check, sig, {k: sets[k][3][0] for k in ('forget', 'ref')},
+      {'forget': x[np.asarray(split.forget)], 'ref': x[ref_idx]})
+  ref_check = decision_lib.reference_check(
+      check_stats, alpha=settings.test.self_check_alpha, combine=settings.test.combine,
+      strata=(y[np.asarray(split.forget)], y[ref_idx]), n_perm=settings.test.self_check_perms,
+      seed=settings.seed)
+  ref_check['groups'] = list(settings.test.self_check)
+  ref_check['source'] = 'user' if user_reference else 'pool'
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
       settings.test, acc_target_ref=acc['target']['ref'],
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
       class_level=class_level, class_only=class_only,
-      gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'])
+      gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
+      reference=ref_check)
   flagged = np.asarray(split.forget)[np.asarray(res['per_record']['flagged'], bool)].tolist()
   res['per_record']['indices'] = np.asarray(split.forget).tolist()
 
@@ -299,6 +451,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   wall = time.time() - t0
   details = dict(
       target=target.name, tests=res['tests'], alpha=settings.test.alpha,
+      combine=res['combine'], n_tests=res['n_tests'],
+      forgetting_score_method=res['forgetting_score_method'],
       rejected=res['rejected'], exact_inputs_masked=res['exact_inputs_masked'],
       p_record=res['p_record'], class_level=res['class_level'],
       member_auc=res['member_auc'], power_target=res['power_target'],
@@ -317,7 +471,7 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
                     seed=settings.seed, verifier_recipe=recipe.to_dict(),
                     test=dataclasses.asdict(settings.test)),
       request=dict(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-                   split_hash=split_hash(split)),
+                   split_hash=split_hash(split), reference='user' if user_reference else 'pool'),
       verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
                      subset_size=int(vs.subsets.shape[1])),
       cost=dict(models_trained=models_trained, verifier_train_s=verifier_train_s,

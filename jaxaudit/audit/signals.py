@@ -114,8 +114,19 @@ def _signals(target_logits, verifier_logits, labels):
           (top_t[0] == labels), (top_v[0] == labels[None]))
 
 
-def check_logits(logits, num_classes: int, name: str) -> np.ndarray:
-  """Validates logits (..., C): finite, float, with the expected class count."""
+def check_logits(logits, num_classes: int, name: str, *, allow_nonfinite: bool = False
+                 ) -> np.ndarray:
+  """Validates logits (..., C): float, with the expected class count, finite.
+
+  Args:
+    logits: (..., n, C) array.
+    num_classes: C.
+    name: used in error messages.
+    allow_nonfinite: keep NaN/inf values (a diverged model's outputs) instead
+      of raising; see :func:`nonfinite_records`.
+  Returns:
+    (..., n, C) float32.
+  """
   logits = np.asarray(logits)
   if logits.ndim < 2 or logits.shape[-1] != num_classes:
     raise AuditError(f'{name} must have shape (..., {num_classes}) (one column per class); '
@@ -123,11 +134,24 @@ def check_logits(logits, num_classes: int, name: str) -> np.ndarray:
   if not np.issubdtype(logits.dtype, np.floating):
     raise AuditError(f'{name} must be floating point, got {logits.dtype}')
   bad = ~np.isfinite(logits)
-  if bad.any():
+  if bad.any() and not allow_nonfinite:
     rows = np.unique(np.nonzero(bad)[-2])
     raise AuditError(f'{name} holds NaN or inf values in {len(rows)} record(s), '
                      f'e.g. at positions {rows[:5].tolist()}')
   return logits.astype(np.float32)
+
+
+def nonfinite_records(logits) -> np.ndarray:
+  """Records whose logits hold NaN or inf on any view.
+
+  Args:
+    logits: (A, n, C) (or (n, C)) logits.
+  Returns:
+    (n,) bool.
+  """
+  lg = np.asarray(logits)
+  bad = ~np.isfinite(lg)
+  return bad.any(axis=-1) if lg.ndim == 2 else bad.any(axis=-1).any(axis=0)
 
 
 def compute_signals(target_logits, verifier_logits, labels) -> Signals:

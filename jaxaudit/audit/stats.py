@@ -55,6 +55,7 @@ __all__ = [
     'combine_bonferroni',
     'combine_cauchy',
     'maxt_adjusted_mwu',
+    'permutation_maxt_mwu',
     'delong_variance',
     'empirical_p_values',
     'indiscernibility',
@@ -833,6 +834,85 @@ def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> n
                      rng=np.random.default_rng(12345))
     out[j] = min(bonf[j], max(p[j], 1.0 - float(inside)))
   return out
+
+
+def permutation_maxt_mwu(x: Any, y: Any, *, strata_x: Any = None, strata_y: Any = None,
+                         n_perm: int = 2000, seed: int = 0) -> np.ndarray:
+  """Single-step max-T adjusted p-values of T two-sided rank-sum tests, by permutation.
+
+  The T statistics compare the same two sets (``x`` rows vs ``y`` rows, one row
+  per score). Statistic t is the standardised rank sum
+  ``|R_t(x) - E R_t| / sd_t`` of the pooled ranks of score t (ties averaged).
+  The labels "x"/"y" are permuted ``n_perm`` times (within strata when given,
+  e.g. classes of a class-matched sample), jointly for all T scores, and the
+  adjusted p-value of test t is ``(1 + #{b: max_s |Z_s^b| >= |z_t|}) / (1 + n_perm)``.
+  Exact (finite-sample) family-wise control under exchangeability of the
+  labels (within strata), whatever the dependence of the T scores; cheap for
+  many statistics (one (T, N) x (N, B) product), unlike the multivariate
+  normal integral of :func:`maxt_adjusted_mwu`. Deterministic for a seed.
+
+  Args:
+    x: (T, n1) scores of the first set.
+    y: (T, n2) scores of the second set.
+    strata_x: optional (n1,) stratum labels of the first set.
+    strata_y: optional (n2,) stratum labels of the second set.
+    n_perm: permutations B (>= 1).
+    seed: permutation seed.
+  Returns:
+    (T,) adjusted p-values in (0, 1]; rejecting those <= alpha has family-wise
+    error <= alpha.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 1:
+    raise AuditError(f'permutation_maxt_mwu expects (T, n1) and (T, n2); got {x.shape}, {y.shape}')
+  if x.shape[1] < 1 or y.shape[1] < 1:
+    raise AuditError('permutation_maxt_mwu needs at least one record in each set')
+  for name, a in (('x', x), ('y', y)):
+    _check_finite(a, name)
+  n_perm = _check_int(n_perm, 'n_perm', minimum=1)
+  n1, n2 = x.shape[1], y.shape[1]
+  n = n1 + n2
+  ranks = np.stack([sps.rankdata(r) for r in np.concatenate([x, y], axis=1)])
+  ranks -= ranks.mean(1, keepdims=True)
+  sd = np.sqrt(n1 * n2 / (n * (n - 1.0)) * np.sum(ranks * ranks, axis=1)) if n > 1 else \
+      np.zeros(x.shape[0])
+  sd = np.where(sd > 0, sd, np.inf)     # a constant score carries no evidence: z = 0
+  z_obs = np.abs(ranks[:, :n1].sum(1)) / sd
+  if (strata_x is None) != (strata_y is None):
+    raise AuditError('strata_x and strata_y must be given together')
+  if strata_x is None:
+    strata = np.zeros(n, np.int64)
+  else:
+    sx, sy = np.asarray(strata_x).reshape(-1), np.asarray(strata_y).reshape(-1)
+    if sx.shape != (n1,) or sy.shape != (n2,):
+      raise AuditError(f'strata must have shapes ({n1},) and ({n2},); got {sx.shape}, {sy.shape}')
+    strata = np.unique(np.concatenate([sx, sy]), return_inverse=True)[1].reshape(-1)
+  is_x = np.zeros(n, bool)
+  is_x[:n1] = True
+  order0 = np.argsort(strata, kind='stable')
+  # Within each stratum block of the stratum-sorted pool, the first n1_c
+  # positions of a random order are "x".
+  blocks = np.split(np.arange(n), np.cumsum(np.bincount(strata)[:-1]))
+  take = np.zeros(n, bool)
+  for s_id, blk in enumerate(blocks):
+    take[blk[:int(np.sum(is_x & (strata == s_id)))]] = True
+  rng = np.random.default_rng([int(seed), 2654435761])
+  exceed = np.zeros(x.shape[0], np.int64)
+  chunk = max(1, min(n_perm, (1 << 24) // max(n, 1)))
+  ranks_s = ranks[:, order0]
+  strata_s = strata[order0]
+  done = 0
+  while done < n_perm:
+    b = min(chunk, n_perm - done)
+    keys = rng.random((b, n)) + 2.0 * strata_s[None, :]
+    perm = np.argsort(keys, axis=1)            # within-stratum shuffles of the sorted pool
+    ind = np.zeros((b, n), np.float64)
+    np.put_along_axis(ind, perm[:, take], 1.0, axis=1)
+    zb = np.abs(ranks_s @ ind.T) / sd[:, None]  # (T, b)
+    mx = zb.max(axis=0)
+    exceed += np.sum(mx[None, :] >= z_obs[:, None] - 1e-9, axis=1)
+    done += b
+  return (1.0 + exceed) / (1.0 + n_perm)
 
 
 def combine_cauchy(p_values: Any, weights: Any = None) -> float:

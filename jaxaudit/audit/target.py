@@ -7,6 +7,20 @@
   ``indices`` (n,) pool indices and ``logits`` (n, C); optionally
   ``test_indices``/``test_logits`` and, for neighbour queries, ``view_names``
   (A,) and ``view_logits`` (A, n, C) answering :func:`jaxaudit.audit.export_queries`.
+
+Logits files are validated when loaded (one :class:`AuditError` naming the
+array): ``indices``/``test_indices`` must be 1-D *integer* arrays of unique,
+non-negative pool indices (float arrays are refused, even when their values are
+integral: a truncated index would silently audit another record); ``logits``
+(n, C) and ``test_logits`` (n_test, C) floating point with one row per index;
+``view_names`` (A,) unique strings naming views of
+:data:`jaxaudit.audit.signals.VIEWS` other than ``identity``, given together
+with ``view_logits`` (A, n, C) floating point, C equal to the logits'.
+
+Non-finite values (NaN/inf) in a well-formed array are *outputs* of the model
+(a diverged model answers NaN), not a malformed file: :meth:`Target.logits`
+refuses them by default, and the audit runner asks for them
+(``allow_nonfinite=True``) to turn them into a ``not_forgotten (collapse)`` verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxaudit.audit.signals import check_logits
+from jaxaudit.audit.signals import VIEWS, check_logits
 from jaxaudit.errors import AuditError
 
 
@@ -47,14 +61,9 @@ class Target:
         table = {k: f[k] for k in f.files}
     except Exception as e:
       raise AuditError(f'cannot read logits file {path}: {e}') from e
-    for k in ('indices', 'logits'):
-      if k not in table:
-        raise AuditError(f'logits file {path} lacks the array {k!r} (has {sorted(table)})')
-    idx = np.asarray(table['indices'])
-    if idx.ndim != 1 or len(np.unique(idx)) != len(idx):
-      raise AuditError(f'{path}: indices must be a 1-D array of unique pool indices')
-    if table['logits'].shape[:1] != idx.shape:
-      raise AuditError(f'{path}: logits {table["logits"].shape} do not match indices {idx.shape}')
+    validate_logits_table(table, path)
+    if 'view_names' in table:
+      table['view_names'] = np.asarray(table['view_names']).astype(str)
     return cls(name=name or os.path.splitext(os.path.basename(path))[0], table=table)
 
   @property
@@ -81,7 +90,7 @@ class Target:
     return np.asarray([pos[int(i)] for i in ids])
 
   def logits(self, views_x: np.ndarray, ids: np.ndarray, views: tuple[str, ...], num_classes: int,
-             *, test: bool = False) -> np.ndarray:
+             *, test: bool = False, allow_nonfinite: bool = False) -> np.ndarray:
     """Logits (A, n, C) of Mu on A views of n records.
 
     Args:
@@ -90,6 +99,10 @@ class Target:
       views: names of the A views.
       num_classes: C, checked.
       test: whether ids index the test split.
+      allow_nonfinite: return NaN/inf logits instead of raising (the audit
+        runner turns them into a verdict); shapes and dtypes are still checked.
+    Returns:
+      (A, n, C) float32 logits.
     """
     if self.is_table:
       rows = self._lookup(ids, test)
@@ -102,7 +115,8 @@ class Target:
           if v not in names:
             raise AuditError(f'the logits file of {self.name} has no view {v!r}')
           out.append(self.table['view_logits'][names.index(v)][rows])
-      return check_logits(np.stack(out), num_classes, f'logits of {self.name}')
+      return check_logits(np.stack(out), num_classes, f'logits of {self.name}',
+                          allow_nonfinite=allow_nonfinite)
     a, n = views_x.shape[:2]
     flat = views_x.reshape((a * n,) + views_x.shape[2:])
     if self.fn is not None:
@@ -112,5 +126,75 @@ class Target:
       logits = predict_logits(self.model, self.params, flat)
     if logits.shape[:1] != (a * n,):
       raise AuditError(f'{self.name} returned logits of shape {logits.shape} for {a * n} inputs')
-    logits = check_logits(logits, num_classes, f'logits of {self.name}')
+    logits = check_logits(logits, num_classes, f'logits of {self.name}',
+                          allow_nonfinite=allow_nonfinite)
     return logits.reshape(a, n, num_classes)
+
+
+def _check_index_array(table: dict, key: str, path: str) -> np.ndarray:
+  idx = np.asarray(table[key])
+  if idx.ndim != 1 or idx.dtype.kind not in 'iu':
+    raise AuditError(f'{path}: {key} must be a 1-D integer array of pool indices; got shape '
+                     f'{idx.shape} dtype {idx.dtype} (float indices are refused: they would be '
+                     'truncated to other records)')
+  if idx.size and int(idx.min()) < 0:
+    raise AuditError(f'{path}: {key} holds a negative index {int(idx.min())}')
+  if len(np.unique(idx)) != len(idx):
+    raise AuditError(f'{path}: {key} must hold unique pool indices '
+                     f'({len(idx) - len(np.unique(idx))} duplicated)')
+  return idx
+
+
+def _check_logit_array(table: dict, key: str, path: str, shape_prefix: tuple[int, ...],
+                       what: str) -> np.ndarray:
+  lg = np.asarray(table[key])
+  if lg.ndim != len(shape_prefix) + 1 or lg.shape[:len(shape_prefix)] != shape_prefix:
+    raise AuditError(f'{path}: {key} must have shape {shape_prefix + ("C",)} ({what}); '
+                     f'got {lg.shape}')
+  if not np.issubdtype(lg.dtype, np.floating):
+    raise AuditError(f'{path}: {key} must be a floating-point array, got dtype {lg.dtype}')
+  if lg.shape[-1] < 2:
+    raise AuditError(f'{path}: {key} needs at least 2 classes (columns), got {lg.shape[-1]}')
+  return lg
+
+
+def validate_logits_table(table: dict[str, np.ndarray], path: str = 'logits file') -> None:
+  """Checks the arrays of a logits file (see the module docstring); raises AuditError.
+
+  Args:
+    table: array name -> array, as read from the ``.npz``: ``indices`` (n,) int,
+      ``logits`` (n, C) float; optional ``test_indices`` (m,) int with
+      ``test_logits`` (m, C) float; optional ``view_names`` (A,) str with
+      ``view_logits`` (A, n, C) float.
+    path: the file name used in messages.
+  """
+  for k in ('indices', 'logits'):
+    if k not in table:
+      raise AuditError(f'logits file {path} lacks the array {k!r} (has {sorted(table)})')
+  idx = _check_index_array(table, 'indices', path)
+  lg = _check_logit_array(table, 'logits', path, (len(idx),), 'one row per index')
+  c = lg.shape[-1]
+  for a, b in (('test_indices', 'test_logits'), ('view_names', 'view_logits')):
+    if (a in table) != (b in table):
+      raise AuditError(f'{path}: {a} and {b} must be given together (has {sorted(table)})')
+  if 'test_indices' in table:
+    tidx = _check_index_array(table, 'test_indices', path)
+    tl = _check_logit_array(table, 'test_logits', path, (len(tidx),), 'one row per test index')
+    if tl.shape[-1] != c:
+      raise AuditError(f'{path}: test_logits have {tl.shape[-1]} classes, logits {c}')
+  if 'view_names' in table:
+    names = np.asarray(table['view_names'])
+    if names.ndim != 1 or names.dtype.kind not in 'US':
+      raise AuditError(f'{path}: view_names must be a 1-D array of strings; got shape '
+                       f'{names.shape} dtype {names.dtype}')
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+    if len(set(names)) != len(names):
+      raise AuditError(f'{path}: view_names must be unique, got {names}')
+    bad = [n for n in names if n not in VIEWS or n == 'identity']
+    if bad:
+      raise AuditError(f'{path}: unknown view name(s) {bad} in view_names (the exact view is '
+                       f"'logits'; other views: {VIEWS[1:]})")
+    vl = _check_logit_array(table, 'view_logits', path, (len(names), len(idx)),
+                            '(view_names, indices)')
+    if vl.shape[-1] != c:
+      raise AuditError(f'{path}: view_logits have {vl.shape[-1]} classes, logits {c}')

@@ -19,10 +19,10 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from jaxaudit import checkpoint
+from jaxaudit import checkpoint, locking
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.data.splits import split_hash
-from jaxaudit.errors import AuditError
+from jaxaudit.errors import AuditError, CheckpointError
 from jaxaudit.train import Recipe, train_ensemble
 
 
@@ -118,22 +118,45 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
     ratio: subset size as a fraction of |Dr| (about 0.15).
     member_sample: size of the member reference reserved from Dr.
     seed: seed of the subsets and of the verifiers' keys.
-    cache_dir: directory of the cache (one checkpoint per key); None: no cache.
+    cache_dir: directory of the cache (one checkpoint ``cache_dir/KEY`` per
+      key, its parameter checksums verified on load); None: no cache. Calls
+      for the same entry from concurrent processes are serialised by the file
+      lock ``cache_dir/KEY.lock``: one trains and saves, the others wait and
+      load; the OS releases the lock of a process that dies.
     model_meta: extra metadata for the checkpoint (e.g. model name/kwargs).
   Returns:
-    A VerifierSet.
+    A VerifierSet: params stacked (K, ...), subsets (K, M), members (m,).
+  Raises:
+    CheckpointError: the cache entry is corrupt or does not match the request.
   """
   subsets, members = plan_subsets(split, num_verifiers=num_verifiers, ratio=ratio,
                                   member_sample=member_sample, seed=seed)
   check_disjoint(split, subsets, members)
   key = cache_key(dataset, split, model, recipe, num_verifiers=num_verifiers, ratio=ratio,
                   member_sample=member_sample, seed=seed)
-  path = os.path.join(cache_dir, key) if cache_dir else None
-  if path and checkpoint.exists(path):
-    params, meta = checkpoint.load_checkpoint(path, expect=dict(verifier_key=key,
+  if not cache_dir:
+    return _train(model, dataset, split, recipe, subsets, members, ratio, key, seed, None,
+                  model_meta, log)
+  path = os.path.join(cache_dir, key)
+  # One process trains a cache entry; concurrent requests for it wait, then load it.
+  with locking.file_lock(f'{path}.lock', what=f'verifier cache entry {key}', log=log):
+    if checkpoint.exists(path):
+      try:
+        params, _ = checkpoint.load_checkpoint(path, expect=dict(verifier_key=key,
                                                                  ensemble_size=num_verifiers))
-    log(f'[verifiers] loaded {num_verifiers} from cache {path}')
-    return VerifierSet(params, subsets, members, ratio, key, 0.0, True)
+      except CheckpointError as e:
+        raise CheckpointError(f'{e} (a verifier cache entry: delete {path} to retrain it)') from e
+      log(f'[verifiers] loaded {num_verifiers} from cache {path}')
+      return VerifierSet(params, subsets, members, ratio, key, 0.0, True)
+    return _train(model, dataset, split, recipe, subsets, members, ratio, key, seed, path,
+                  model_meta, log)
+
+
+def _train(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, subsets: np.ndarray,
+           members: np.ndarray, ratio: float, key: str, seed: int, path: str | None,
+           model_meta: dict | None, log: Callable[[str], None]) -> VerifierSet:
+  """Trains the K verifiers on subsets (K, M) and saves them to ``path`` (None: no cache)."""
+  num_verifiers = int(subsets.shape[0])
   log(f'[verifiers] training K={num_verifiers} on {subsets.shape[1]} records each '
       f'({100 * ratio:.0f}% of Dr), {recipe.epochs} epochs, one program')
   t0 = time.time()

@@ -18,18 +18,21 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing imported data set.')
 
 
 def main(argv):
+  from jaxaudit import io_utils
   from jaxaudit.data import load_dataset
   from jaxaudit.data.tfds_io import import_npz
+  from jaxaudit.errors import ConfigError
   usage = 'usage: jaxaudit data {import,show} NAME [--npz=FILE] [--data_dir=DIR] [--overwrite]'
   if len(argv) not in (2, 3) or argv[1] not in ('import', 'show'):
-    raise SystemExit(usage)
+    raise ConfigError(usage)
   name = argv[2] if len(argv) == 3 else FLAGS.name
   if not name:
-    raise SystemExit(usage)
+    raise ConfigError(usage)
   data_dir = os.path.expanduser(FLAGS.data_dir) if FLAGS.data_dir else None
   if argv[1] == 'import':
     if not FLAGS.npz or not data_dir:
-      raise SystemExit('data import needs --npz and --data_dir')
+      raise ConfigError('data import needs --npz and --data_dir')
+    io_utils.check_name(name, 'data set name')
     path = import_npz(name, FLAGS.npz, data_dir, overwrite=FLAGS.overwrite)
     print(f'imported {FLAGS.npz} as TFDS data set {name!r} at {path}')
   ds = load_dataset(name, data_dir=data_dir)

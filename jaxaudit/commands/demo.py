@@ -13,9 +13,11 @@ import time
 
 from absl import flags
 
-from jaxaudit import pipeline
+from jaxaudit import io_utils, pipeline
 from jaxaudit.commands import common
+from jaxaudit.errors import ConfigError
 
+DEFAULT_WORKDIR = 'runs/demo'
 common.define_config_and_workdir(workdir_required=False)
 flags.DEFINE_list('methods', ['retrain', 'finetune', 'gradient_ascent'], 'Methods to run.')
 FLAGS = flags.FLAGS
@@ -41,7 +43,7 @@ def run_demo(config, workdir: str, methods, log=pipeline.log_to_stdout) -> list[
                      report=os.path.join(out, 'report.md')))
   _print_table(rows)
   log(f'demo finished in {time.time() - t0:.0f}s; summary: {os.path.join(workdir, "demo.json")}')
-  pipeline._atomic_json(os.path.join(workdir, 'demo.json'), rows)
+  io_utils.write_json(os.path.join(workdir, 'demo.json'), rows)
   return rows
 
 
@@ -59,5 +61,5 @@ def _print_table(rows):
 
 def main(argv):
   if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
-  run_demo(FLAGS.config, FLAGS.workdir or 'runs/demo', FLAGS.methods)
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
+  run_demo(FLAGS.config, FLAGS.workdir or DEFAULT_WORKDIR, FLAGS.methods)

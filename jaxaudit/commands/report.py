@@ -5,7 +5,8 @@
 
 Reads the JSON-lines rows of ``experiments/sweep.py`` (and of
 ``experiments/fake_unlearning.py``) and writes OUT/report.md, OUT/report.html
-(self-contained) and the plots, replacing OUT atomically.
+(self-contained) and the plots, replacing OUT atomically; an existing OUT is
+replaced only if jaxaudit wrote it (or with --overwrite).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ if 'out' not in FLAGS:
   flags.DEFINE_string('out', None, 'Output directory of the report.')
 if 'title' not in FLAGS:
   flags.DEFINE_string('title', 'jaxaudit study report', 'Title of the report.')
+if 'overwrite' not in FLAGS:
+  flags.DEFINE_bool('overwrite', False, 'Replace --out even if jaxaudit did not write it.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
   from jaxaudit.errors import ConfigError
+  if len(argv) > 1:
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
   from jaxaudit.report import render_report
   if not FLAGS.results or not FLAGS.out:
     raise ConfigError('give --results=FILE[,FILE...] and --out=DIR')
-  out = render_report(FLAGS.results, FLAGS.out, title=FLAGS.title)
+  out = render_report(FLAGS.results, FLAGS.out, title=FLAGS.title, overwrite=FLAGS.overwrite)
   print(f'report: {out}/report.md and {out}/report.html')

@@ -9,13 +9,16 @@ from absl import flags
 
 from jaxaudit import pipeline
 from jaxaudit.commands import common
+from jaxaudit.errors import ConfigError
 
 common.define_config_and_workdir()
+flags.DEFINE_bool('overwrite', False, 'Retrain models of WORKDIR that were trained with other '
+                  'settings (and replace its split and saved configuration).')
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
-  summary = pipeline.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
+  summary = pipeline.train_and_evaluate(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
   print('summary: ' + json.dumps(summary, indent=1, default=str))

@@ -18,7 +18,10 @@ from jaxaudit.errors import ConfigError
 common.define_config_and_workdir()
 flags.DEFINE_string('method', None, 'Unlearning method (see `jaxaudit methods`).', required=True)
 flags.DEFINE_multi_string('hparam', [], 'Hyper-parameter override NAME=VALUE (repeatable).')
-flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (default: the method).')
+flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (default: the method); '
+                    'one path component of letters, digits, "_", "-", ".".')
+flags.DEFINE_bool('overwrite', False, 'Replace models/unlearned/NAME even if jaxaudit did not '
+                  'write it.')
 flags.DEFINE_string('init_checkpoint', None, 'Checkpoint of the same model that never saw Du '
                     '(warmstart_retrain / warmstart_finetune), e.g. one trained on public data.')
 FLAGS = flags.FLAGS
@@ -30,14 +33,17 @@ def parse_hparams(items) -> dict:
     if '=' not in item:
       raise ConfigError(f'--hparam expects NAME=VALUE, got {item!r}')
     k, v = item.split('=', 1)
+    if not k.strip():
+      raise ConfigError(f'--hparam expects NAME=VALUE, got {item!r}')
     out[k.strip()] = v.strip()
   return out
 
 
 def main(argv):
   if len(argv) > 1:
-    raise SystemExit(f'unexpected arguments: {argv[1:]}')
+    raise ConfigError(f'unexpected arguments: {argv[1:]}')
   hparams = pipeline.config_hparams(FLAGS.config, FLAGS.method, parse_hparams(FLAGS.hparam))
   res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method, hparams,
-                             out_name=FLAGS.name, init_checkpoint=FLAGS.init_checkpoint)
+                             out_name=FLAGS.name, init_checkpoint=FLAGS.init_checkpoint,
+                             overwrite=FLAGS.overwrite)
   print(f'saved {res["path"]}')

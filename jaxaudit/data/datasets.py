@@ -194,7 +194,8 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:
     raise DataError(f'cannot read npz file {path!r}: {e}') from e
 
 
-def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
+def load_npz(path: str | os.PathLike[str], name: str | None = None, *,
+             num_classes: int | None = None) -> Dataset:
   """Loads a local npz data set.
 
   Args:
@@ -211,7 +212,7 @@ def load_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
   if name is None:
     name = os.path.splitext(os.path.basename(path))[0]
   raw = read_npz(path)
-  return dataset_from_arrays(name, *raw,
+  return dataset_from_arrays(name, *raw, num_classes=num_classes,
                              source=f'npz:{os.path.abspath(path)}')
 
 
@@ -280,7 +281,8 @@ def _options() -> str:
 
 def load_dataset(name: str | os.PathLike[str],
                  data_dir: str | os.PathLike[str] | None = None, *,
-                 npz: str | os.PathLike[str] | None = None) -> Dataset:
+                 npz: str | os.PathLike[str] | None = None,
+                 num_classes: int | None = None) -> Dataset:
   """Loads a data set by name.
 
   Args:
@@ -289,6 +291,8 @@ def load_dataset(name: str | os.PathLike[str],
       ``NAME/CONFIG[:VERSION]``).
     data_dir: the TFDS data directory (only used for TFDS names).
     npz: path of a local npz data set; ``name`` then names the data set.
+    num_classes: declared class count of a local npz data set (default: the
+      largest training label + 1; test labels must lie in that range).
 
   Returns:
     The Dataset: features float32 ``(N, *input_shape)`` standardised with the
@@ -308,9 +312,9 @@ def load_dataset(name: str | os.PathLike[str],
           f'two npz files given: name={name!r} and npz={npz!r}; pass one')
     if name.endswith('.npz') or not name:
       name = os.path.splitext(os.path.basename(npz))[0]
-    return load_npz(npz, name=name)
+    return load_npz(npz, name=name, num_classes=num_classes)
   if name.endswith('.npz'):
-    return load_npz(name)
+    return load_npz(name, num_classes=num_classes)
   if name in EMBEDDED_DATASETS:
     return EMBEDDED_DATASETS[name]()
   if data_dir is None:

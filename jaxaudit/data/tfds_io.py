@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.data import datasets
 from jaxaudit.data import validate
 from jaxaudit.errors import DataError
@@ -305,6 +306,16 @@ def _builder_cls(ds_name: str, x_key: str, shape: tuple[int, ...],
   return _ImportedArrays
 
 
+def _legacy_import(path: str) -> bool:
+  """A data set imported by jaxaudit before the marker existed (its description says so)."""
+  info = os.path.join(path, IMPORT_VERSION, 'dataset_info.json')
+  try:
+    with open(info, encoding='utf-8') as f:
+      return 'Imported by jaxaudit' in f.read()
+  except OSError:
+    return False
+
+
 def import_npz(name: str, npz_path: str | os.PathLike[str],
                data_dir: str | os.PathLike[str], *,
                num_classes: int | None = None,
@@ -353,6 +364,7 @@ def import_npz(name: str, npz_path: str | os.PathLike[str],
   fingerprint = datasets.fingerprint_arrays(x_train, y_train, x_test, y_test)
   data_dir = os.path.abspath(os.fspath(data_dir))
   target = os.path.join(data_dir, name)
+  io_utils.check_name(name, 'data set name')
   if os.path.lexists(target):
     if not overwrite:
       raise DataError(
@@ -360,6 +372,9 @@ def import_npz(name: str, npz_path: str | os.PathLike[str],
           'to replace it, or choose another name')
     if not os.path.isdir(target) or os.path.islink(target):
       raise DataError(f'{target} exists and is not a directory; remove it')
+    if not (io_utils.written_by_jaxaudit(target) or _legacy_import(target)):
+      raise DataError(f'{target} exists and was not imported by jaxaudit; it is not replaced '
+                      '(choose another name)')
   os.makedirs(data_dir, exist_ok=True)
 
   x_key = 'image' if x_train.ndim == 4 else 'x'
@@ -378,6 +393,7 @@ def import_npz(name: str, npz_path: str | os.PathLike[str],
         download_dir=os.path.join(work, '_downloads'),
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     built = os.path.join(work, name)
+    io_utils.mark(built, 'dataset')
     if os.path.lexists(target):
       replaced = os.path.join(work, '_replaced')
       os.replace(target, replaced)

@@ -167,9 +167,14 @@ def validate_arrays(
         f'{xs[1].dtype}; they must be scaled alike')
   ys = [canonical_labels(n, y, x.shape[0])
         for n, y, x in zip(_Y_NAMES, (y_train, y_test), xs)]
-  top = max(int(y.max()) for y in ys)
   if num_classes is None:
-    num_classes = top + 1
+    # Inferred from the *training* labels: a stray label in y_test must not
+    # silently add output classes to the model.
+    num_classes = int(ys[0].max()) + 1
+    if int(ys[1].max()) >= num_classes:
+      raise DataError(
+          f'y_test: label {int(ys[1].max())} is out of range of the training labels '
+          f'[0, {num_classes}); fix the label or declare num_classes')
   else:
     num_classes = check_int('num_classes', num_classes, minimum=1,
                             error=DataError)

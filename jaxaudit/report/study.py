@@ -675,15 +675,21 @@ def build_report(rows: list[dict], *, title: str = 'jaxaudit study report',
 
 
 def render_report(results: str | Sequence[str], out_dir: str, *,
-                  title: str = 'jaxaudit study report', plots: bool = True) -> str:
-  """Reads results file(s) and writes report.md / report.html / PNGs into out_dir atomically."""
+                  title: str = 'jaxaudit study report', plots: bool = True,
+                  overwrite: bool = False) -> str:
+  """Reads results file(s) and writes report.md / report.html / PNGs into out_dir atomically.
+
+  An existing ``out_dir`` is replaced only if jaxaudit wrote it (or ``overwrite``).
+  """
+  from jaxaudit import io_utils
   from jaxaudit.audit.report import atomic_write_dir
+  io_utils.check_replaceable(out_dir, overwrite=overwrite, what='--out directory')
   paths = [results] if isinstance(results, str) else list(results)
   rows = load_results(paths)
-  files = build_report(rows, title=title, sources=[os.path.basename(p) for p in paths],
-                       plots=plots)
-  out = atomic_write_dir(out_dir, files)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(out, 0o777 & ~umask)   # the temporary directory was created 0700
-  return out
+  try:
+    files = build_report(rows, title=title, sources=[os.path.basename(p) for p in paths],
+                         plots=plots)
+  except (KeyError, TypeError) as e:
+    raise ConfigError(f'{", ".join(paths)}: rows lack the fields of a jaxaudit sweep or fake '
+                      f'results table ({type(e).__name__}: {e})') from None
+  return atomic_write_dir(out_dir, files, overwrite=overwrite)

@@ -32,6 +32,7 @@ from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
 from jaxaudit.train.losses import masked_ce
+from jaxaudit.train.memory import check_fits
 from jaxaudit.train.recipe import Recipe, learning_rate_at, make_base_optimizer
 
 Params = Any
@@ -44,9 +45,19 @@ class TrainResult(NamedTuple):
   Attributes:
     params: stacked parameters, every leaf with a leading model axis (K, ...).
     losses: (epochs, K) mean training loss of each member per epoch.
+    nonfinite_step: (K,) int, the first step (counted over all epochs) whose
+      training loss was NaN or infinite, -1 where every loss was finite. A
+      member with a step >= 0 has diverged: its parameters must not be used.
   """
   params: Params
   losses: np.ndarray
+  nonfinite_step: np.ndarray | None = None
+
+  def diverged(self) -> list[int]:
+    """Indices of the members whose training diverged (non-finite loss)."""
+    if self.nonfinite_step is None:
+      return []
+    return np.flatnonzero(np.asarray(self.nonfinite_step) >= 0).tolist()
 
 
 def member_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -120,11 +131,12 @@ def augment_images(key: jax.Array, x: jnp.ndarray, mode: str) -> jnp.ndarray:
 
 def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, recipe: Recipe,
                       carry, x, y, subset, mask, data_key, epoch, num_epochs):
-  """One epoch of one member: carry = (params, opt_state, t) -> (carry, mean loss).
+  """One epoch of one member: carry = (params, opt_state, t) -> (carry, (mean loss, bad)).
 
   ``t`` counts this member's live steps; its learning-rate schedule spans
   ceil(|subset| / B) · epochs steps, so a padded member follows exactly the
-  schedule of a lone run on its own subset.
+  schedule of a lone run on its own subset. ``bad`` is the index of the
+  epoch's first live step with a non-finite loss (-1: none).
   """
   ekey = jax.random.fold_in(data_key, epoch)
   idx, w = epoch_batches(ekey, subset, mask, recipe.batch_size)
@@ -150,7 +162,9 @@ def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, reci
 
   steps = jnp.arange(idx.shape[0])
   carry, (lsum, wsum) = jax.lax.scan(step, carry, (steps, idx, w))
-  return carry, jnp.sum(lsum) / jnp.maximum(jnp.sum(wsum), 1.0)
+  bad_steps = (~jnp.isfinite(lsum)) & (wsum > 0)
+  bad = jnp.where(jnp.any(bad_steps), jnp.argmax(bad_steps), -1)
+  return carry, (jnp.sum(lsum) / jnp.maximum(jnp.sum(wsum), 1.0), bad)
 
 
 def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
@@ -275,6 +289,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   keys = as_keys(keys)
   input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
   _check_inputs(x, y, subsets, masks, keys, input_shape)
+  check_fits(model, input_shape, recipe.batch_size, subsets.shape[0],
+             parallel=strategy == 'vmap', what='training')
 
   steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
   init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy, steps,
@@ -288,16 +304,23 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   y = jnp.asarray(y, jnp.int32)
   subsets_d = jnp.asarray(subsets, jnp.int32)
   masks_d = jnp.asarray(masks)
-  losses = []
+  losses, bads = [], []
   for epoch in range(recipe.epochs):
-    carry, loss = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch),
-                            jnp.int32(recipe.epochs))
+    carry, (loss, bad) = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch),
+                                   jnp.int32(recipe.epochs))
     if callback is not None:
       loss = np.asarray(loss)
       callback(epoch, loss)
     losses.append(loss)
-  losses = np.stack([np.asarray(l) for l in losses]) if losses else np.zeros((0, subsets.shape[0]))
-  return TrainResult(carry[0], losses)
+    bads.append(bad)
+  k = subsets.shape[0]
+  losses = np.stack([np.asarray(l) for l in losses]) if losses else np.zeros((0, k))
+  nonfinite = np.full((k,), -1, np.int64)
+  for epoch, bad in enumerate(bads):   # first non-finite step over all epochs, per member
+    bad = np.asarray(bad)
+    new = (nonfinite < 0) & (bad >= 0)
+    nonfinite[new] = epoch * steps + bad[new]
+  return TrainResult(carry[0], losses, nonfinite)
 
 
 def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,
@@ -314,7 +337,8 @@ def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,
     key = jax.random.key(int(key))
   res = train_ensemble(model, x, y, subset[None], as_keys(jnp.asarray(key)[None]), recipe,
                        init_params=stacked_init, strategy=strategy, callback=callback)
-  return TrainResult(jax.tree.map(lambda p: p[0], res.params), res.losses[:, 0])
+  return TrainResult(jax.tree.map(lambda p: p[0], res.params), res.losses[:, 0],
+                     res.nonfinite_step)
 
 
 def unstack(params: Params, k: int) -> Params:

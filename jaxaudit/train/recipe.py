@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxaudit.errors import ConfigError
@@ -50,8 +51,14 @@ class Recipe:
       raise ConfigError(f'unknown schedule {self.schedule!r}; choose one of {SCHEDULES}')
     if self.augment not in AUGMENTS:
       raise ConfigError(f'unknown augment {self.augment!r}; choose one of {AUGMENTS}')
-    if not self.learning_rate > 0:
-      raise ConfigError(f'learning_rate must be > 0, got {self.learning_rate}')
+    for name in ('epochs', 'batch_size', 'warmup_steps'):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ConfigError(f'{name} must be an integer, got {v!r}')
+    if not 0 < self.learning_rate < float('inf'):
+      raise ConfigError(f'learning_rate must be a finite number > 0, got {self.learning_rate}')
+    if self.epochs > 1_000_000:
+      raise ConfigError(f'epochs must be <= 1000000, got {self.epochs}')
     if self.epochs < 0:
       raise ConfigError(f'epochs must be >= 0, got {self.epochs}')
     if self.batch_size < 1:
@@ -68,6 +75,10 @@ class Recipe:
     unknown = set(values) - fields
     if unknown:
       raise ConfigError(f'unknown training option(s) {sorted(unknown)}; valid: {sorted(fields)}')
+    for name in ('epochs', 'batch_size', 'warmup_steps'):   # 5.0 from a JSON file is 5
+      v = values.get(name)
+      if isinstance(v, float) and v.is_integer():
+        values[name] = int(v)
     return cls(**values)
 
   def to_dict(self) -> dict[str, Any]:

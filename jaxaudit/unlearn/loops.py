@@ -50,6 +50,7 @@ import optax
 
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn
+from jaxaudit.train.memory import check_fits
 from jaxaudit.train.ensemble import augment_images, epoch_batches
 from jaxaudit.train.recipe import Recipe, make_optimizer
 
@@ -247,6 +248,8 @@ def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Arra
   streams = tuple(_as_stream(s, n, f'stream {j}') for j, s in enumerate(streams))
   if num_epochs == 0:
     return FitResult(params, opt_state, jnp.zeros((0,), jnp.float32))
+  check_fits(model, tuple(x.shape[1:]), spec.batch_size, len(streams), parallel=True,
+             what='unlearning')   # one batch of every stream per step
   steps = steps_per_epoch(streams[0].shape[0], spec.batch_size)
   start = jnp.int32(start_epoch)
   layouts, step_keys = _schedule_program(spec.batch_size, int(num_epochs), steps,
