@@ -51,7 +51,7 @@ from typing import Any, Callable, NamedTuple
 from absl import app, flags
 
 from jaxaudit import cli
-from jaxaudit.errors import ConfigError
+from jaxaudit.errors import ConfigError, TrainingError
 import numpy as np
 
 FLAGS = flags.FLAGS
@@ -539,6 +539,8 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
     except Exception as e:   # noqa: BLE001 — a failing method is a result, not a crash
       row['error'] = f'unlearn: {type(e).__name__}: {e}'
       row['traceback'] = traceback.format_exc(limit=4)[-2000:]
+      if isinstance(e, TrainingError):   # non-finite weights: refused by run_unlearn
+        row['diverged'] = True
       log(f'[sweep] {cell.key}: {row["error"]}')
       return row
   if not g.finite_outputs(target):

@@ -156,7 +156,7 @@ def _first_changed_file(path: str, meta: Mapping[str, Any]) -> str | None:
 
 
 def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
-                    overwrite: bool = True,
+                    overwrite: bool = True, force: bool = False,
                     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> str:
   """Saves params (single or stacked ensemble) and metadata atomically.
 
@@ -166,7 +166,10 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
     meta: JSON-serialisable metadata; should hold at least ``model``,
       ``num_classes`` and ``input_shape``. ``ensemble_size`` is None for a
       single model and K when every leaf has a leading model axis.
-    overwrite: replace an existing checkpoint at ``path``.
+    overwrite: replace an existing checkpoint at ``path`` (only one jaxaudit
+      wrote: see :func:`jaxaudit.io_utils.replace_dir`).
+    force: replace ``path`` even if jaxaudit did not write it (the user's
+      ``--overwrite``).
     extra_arrays: optional {NAME: {array name: array}}; each is written as
       ``PATH/NAME.npz`` inside the same atomic write, its SHA-256 recorded in
       ``meta['extra_files']`` and checked by :func:`load_arrays`.
@@ -180,6 +183,11 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
   path = os.path.abspath(path)
   if os.path.exists(path) and not overwrite:
     raise CheckpointError(f'checkpoint {path} exists and overwrite=False')
+  io_utils.check_replaceable(path, overwrite=force, what='checkpoint directory')
+  bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
+         if np.issubdtype(np.asarray(v).dtype, np.inexact) and not np.all(np.isfinite(v))]
+  if bad:   # a diverged model is never saved as a result
+    raise CheckpointError(f'refusing to save {path}: parameters {bad[:3]} hold NaN or inf values')
   tmp = io_utils.temp_sibling(path)
   try:
     params = jax.tree.map(np.asarray, params)
@@ -204,7 +212,7 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
     full_meta['param_files'] = _file_manifest(os.path.join(tmp, PARAMS))
     with open(os.path.join(tmp, META), 'w') as f:
       json.dump(full_meta, f, indent=1, sort_keys=True)
-    io_utils.replace_dir(tmp, path)
+    io_utils.replace_dir(tmp, path, overwrite=force, kind='checkpoint')
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -656,6 +656,6 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
   accs = evaluate_sets(model, new, dataset, split, aggregate=extra.get('aggregate'))
   checkpoint.save_checkpoint(path, new, checkpoint_meta(
       config, dataset, split, 'unlearned', method=method, family=meth.family, hparams=hp,
-      wall_time_s=wall, accuracy=accs, **extra))
+      wall_time_s=wall, accuracy=accs, **extra), force=overwrite)
   log(f'[unlearn] {method} done in {wall:.1f}s: {format_accs(accs)}')
   return dict(method=method, hparams=hp, path=path, wall_time_s=wall, accuracy=accs)

@@ -510,6 +510,10 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     r = stats.mann_whitney(s_du[name], s_ref[name])
     tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
   raw = [tests[k]['p_value'] for k in tests]
+  combine_used = s.combine
+  if s.combine == 'maxt' and (len(tests) == 1 or min(cal_du.shape[1], cal_ref.shape[1]) < 20 or any(
+      np.ptp(np.concatenate([s_du[k], s_ref[k]])) == 0 for k in tests)):
+    combine_used = 'bonferroni'   # where maxt_adjusted_mwu falls back to Bonferroni
   if s.combine == 'maxt':
     adjusted = stats.maxt_adjusted_mwu(np.stack([s_du[k] for k in tests]),
                                        np.stack([s_ref[k] for k in tests]), raw)
@@ -578,7 +582,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     decision = 'inconclusive'
   return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
               p_record=float(p_record), class_level=class_level,
-              alpha=s.alpha, tests=tests, n_tests=n_tests, combine=s.combine,
+              alpha=s.alpha, tests=tests, n_tests=n_tests, combine=combine_used,
               exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,

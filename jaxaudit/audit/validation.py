@@ -199,6 +199,23 @@ def summarise(rows: list[dict], *, alpha: float, self_check_alpha: float) -> str
       if x and not x['reference_check']['ok']:
         worst[x['reference_check']['worst']] = worst.get(x['reference_check']['worst'], 0) + 1
     lines.append(f'| {name} | {", ".join(f"{k}: {v}" for k, v in sorted(worst.items())) or "-"} |')
+  # Ablation: how often each group alone would refuse the reference (Bonferroni of its raw
+  # Mann–Whitney p-values at the check's level; conservative next to the permutation max-T).
+  groups = {'loo': lambda k: k.startswith('loo'), 'verifiers': lambda k: k.startswith('verifiers_'),
+            'inputs': lambda k: k.startswith('input_')}
+  lines += ['', '| reference | test alone rejects | ' + ' | '.join(
+      f'{g} alone fires (Bonferroni)' for g in groups) + ' |', '|---|---|' + '---|' * len(groups)]
+  for name in names:
+    res = [r['results'][name] for r in rows if name in r['results']]
+    cells = []
+    for sel in groups.values():
+      fired = 0
+      for x in res:
+        ps = [p for k, p in x['reference_check']['raw'].items() if sel(k)]
+        fired += bool(ps) and min(ps) * len(ps) <= self_check_alpha
+      cells.append(f'{fired}/{len(res)}')
+    rej = sum(bool(x['rejected']) for x in res)
+    lines.append(f'| {name} | {rej}/{len(res)} | ' + ' | '.join(cells) + ' |')
   t = [r['wall_time_s'] for r in rows]
   if t:
     lines += ['', f'Mean wall time per draw {np.mean(t):.1f} s ({len(rows)} draws).']

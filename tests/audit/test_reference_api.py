@@ -185,8 +185,10 @@ def test_user_reference_same_pool_passes_and_shifted_is_refused(digits, digits_s
   r1 = audit(tgt, digits, digits_split, reference=ref, **kw)
   assert r1.details['request']['reference'] == 'user'
   assert r1.details['reference_check']['source'] == 'user'
-  # Same records as the pool's D_ref: the same statistics and decision.
-  assert r1.decision == r0.decision and r1.p_value == pytest.approx(r0.p_value)
+  # Same records as the pool's D_ref: the same exact-view statistic (the noise views of the
+  # appended records are drawn from their new pool indices, so the others differ slightly).
+  assert r1.decision == r0.decision
+  assert r1.details['tests']['exact']['p_value'] == pytest.approx(r0.details['tests']['exact']['p_value'])
   assert r1.details['reference_check']['ok']
   rc = r1.details['reference_check']
   assert {'verifiers_phi', 'loo0_exact', 'loo1_gap', 'input_mean', 'input_roughness'} <= set(

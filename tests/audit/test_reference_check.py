@@ -144,3 +144,19 @@ def test_report_states_the_adjustment_used():
   md = markdown(_result(class_level=dict(classes=[3], accuracy=0.1, n=10, verifier_accuracy=[0.0],
                                          threshold=0.05, p_value=0.3, power=0.9)))
   assert 'then Bonferroni with the class-level test' in md
+
+
+def test_combine_reports_the_bonferroni_fallback_of_maxt():
+  """max-T falls back to Bonferroni below 20 records: the result (and report) say so."""
+  rng = np.random.default_rng(9)
+  small = ignorance_test(rng.normal(size=(2, 10)), rng.normal(size=(2, 30)), None, np.zeros(10),
+                         np.zeros(30), TestSettings(n_boot=20))
+  assert small['combine'] == 'bonferroni' and small['n_tests'] == 3
+  big = ignorance_test(rng.normal(size=(2, 40)), rng.normal(size=(2, 60)), None, np.zeros(40),
+                       np.zeros(60), TestSettings(n_boot=20))
+  assert big['combine'] == 'maxt'
+  one = ignorance_test(rng.normal(size=(1, 40)), rng.normal(size=(1, 60)), None, np.zeros(40),
+                       np.zeros(60), TestSettings(n_boot=20))
+  from jaxaudit.audit.report import combination_text
+  assert combination_text(dict(n_tests=one['n_tests'], combine=one['combine'])) == \
+      'one statistic, no adjustment'

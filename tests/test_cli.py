@@ -1,0 +1,94 @@
+"""The command line as a user meets it: help, remembered configuration, --overwrite."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxaudit import cli
+
+TINY = '--config=' + os.path.abspath(os.path.join(
+    os.path.dirname(__file__), '..', 'jaxaudit', 'commands', 'default_config.py')) + ':tiny'
+
+
+def run(args, cwd):
+  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_top_level_help_lists_every_command(tmp_path):
+  r = run(['--help'], tmp_path)
+  assert r.returncode == 0
+  for name in cli.COMMANDS:
+    assert f'  {name}' in r.stdout
+
+
+@pytest.mark.parametrize('command,flags', [
+    ('audit', ['--target', '--logits', '--out', '--overwrite', '--workdir', '--config']),
+    ('unlearn', ['--method', '--hparam', '--name', '--init_checkpoint', '--overwrite']),
+    ('train', ['--workdir', '--config', '--overwrite']),
+    ('report', ['--results', '--out', '--title', '--overwrite']),
+    ('data', ['--npz', '--data_dir', '--overwrite']),
+    ('methods', ['--docs']),
+    ('demo', ['--methods', '--workdir']),
+])
+def test_command_help_lists_its_own_flags(command, flags, tmp_path):
+  r = run([command, '--help'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.startswith(f'usage: jaxaudit {command}')
+  for flag in flags:
+    assert f'\n  {flag}\n' in r.stdout, (flag, r.stdout)
+  assert '--helpfull' not in r.stdout and '--alsologtostderr' not in r.stdout   # absl's own
+  assert os.listdir(tmp_path) == []
+
+
+def test_workdir_remembers_its_configuration(tmp_path):
+  """train with overrides, then unlearn and audit without repeating them (issue item 9)."""
+  w = str(tmp_path / 'w')
+  r = run(['train', f'--workdir={w}', TINY, '--config.split.train_size=600',
+           '--config.split.forget_size=120', '--config.train_retrain=False'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  saved = json.load(open(os.path.join(w, 'config.json')))
+  assert saved['split']['train_size'] == 600 and saved['model_kwargs']['hidden'] == [64]
+  r = run(['unlearn', f'--workdir={w}', '--method=retrain'], tmp_path)   # no --config at all
+  assert r.returncode == 0, r.stderr
+  assert '|D|=600 |Du|=120' in r.stdout
+  # An override that does not touch the models is allowed (the audit's settings).
+  r = run(['audit', f'--workdir={w}', '--target=unlearned/retrain',
+           '--config.audit.num_verifiers=2', '--config.audit.ref_sample=100'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  report = json.load(open(os.path.join(w, 'audits', 'unlearned_retrain', 'report.json')))
+  assert report['settings']['num_verifiers'] == 2
+  # One that contradicts the models is refused by name.
+  r = run(['unlearn', f'--workdir={w}', '--method=finetune', '--config.train.batch_size=32'],
+          tmp_path)
+  assert r.returncode != 0 and 'train.batch_size: 64 -> 32' in r.stderr, r.stderr
+
+
+def test_a_config_field_can_be_cleared_and_train_overwrite_retrains(tmp_path):
+  rng = np.random.default_rng(0)
+  npz = str(tmp_path / 'small.npz')
+  np.savez(npz, x_train=rng.random((300, 4), np.float32), y_train=rng.integers(0, 3, 300),
+           x_test=rng.random((60, 4), np.float32), y_test=rng.integers(0, 3, 60))
+  w = str(tmp_path / 'w')
+  r = run(['train', f'--workdir={w}', TINY, '--config.dataset=small', f'--config.npz={npz}',
+           '--config.train_retrain=False'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  # --config.npz=None clears the field: back to the embedded digits, a new workdir.
+  r = run(['train', f'--workdir={tmp_path}/w2', TINY, '--config.npz=None',
+           '--config.train_retrain=False', '--config.train.epochs=1'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert json.load(open(tmp_path / 'w2' / 'config.json'))['npz'] is None
+  assert 'data digits' in r.stdout
+  # Another seed on the first workdir: refused, then retrained with --overwrite.
+  r = run(['train', f'--workdir={w}', '--config.seed=5'], tmp_path)
+  assert r.returncode != 0 and 'seed: 0 -> 5' in r.stderr
+  before = json.load(open(os.path.join(w, 'models', 'original', 'meta.json')))['created']
+  r = run(['train', f'--workdir={w}', '--config.seed=5', '--overwrite'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  meta = json.load(open(os.path.join(w, 'models', 'original', 'meta.json')))
+  assert meta['seed'] == 5 and json.load(open(os.path.join(w, 'config.json')))['seed'] == 5
+  del before
