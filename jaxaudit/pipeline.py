@@ -37,7 +37,8 @@ from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
 from jaxaudit.data import splits as splits_lib
 from jaxaudit.errors import CheckpointError, ConfigError, SplitError, TrainingError
 from jaxaudit.models import get_model
-from jaxaudit.train import Recipe, accuracy, default_strategy, predict_logits, train_model
+from jaxaudit.train import Recipe, accuracy, predict_logits, train_model
+from jaxaudit.train.devices import check_strategy, resolve_strategy
 from jaxaudit.train import sisa as sisa_lib
 
 SPLIT_FILE = workdir_lib.SPLIT_FILE
@@ -298,11 +299,9 @@ def sisa_settings(config, model=None) -> dict[str, Any] | None:
       else int(epochs)
   if epochs < 1:
     raise ConfigError(f'sisa.slice_epochs must be >= 1, got {epochs}')
-  strategy = s.get('strategy', 'auto') or 'auto'
-  if strategy not in ('auto', 'vmap', 'map'):
-    raise ConfigError(f"sisa.strategy must be 'auto', 'vmap' or 'map', got {strategy!r}")
+  strategy = check_strategy(s.get('strategy', 'auto') or 'auto', 'sisa.strategy')
   if strategy == 'auto' and model is not None:
-    strategy = default_strategy(model)
+    strategy = resolve_strategy(strategy, model)
   return dict(shards=shards, slices=slices, slice_epochs=epochs, strategy=strategy)
 
 

@@ -1,6 +1,7 @@
 """Pure training steps, ensemble training and batched evaluation."""
 
-from jaxaudit.train.ensemble import (TrainResult, as_keys, augment_images, default_strategy,
+from jaxaudit.train.devices import default_strategy
+from jaxaudit.train.ensemble import (TrainResult, as_keys, augment_images,
                                      epoch_batches, member_keys, stack, stack_subsets,
                                      train_ensemble, train_model, unstack)
 from jaxaudit.train.evaluate import accuracy, predict_logits

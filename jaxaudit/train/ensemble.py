@@ -11,7 +11,7 @@ Members are batched either with ``jax.vmap`` (one program, the model axis
 vectorised) or with ``jax.lax.map`` (one program, members run one after the
 other). Which is faster depends on the backend and the model (vmapped
 convolutions become grouped convolutions, slow on CPU), so ``strategy='auto'``
-follows the measurements recorded in BUILD_NOTES.md (``experiments/bench_train.py``).
+is decided in one place, :mod:`jaxaudit.train.devices`.
 
 Axis conventions: axis 0 of stacked params, subsets and keys is the model axis.
 """
@@ -31,12 +31,12 @@ import optax
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
+from jaxaudit.train.devices import STRATEGIES, default_strategy, resolve_strategy
 from jaxaudit.train.losses import masked_ce
 from jaxaudit.train.memory import check_fits
 from jaxaudit.train.recipe import Recipe, learning_rate_at, make_base_optimizer
 
 Params = Any
-STRATEGIES = ('auto', 'vmap', 'map')
 
 
 class TrainResult(NamedTuple):
@@ -210,21 +210,6 @@ def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: 
           jax.jit(epoch_all, donate_argnums=(0,)))
 
 
-def default_strategy(model: nn.Module, backend: str | None = None) -> str:
-  """The batching strategy chosen by measurement for this backend.
-
-  On accelerators the model axis is vectorised (``vmap``): one wide program
-  fills the device. On CPU, ``experiments/bench_train.py`` (BUILD_NOTES.md)
-  measured vmap at 0.62–0.98× the throughput of running members one after
-  the other for the MLP and 0.67–0.98× for the CNN (vmapped convolutions
-  become grouped convolutions), so CPU uses ``map``. ``model`` is accepted so
-  that a per-architecture choice can be made where measurements differ.
-  """
-  del model
-  backend = backend or jax.default_backend()
-  return 'vmap' if backend != 'cpu' else 'map'
-
-
 def _check_inputs(x, y, subsets, masks, keys, input_shape):
   if x.shape[0] != y.shape[0]:
     raise DataError(f'x has {x.shape[0]} records but y has {y.shape[0]}')
@@ -277,10 +262,7 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   Returns:
     TrainResult(params stacked (K, ...), losses (epochs, K)).
   """
-  if strategy not in STRATEGIES:
-    raise ConfigError(f'unknown strategy {strategy!r}; choose one of {STRATEGIES}')
-  if strategy == 'auto':
-    strategy = default_strategy(model)
+  strategy = resolve_strategy(strategy, model)
   if isinstance(subsets, (list, tuple)):
     subsets, auto_masks = stack_subsets(subsets)
     subset_masks = auto_masks if subset_masks is None else subset_masks

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudit.models import make_apply_fn
+from jaxaudit.train.devices import resolve_strategy
 
 Params = Any
 
@@ -49,9 +50,7 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
   Returns:
     float32 logits, (N, C) or (K, N, C), as a NumPy array.
   """
-  from jaxaudit.train.ensemble import default_strategy  # avoid an import cycle
-  if strategy == 'auto':
-    strategy = default_strategy(model)
+  strategy = resolve_strategy(strategy, model)
   x = jnp.asarray(x, jnp.float32)
   n = x.shape[0]
   b = max(1, min(batch_size, n))

@@ -36,7 +36,8 @@ import numpy as np
 
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import init_params as _init_params
-from jaxaudit.train.ensemble import default_strategy, train_ensemble
+from jaxaudit.train.devices import resolve_strategy
+from jaxaudit.train.ensemble import train_ensemble
 from jaxaudit.train.evaluate import predict_logits
 from jaxaudit.train.recipe import Recipe
 
@@ -216,7 +217,7 @@ def train_sisa(model: nn.Module, x, y, train_indices, key: jax.Array, recipe: Re
     slice_epochs: epochs per stage; default ``max(1, round(2 · epochs /
       (R + 1)))`` (Bourtoule et al.'s choice, about the cost of one
       ``epochs``-long training on the shard).
-    strategy: ensemble batching (``auto``: :func:`jaxaudit.train.default_strategy`).
+    strategy: ensemble batching (``auto``: :func:`jaxaudit.train.devices.default_strategy`).
     input_shape: shape of one record (default ``x.shape[1:]``).
   Returns:
     A :class:`SisaState` with params stacked (R, S, ...).
@@ -228,7 +229,7 @@ def train_sisa(model: nn.Module, x, y, train_indices, key: jax.Array, recipe: Re
   if layout.shards != shards or layout.slices != slices:
     raise ConfigError(f'layout has {layout.shards} shards x {layout.slices} slices, '
                       f'expected {shards} x {slices}')
-  strategy = default_strategy(model) if strategy == 'auto' else strategy
+  strategy = resolve_strategy(strategy, model)
   slice_epochs = default_slice_epochs(recipe, slices) if slice_epochs is None else slice_epochs
   if slice_epochs < 1:
     raise ConfigError(f'slice_epochs must be >= 1, got {slice_epochs}')

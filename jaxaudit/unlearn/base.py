@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudit.errors import ConfigError, SplitError
+from jaxaudit.train.devices import check_strategy, resolve_strategy
 from jaxaudit.train.recipe import Recipe
 
 Params = Any
@@ -473,7 +474,6 @@ def method_names() -> list[str]:
 
 # ----------------------------------------------------------------------------- running
 
-STRATEGIES = ('auto', 'vmap', 'map')
 
 
 def seed_keys(key, seeds: int | Sequence[int]) -> jax.Array:
@@ -512,26 +512,23 @@ def run_method(method: UnlearnMethod | str, params: Params, model, data: Unlearn
       native batched implementation when it has one (e.g. ``retrain`` trains K
       models with one train_ensemble call), else ``vmap`` if the method is
       vmappable and the backend/model favour it (see
-      :func:`jaxaudit.train.default_strategy`: on CPU convolutional models run
+      :func:`jaxaudit.train.devices.default_strategy`: on CPU convolutional models run
       one after the other), else ``map``.
   Returns:
     The unlearned params; with ``seeds``, every leaf stacked (K, ...).
   """
   if isinstance(method, str):
     method = get_method(method)
-  if strategy not in STRATEGIES:
-    raise ConfigError(f'unknown strategy {strategy!r}; choose one of {STRATEGIES}')
+  check_strategy(strategy)
   check_data(data)
   if isinstance(key, (int, np.integer)):
     key = jax.random.key(int(key))
   if seeds is None:
     return method.fn(params, model, data, key)
   keys = seed_keys(key, seeds)
-  if strategy == 'auto':
-    from jaxaudit.train.ensemble import default_strategy  # local: avoid import cycles
-    if method.batched is not None:
-      return method.batched(params, model, data, keys)
-    strategy = 'vmap' if method.vmappable and default_strategy(model) == 'vmap' else 'map'
+  if strategy == 'auto' and method.batched is not None:
+    return method.batched(params, model, data, keys)
+  strategy = resolve_strategy(strategy, model, vmappable=method.vmappable)
   if strategy == 'vmap':
     if not method.vmappable:
       raise ConfigError(f'method {method.name!r} cannot be vmapped over keys; use '
