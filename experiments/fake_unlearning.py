@@ -318,7 +318,7 @@ def _target_accuracy(g, target) -> dict:
 def audit_fake(g, name: str, fs, seed: int, log) -> dict:
   """One row: our audit and the peers on fake ``name``."""
   from jaxaudit.audit import audit
-  from jaxaudit.audit import peers as peers_lib
+  from jaxaudit import peers as peers_lib
   t0 = time.time()
   row = dict(key=f'{g.entry}/{g.forget}/s{seed}/fake:{name}', kind='fake', fake=name,
              entry=g.entry, data=g.dataset.name, model=g.cfg.model, forget=g.forget, seed=seed,

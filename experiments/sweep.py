@@ -335,7 +335,7 @@ class Group:
 
   def __init__(self, config, workdir: str, group: tuple[str, str, int], log):
     from jaxaudit import checkpoint, pipeline
-    from jaxaudit.audit.peers import train_shadows
+    from jaxaudit.peers import train_shadows
     from jaxaudit.audit.verifiers import get_verifiers
     from jaxaudit.configs import recipe_from_config
     t0 = time.time()
@@ -499,7 +499,7 @@ def run_cell(g: Group, cell: Cell, log) -> dict:
   from jaxaudit import pipeline
   from jaxaudit import unlearn as unlearn_lib
   from jaxaudit.audit import Target, audit
-  from jaxaudit.audit import peers as peers_lib
+  from jaxaudit import peers as peers_lib
   t_cell = time.time()
   hp = method_hparams(g.config, cell.entry, cell.method)
   base = base_method(g.config, cell.method)

@@ -36,7 +36,7 @@ from absl import app, flags, logging
 
 from jaxaudit import cli
 from jaxaudit.audit import AuditSettings, Target, audit, stats
-from jaxaudit.audit.peers import lira, population_mia, rmia
+from jaxaudit.peers import lira, population_mia, rmia
 from jaxaudit.audit.verifiers import VerifierSet, plan_subsets
 from jaxaudit.data import load_dataset, make_split
 from jaxaudit.errors import AuditError

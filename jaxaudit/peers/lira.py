@@ -49,7 +49,7 @@ import jax
 import numpy as np
 from scipy import stats as sps
 
-from jaxaudit.audit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
+from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
     check_request, gaussian_logpdf, member_keys_for, membership_report, resolve_views, \
     shadow_view_logits, target_logits, train_shadows
 from jaxaudit.audit.signals import logit_confidence

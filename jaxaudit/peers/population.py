@@ -30,7 +30,7 @@ from scipy import special
 from scipy import stats as sps
 
 from jaxaudit.audit import stats
-from jaxaudit.audit.peers.base import PeerResult, check_int, check_level, check_request, \
+from jaxaudit.peers.base import PeerResult, check_int, check_level, check_request, \
     target_logits
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset

@@ -70,7 +70,7 @@ class PeerResult:
   """Outcome of one peer auditor.
 
   Attributes:
-    name: the auditor (a key of ``jaxaudit.audit.peers.PEERS``).
+    name: the auditor (a key of ``jaxaudit.peers.PEERS``).
     score: its headline number (e.g. an AUC or an accuracy).
     decision: ``'forgotten'``, ``'not_forgotten'``, or None when the auditor
       has no decision rule.

@@ -1,4 +1,4 @@
-"""Tests for jaxaudit.audit.peers.
+"""Tests for jaxaudit.peers.
 
 The score tables (LiRA, RMIA, heuristics) are checked against naive loops
 written here; the auditors end to end on a tiny digits setup, where an
@@ -18,8 +18,8 @@ import pytest
 from scipy import stats as sps
 
 from jaxaudit.audit import Target
-from jaxaudit.audit import peers
-from jaxaudit.audit.peers import base
+from jaxaudit import peers
+from jaxaudit.peers import base
 from jaxaudit.data import make_split
 from jaxaudit.errors import AuditError
 from jaxaudit.models import get_model

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxaudit.audit import stats
-from jaxaudit.audit.peers.base import PeerResult, check_int, check_request, train_cached
+from jaxaudit.peers.base import PeerResult, check_int, check_request, train_cached
 from jaxaudit.audit.signals import check_logits, logit_confidence
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError

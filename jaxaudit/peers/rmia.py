@@ -25,7 +25,7 @@ Which records play which role here:
     assumes (they are members of the audited model's own training set, which
     leaves the comparison of Du with D_ref unaffected);
   * online reference models: the LiRA shadows (balanced random halves of
-    D ∪ D_ref, shared with :func:`jaxaudit.audit.peers.lira` through the cache
+    D ∪ D_ref, shared with :func:`jaxaudit.peers.lira` through the cache
     or ``shadows=``), so each scored record is IN for half of them; with
     ``population='ref'`` the z records are too, as in the paper.
 
@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import special
 
-from jaxaudit.audit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
+from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
     check_request, membership_report, shadow_view_logits, target_logits, train_cached, \
     train_shadows
 from jaxaudit.audit.target import Target

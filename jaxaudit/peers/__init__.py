@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from jaxaudit.audit.peers.base import PeerResult, ShadowSet, plan_halves, train_cached, \
+from jaxaudit.peers.base import PeerResult, ShadowSet, plan_halves, train_cached, \
     train_shadows
-from jaxaudit.audit.peers.heuristics import heuristics, heuristics_audit
-from jaxaudit.audit.peers.lira import lira, lira_scores, ulira
-from jaxaudit.audit.peers.neurips23 import neurips23_audit, neurips23_epsilon
-from jaxaudit.audit.peers.population import population_mia
-from jaxaudit.audit.peers.rmia import rmia, rmia_scores
+from jaxaudit.peers.heuristics import heuristics, heuristics_audit
+from jaxaudit.peers.lira import lira, lira_scores, ulira
+from jaxaudit.peers.neurips23 import neurips23_audit, neurips23_epsilon
+from jaxaudit.peers.population import population_mia
+from jaxaudit.peers.rmia import rmia, rmia_scores
 
 PEERS: dict[str, Callable[..., PeerResult]] = {
     'population_mia': population_mia,

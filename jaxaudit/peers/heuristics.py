@@ -26,7 +26,7 @@ import numpy as np
 from scipy import special
 
 from jaxaudit.audit import stats
-from jaxaudit.audit.peers.base import PeerResult, check_level, check_request, \
+from jaxaudit.peers.base import PeerResult, check_level, check_request, \
     shadow_view_logits, target_logits as query_target
 from jaxaudit.audit.signals import check_logits
 from jaxaudit.audit.target import Target
