@@ -65,20 +65,6 @@ CHECKED_FIELDS = ('model', 'model_kwargs', 'num_classes', 'input_shape', 'datase
                   'dataset_fingerprint', 'split_hash', 'ensemble_size', 'kind')
 
 
-def _jsonable(obj):
-  if isinstance(obj, Mapping):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
-  if isinstance(obj, (np.integer,)):
-    return int(obj)
-  if isinstance(obj, (np.floating,)):
-    return float(obj)
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  return obj
-
-
 def exists(path: str) -> bool:
   """Whether a complete checkpoint is at ``path``."""
   return os.path.isfile(os.path.join(path, META)) and os.path.isdir(os.path.join(path, PARAMS))
@@ -195,7 +181,7 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
     ckptr.save(os.path.join(tmp, PARAMS), params)
     ckptr.wait_until_finished()
     ckptr.close()
-    full_meta = {k: v for k, v in _jsonable(dict(meta)).items() if k not in _DERIVED}
+    full_meta = {k: v for k, v in io_utils.jsonable(dict(meta)).items() if k not in _DERIVED}
     if extra_arrays:
       full_meta['extra_files'] = {}
       for name, arrays in extra_arrays.items():
@@ -234,7 +220,7 @@ def load_meta(path: str) -> dict[str, Any]:
 
 
 def _normalise(v):
-  return json.loads(json.dumps(_jsonable(v)))
+  return json.loads(json.dumps(io_utils.jsonable(v)))
 
 
 def check_meta(meta: Mapping[str, Any], expect: Mapping[str, Any], path: str = '') -> None:

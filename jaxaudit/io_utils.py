@@ -15,13 +15,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable, Mapping
 
-from jaxaudit.errors import OutputError
+import numpy as np
+
+from jaxaudit.errors import ConfigError, OutputError
 
 MARKER = '.jaxaudit'
 _NAME = re.compile(r'^[A-Za-z0-9_.-]{1,128}$')
@@ -175,11 +178,96 @@ def remove_dir(path: str) -> None:
   shutil.rmtree(path)
 
 
+def jsonable(obj: Any) -> Any:
+  """A JSON-safe copy: str keys, lists for tuples and arrays, Python numbers, NaN/inf as None.
+
+  The one sanitiser of jaxaudit (reports, results rows, checkpoint metadata):
+  the output is standard JSON (``allow_nan=False`` holds).
+  """
+  if isinstance(obj, Mapping):
+    return {str(k): jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return jsonable(obj.tolist())
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, np.integer):
+    return int(obj)
+  if isinstance(obj, (float, np.floating)):
+    v = float(obj)
+    return v if math.isfinite(v) else None
+  return obj
+
+
 def write_json(path: str, obj: Any) -> None:
-  """Writes JSON to ``path`` atomically (temporary file + rename)."""
+  """Writes ``jsonable(obj)`` to ``path`` atomically (temporary file + rename)."""
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, sort_keys=True, default=str)
+    json.dump(jsonable(obj), f, indent=1, sort_keys=True, default=str, allow_nan=False)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def append_jsonl(path: str, row: Mapping[str, Any]) -> None:
+  """Appends one row to a JSON-lines file as one write, flushed and fsynced.
+
+  A crash can leave at most a truncated *last* line, which :func:`read_jsonl`
+  ignores (and removes with ``repair=True``), so no finished row is lost.
+  """
+  line = json.dumps(jsonable(dict(row)), sort_keys=True, allow_nan=False) + '\n'
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(line)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_jsonl(path: str, *, repair: bool = False, missing_ok: bool = True,
+               log: Callable[[str], None] = lambda s: None) -> list[dict]:
+  """Rows of a JSON-lines file written by :func:`append_jsonl`.
+
+  A last line without its newline (a writer killed mid-write) is ignored, and
+  cut off the file when ``repair``; a damaged line elsewhere, or a line that is
+  not a JSON object, is a ConfigError naming the file and the line.
+
+  Args:
+    missing_ok: a missing file reads as no rows (else ConfigError).
+  """
+  if not os.path.exists(path):
+    if missing_ok:
+      return []
+    raise ConfigError(f'results file {path} does not exist')
+  if not os.path.isfile(path):
+    raise ConfigError(f'results file {path} is not a file')
+  with open(path, 'rb') as f:
+    data = f.read()
+  rows, pos = [], 0
+  lines = data.split(b'\n')
+  for i, line in enumerate(lines):
+    end = pos + len(line) + 1
+    if not line.strip():
+      pos = end
+      continue
+    last = i == len(lines) - 1 or all(not l.strip() for l in lines[i + 1:])
+    try:
+      if i == len(lines) - 1:
+        raise ValueError('no trailing newline')
+      row = json.loads(line)
+    except ValueError as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+      if not last:
+        raise ConfigError(f'{path}: line {i + 1} is not valid JSON ({e}); the file is damaged '
+                          'in the middle: fix or remove that line') from None
+      log(f'ignoring a truncated last line of {path} ({len(line)} bytes)')
+      if repair:
+        with open(path, 'r+b') as f:
+          f.truncate(pos)
+          f.flush()
+          os.fsync(f.fileno())
+      break
+    if not isinstance(row, dict):
+      raise ConfigError(f'{path}: line {i + 1} is not a JSON object')
+    rows.append(row)
+    pos = end
+  return rows

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxaudit.errors import ConfigError
+from jaxaudit.train.losses import per_example_ce
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, Any], jax.Array]
@@ -280,4 +281,4 @@ def log_probs(logits: jax.Array) -> jax.Array:
 
 def cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
   """Softmax cross-entropy of one example: logits (C,), integer label () -> ()."""
-  return -jnp.take(log_probs(logits), label, axis=-1)
+  return per_example_ce(logits, label)

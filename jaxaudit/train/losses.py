@@ -9,7 +9,13 @@ import optax
 
 def per_example_ce(logits: jnp.ndarray, labels: jnp.ndarray,
                    label_smoothing: float = 0.0) -> jnp.ndarray:
-  """Cross-entropy per example. logits (..., C), labels (...) int -> (...)."""
+  """Cross-entropy per example: the one softmax cross-entropy of jaxaudit.
+
+  logits (..., C) (computed in at least float32: bf16 logits are upcast),
+  labels int, broadcastable to logits.shape[:-1] -> (...).
+  """
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  labels = jnp.broadcast_to(labels, logits.shape[:-1])
   if label_smoothing:
     n = logits.shape[-1]
     onehot = jax.nn.one_hot(labels, n)

@@ -60,6 +60,7 @@ import flax.linen as nn
 from jaxaudit import curvature as cv
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn, num_params
+from jaxaudit.train.losses import per_example_ce
 from jaxaudit.unlearn import _common as C
 from jaxaudit.unlearn import certified as cr
 from jaxaudit.unlearn.base import check_data, coerce_hparams, register
@@ -218,12 +219,6 @@ def _chunks(tree, microbatch: int):
   return jax.tree.map(one, tree), (jnp.arange(k * b) < n).reshape(k, b)
 
 
-def _ce(logits: jax.Array, y: jax.Array) -> jax.Array:
-  """Per-example softmax cross-entropy: logits (B, C), y (B,) -> (B,)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
-  return -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-
-
 def mean_ce_grad(apply_fn, params: Params, x: jax.Array, y: jax.Array, *,
                  microbatch: int = 256) -> Params:
   """Gradient of the mean cross-entropy ``L_S(θ)`` over a set, micro-batched.
@@ -242,7 +237,7 @@ def mean_ce_grad(apply_fn, params: Params, x: jax.Array, y: jax.Array, *,
 
   def body(acc, batch):
     xb, yb, vb = batch
-    g = jax.grad(lambda p: jnp.sum(jnp.where(vb, _ce(apply_fn(p, xb), yb), 0.0)))(params)
+    g = jax.grad(lambda p: jnp.sum(jnp.where(vb, per_example_ce(apply_fn(p, xb), yb), 0.0)))(params)
     return jax.tree.map(jnp.add, acc, g), None
 
   total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (xs, ys, valid))
@@ -279,7 +274,7 @@ def dense_curvature(apply_fn, params: Params, x: jax.Array, y: jax.Array, *,
     xb, yb, vb = batch
     w = jnp.where(vb, 1.0 / n, 0.0)
     if curvature == 'hessian':
-      h = cv.hessian_matrix(lambda p: jnp.sum(w * _ce(apply_fn(p, xb), yb)), params,
+      h = cv.hessian_matrix(lambda p: jnp.sum(w * per_example_ce(apply_fn(p, xb), yb)), params,
                             max_params=p_count)
     else:
       jac = jax.jacfwd(lambda f: apply_fn(unravel(f), xb))(flat)     # (B, C, P)
