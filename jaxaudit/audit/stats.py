@@ -31,12 +31,10 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import special
 from scipy import stats as sps
 
 from jaxaudit.errors import AuditError
@@ -46,40 +44,23 @@ __all__ = [
     'auc',
     'auc_confidence_interval',
     'benjamini_hochberg',
-    'bh_adjusted',
     'binomial_power',
     'binomial_test_greater',
     'bonferroni_adjusted',
-    'bootstrap_ci',
     'clopper_pearson',
     'combine_bonferroni',
-    'combine_cauchy',
     'maxt_adjusted_mwu',
     'permutation_maxt_mwu',
     'delong_variance',
     'empirical_p_values',
-    'indiscernibility',
     'ks_2samp',
-    'logistic_cv_accuracy',
     'mann_whitney',
     'mwu_power',
-    'neurips23_epsilon',
-    'neurips23_epsilons',
-    'neurips23_final_score',
-    'neurips23_forget_score',
-    'rank_transform',
-    'roc_curve',
-    'tpr_at_fpr',
 ]
 
 _ALTERNATIVES = ('two-sided', 'greater', 'less')
 # Largest sample size for which `mann_whitney` uses the exact null law.
 _EXACT_MAX_N = 20
-# Below this p the Cauchy transform tan((0.5 - p) pi) is replaced by 1/(p pi).
-_CAUCHY_SMALL_P = 1e-15
-# Above this statistic the Cauchy tail 0.5 - arctan(t)/pi is replaced by
-# 1/(t pi).
-_CAUCHY_LARGE_T = 1e15
 
 
 class TestResult(NamedTuple):
@@ -203,19 +184,6 @@ def _check_alternative(alternative: str) -> str:
 # -----------------------------------------------------------------------------
 # Ranks, AUC and the Mann-Whitney U test.
 # -----------------------------------------------------------------------------
-
-
-def rank_transform(x: Any) -> np.ndarray:
-  """Mid-ranks of a sample (1-based; tied values share their average rank).
-
-  Args:
-    x: scores, shape (n,).
-
-  Returns:
-    float64 array of shape (n,) with values in [1, n]; ranks sum to
-    n (n + 1) / 2.
-  """
-  return sps.rankdata(_as_1d(x, 'x'), method='average')
 
 
 def _u_statistic(pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.ndarray]:
@@ -376,7 +344,7 @@ def auc_confidence_interval(
 
   ``auc +/- z_{(1+level)/2} * sqrt(Var_DeLong)``, clipped to [0, 1]. The
   interval collapses to a point when the samples are perfectly separated (the
-  DeLong variance is then 0); use :func:`bootstrap_ci` or more data there.
+  DeLong variance is then 0); more data is needed there.
 
   Args:
     pos: positive scores, shape (n1,), n1 >= 2.
@@ -484,145 +452,6 @@ def mwu_power(auc_alt: float, n1: int, n2: int, alpha: float = 0.05) -> float:
 
 
 # -----------------------------------------------------------------------------
-# Bootstrap.
-# -----------------------------------------------------------------------------
-
-
-def bootstrap_ci(
-    stat_fn: Callable[..., Any],
-    samples: Sequence[Any],
-    *,
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-    nan_policy: str = 'raise',
-) -> tuple[float, float]:
-  """Percentile bootstrap confidence interval of a scalar statistic.
-
-  Each array of `samples` is resampled with replacement along axis 0,
-  independently of the others (a stratified bootstrap, as is right for two
-  independent samples such as members and non-members). Draws come from
-  ``np.random.default_rng(seed)`` in a fixed order, so the result is
-  deterministic.
-
-  Args:
-    stat_fn: ``stat_fn(*resampled) -> scalar``; called `n_boot` times.
-    samples: tuple of k arrays, each of shape (n_i, ...) with n_i >= 1 and
-      finite values.
-    level: confidence level in (0, 1).
-    n_boot: number of bootstrap replicates (>= 2).
-    seed: seed of the NumPy generator.
-    nan_policy: what to do when `stat_fn` returns NaN/inf on some replicates
-      (e.g. a ratio whose denominator vanishes on a resample): ``'raise'``
-      raises AuditError; ``'omit'`` drops those replicates (at least 2 must
-      remain), which conditions the interval on the statistic being defined.
-
-  Returns:
-    ``(lo, hi)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
-    the bootstrap distribution (linear interpolation).
-  """
-  if not callable(stat_fn):
-    raise AuditError(f'stat_fn must be callable; got {type(stat_fn).__name__}')
-  if isinstance(samples, np.ndarray) or not isinstance(samples, (tuple, list)):
-    raise AuditError('samples must be a tuple of arrays, e.g. (pos, neg)')
-  if not samples:
-    raise AuditError('samples is empty; pass at least one array')
-  level = _check_open_unit(level, 'level')
-  n_boot = _check_int(n_boot, 'n_boot', minimum=2)
-  if nan_policy not in ('raise', 'omit'):
-    raise AuditError(
-        f"nan_policy must be 'raise' or 'omit'; got {nan_policy!r}"
-    )
-  arrays = []
-  for i, s in enumerate(samples):
-    arr = _as_float_array(s, f'samples[{i}]')
-    if arr.ndim == 0:
-      raise AuditError(f'samples[{i}] must have at least 1 dimension')
-    if arr.shape[0] == 0:
-      raise AuditError(f'samples[{i}] is empty')
-    _check_finite(arr, f'samples[{i}]')
-    arrays.append(arr)
-  rng = np.random.default_rng(seed)
-  stats_ = np.empty(n_boot, dtype=np.float64)
-  for b in range(n_boot):
-    resampled = [
-        a[rng.integers(0, a.shape[0], size=a.shape[0])] for a in arrays
-    ]
-    value = np.asarray(stat_fn(*resampled), dtype=np.float64)
-    if value.size != 1:
-      raise AuditError(
-          f'stat_fn must return a scalar; got shape {value.shape}'
-      )
-    stats_[b] = value.reshape(())
-  finite = np.isfinite(stats_)
-  n_bad = int(np.sum(~finite))
-  if n_bad and (nan_policy == 'raise' or n_bad > n_boot - 2):
-    raise AuditError(
-        f'stat_fn returned non-finite values on {n_bad} of {n_boot} bootstrap '
-        f"replicates (nan_policy={nan_policy!r})"
-    )
-  stats_ = stats_[finite]
-  lo, hi = np.quantile(stats_, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-  return float(lo), float(hi)
-
-
-# -----------------------------------------------------------------------------
-# ROC.
-# -----------------------------------------------------------------------------
-
-
-def roc_curve(
-    pos: Any, neg: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Empirical ROC curve of the rule "predict positive iff score >= t".
-
-  Args:
-    pos: scores of the positives, shape (n1,).
-    neg: scores of the negatives, shape (n2,).
-
-  Returns:
-    ``(fpr, tpr, thresholds)``, each of shape (m + 1,) where m is the number of
-    distinct pooled scores. ``thresholds[0] = +inf`` (nothing predicted
-    positive, fpr = tpr = 0), followed by the distinct scores in decreasing
-    order; the last threshold is the smallest score (fpr = tpr = 1). ``fpr``
-    and ``tpr`` are non-decreasing.
-  """
-  pos = _as_1d(pos, 'pos')
-  neg = _as_1d(neg, 'neg')
-  thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
-  pos_sorted = np.sort(pos)
-  neg_sorted = np.sort(neg)
-  # Number of scores >= t is n - #{score < t}.
-  tp = pos.size - np.searchsorted(pos_sorted, thresholds, side='left')
-  fp = neg.size - np.searchsorted(neg_sorted, thresholds, side='left')
-  tpr = np.concatenate([[0.0], tp / pos.size])
-  fpr = np.concatenate([[0.0], fp / neg.size])
-  return fpr, tpr, np.concatenate([[np.inf], thresholds])
-
-
-def tpr_at_fpr(scores_pos: Any, scores_neg: Any, fpr: float) -> float:
-  """Largest TPR of a threshold rule whose FPR is at most `fpr`.
-
-  The rule predicts "positive" iff score >= t (higher score = positive); no
-  randomisation between thresholds, so the result is conservative and exact
-  for the empirical samples. With n2 negatives, an `fpr` below 1/n2 only
-  allows thresholds above every negative score.
-
-  Args:
-    scores_pos: scores of the positives, shape (n1,).
-    scores_neg: scores of the negatives, shape (n2,).
-    fpr: the false-positive budget, in [0, 1].
-
-  Returns:
-    The TPR in [0, 1].
-  """
-  target = _check_closed_unit(fpr, 'fpr')
-  fprs, tprs, _ = roc_curve(scores_pos, scores_neg)
-  # fprs[0] == 0, so at least one threshold is admissible.
-  return float(np.max(tprs[fprs <= target]))
-
-
-# -----------------------------------------------------------------------------
 # Binomial proportions.
 # -----------------------------------------------------------------------------
 
@@ -707,31 +536,6 @@ def binomial_power(n: int, p0: float, p1: float, alpha: float = 0.05) -> float:
 # -----------------------------------------------------------------------------
 # Multiple testing and p-value combination.
 # -----------------------------------------------------------------------------
-
-
-def bh_adjusted(p_values: Any) -> np.ndarray:
-  """Benjamini-Hochberg adjusted p-values (q-values).
-
-  ``adj_(i) = min_{j >= i} m p_(j) / j`` over the sorted p-values, clipped to
-  1 and returned in the original order. Hypothesis i is rejected by the BH
-  procedure at FDR level q iff ``adj_i <= q``.
-
-  Args:
-    p_values: p-values in [0, 1], shape (m,).
-
-  Returns:
-    float64 array of shape (m,), each entry >= the raw p-value and <= 1, and
-    monotone in the raw p-values.
-  """
-  p = _as_p_values(p_values)
-  m = p.size
-  order = np.argsort(p, kind='stable')
-  # p * (m / j) >= p exactly in floating point, since m / j >= 1.
-  scaled = p[order] * (m / np.arange(1, m + 1))
-  adj_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
-  adj = np.empty(m, dtype=np.float64)
-  adj[order] = np.minimum(adj_sorted, 1.0)
-  return adj
 
 
 def benjamini_hochberg(p_values: Any, q: float = 0.05) -> np.ndarray:
@@ -915,59 +719,6 @@ def permutation_maxt_mwu(x: Any, y: Any, *, strata_x: Any = None, strata_y: Any 
   return (1.0 + exceed) / (1.0 + n_perm)
 
 
-def combine_cauchy(p_values: Any, weights: Any = None) -> float:
-  """Cauchy combination test (Liu & Xie 2020, "ACAT").
-
-  ``T = sum_i w_i tan((1/2 - p_i) pi)`` with weights normalised to sum to 1;
-  the combined p-value is the standard Cauchy tail ``1/2 - arctan(T) / pi``.
-  Exact for independent p-values and asymptotically valid (for small p) under
-  arbitrary dependence. Numerics: for ``p_i < 1e-15`` the term is replaced by
-  its expansion ``1 / (p_i pi)``, and for ``T > 1e15`` the tail by
-  ``1 / (T pi)``, so tiny p-values are not lost to rounding. Any ``p_i = 0``
-  with positive weight gives 0. A ``p_i = 1`` contributes
-  ``tan(-pi/2)`` evaluated in float64 (about -1.6e16), i.e. it pulls the
-  result towards 1, as in the reference implementation.
-
-  Args:
-    p_values: p-values in [0, 1], shape (m,).
-    weights: optional non-negative weights, shape (m,), not all zero. Default:
-      equal weights.
-
-  Returns:
-    The combined p-value in [0, 1].
-  """
-  p = _as_p_values(p_values)
-  if weights is None:
-    w = np.full(p.size, 1.0 / p.size)
-  else:
-    w = _as_1d(weights, 'weights')
-    if w.size != p.size:
-      raise AuditError(
-          f'weights has length {w.size} but p_values has length {p.size}'
-      )
-    if np.any(w < 0.0):
-      raise AuditError('weights must be non-negative')
-    total = float(np.sum(w))
-    if total <= 0.0:
-      raise AuditError('weights must not all be zero')
-    w = w / total
-  active = w > 0.0
-  p, w = p[active], w[active]
-  if np.any(p == 0.0):
-    return 0.0
-  small = p < _CAUCHY_SMALL_P
-  terms = np.empty_like(p)
-  with np.errstate(over='ignore'):  # Subnormal p: the term is +inf, p -> 0.
-    terms[small] = 1.0 / (p[small] * np.pi)
-    terms[~small] = np.tan((0.5 - p[~small]) * np.pi)
-    t = float(np.sum(w * terms))
-  if t > _CAUCHY_LARGE_T:
-    result = 1.0 / (t * np.pi)
-  else:
-    result = 0.5 - math.atan(t) / math.pi
-  return float(min(max(result, 0.0), 1.0))
-
-
 def empirical_p_values(
     scores: Any, reference: Any, alternative: str = 'two-sided'
 ) -> np.ndarray:
@@ -1006,347 +757,3 @@ def empirical_p_values(
     return less
   return np.minimum(1.0, 2.0 * np.minimum(greater, less))
 
-
-# -----------------------------------------------------------------------------
-# Population MIA (DeepUnlearn protocol).
-# -----------------------------------------------------------------------------
-
-
-def _fit_logistic_1d(
-    x: np.ndarray, y: np.ndarray, l2: float
-) -> tuple[float, float]:
-  """Newton's method for ``min sum log(1 + exp(-s_i (w x_i + b))) + l2/2 w^2``.
-
-  `x` should be roughly standardised; `y` in {0, 1}; s_i = 2 y_i - 1. The
-  bias is not penalised. Uses a backtracking line search, so it converges
-  (slowly, towards large |w|) even on separable data, where `l2` keeps the
-  optimum finite.
-  """
-  s = 2.0 * y - 1.0
-  design = np.stack([x, np.ones_like(x)], axis=1)  # (n, 2)
-  reg = np.array([l2, 0.0])
-
-  def loss(theta):
-    margins = s * (design @ theta)
-    return float(np.sum(np.logaddexp(0.0, -margins)) + 0.5 * l2 * theta[0]**2)
-
-  theta = np.zeros(2)
-  current = loss(theta)
-  for _ in range(100):
-    z = design @ theta
-    prob = special.expit(z)
-    grad = design.T @ (prob - y) + reg * theta
-    weights = prob * (1.0 - prob)
-    hess = (design * weights[:, None]).T @ design + np.diag(reg)
-    hess += 1e-12 * np.eye(2)
-    step = np.linalg.solve(hess, grad)
-    t = 1.0
-    while True:
-      candidate = theta - t * step
-      new = loss(candidate)
-      if new <= current - 1e-4 * t * float(grad @ step) or t < 1e-10:
-        break
-      t *= 0.5
-    theta = candidate
-    decrease = current - new
-    current = new
-    if abs(decrease) <= 1e-12 * max(1.0, abs(current)):
-      break
-  return float(theta[0]), float(theta[1])
-
-
-def _stratified_folds(
-    labels: np.ndarray, n_splits: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-  """Test-index sets of `n_splits` stratified folds (shuffled per class)."""
-  folds = [[] for _ in range(n_splits)]
-  for c in (0, 1):
-    idx = rng.permutation(np.nonzero(labels == c)[0])
-    for f, chunk in enumerate(np.array_split(idx, n_splits)):
-      folds[f].append(chunk)
-  return [np.sort(np.concatenate(f)) for f in folds]
-
-
-def logistic_cv_accuracy(
-    scores_pos: Any,
-    scores_neg: Any,
-    *,
-    n_splits: int = 10,
-    seed: int = 0,
-    l2: float = 1e-6,
-) -> float:
-  """Population membership-inference accuracy (the DeepUnlearn protocol).
-
-  Steps: (1) the larger class is subsampled without replacement to the size
-  m of the smaller one, using ``np.random.default_rng(seed)``; (2) the 2m
-  records are split into `n_splits` stratified folds (each class shuffled by
-  the same generator and cut into near-equal chunks); (3) on each fold a 1-D
-  logistic regression ``P(pos | s) = sigmoid(w s + b)`` is fitted on the
-  other folds by Newton's method with a tiny L2 penalty `l2` on w (scores are
-  standardised with the training folds' mean and std first); a record is
-  predicted positive iff ``w s + b > 0``; (4) the result is the mean of the
-  per-fold test accuracies. Deterministic for a given seed.
-
-  Args:
-    scores_pos: scores of the positive class (e.g. losses on Du, label 1),
-      shape (n1,).
-    scores_neg: scores of the negative class (e.g. losses on test data, label
-      0), shape (n2,).
-    n_splits: number of folds, >= 2; min(n1, n2) must be >= n_splits.
-    seed: seed of the NumPy generator used for subsampling and folds.
-    l2: L2 penalty on the slope (on standardised scores), >= 0.
-
-  Returns:
-    Mean cross-validated accuracy in [0, 1]; about 0.5 when the classes are
-    indistinguishable.
-  """
-  pos = _as_1d(scores_pos, 'scores_pos')
-  neg = _as_1d(scores_neg, 'scores_neg')
-  n_splits = _check_int(n_splits, 'n_splits', minimum=2)
-  l2 = float(l2)
-  if not l2 >= 0.0:
-    raise AuditError(f'l2 must be >= 0; got {l2!r}')
-  m = min(pos.size, neg.size)
-  if m < n_splits:
-    raise AuditError(
-        f'each class needs at least n_splits={n_splits} scores; '
-        f'got {pos.size} positive and {neg.size} negative'
-    )
-  rng = np.random.default_rng(seed)
-  if pos.size > m:
-    pos = pos[np.sort(rng.choice(pos.size, size=m, replace=False))]
-  if neg.size > m:
-    neg = neg[np.sort(rng.choice(neg.size, size=m, replace=False))]
-  x = np.concatenate([pos, neg])
-  y = np.concatenate([np.ones(m), np.zeros(m)])
-  accuracies = []
-  for test_idx in _stratified_folds(y, n_splits, rng):
-    train = np.ones(x.size, dtype=bool)
-    train[test_idx] = False
-    mean = float(np.mean(x[train]))
-    std = float(np.std(x[train]))
-    if std <= 0.0:
-      std = 1.0
-    w, b = _fit_logistic_1d((x[train] - mean) / std, y[train], l2)
-    pred = (w * (x[test_idx] - mean) / std + b) > 0.0
-    accuracies.append(float(np.mean(pred == (y[test_idx] == 1.0))))
-  return float(np.mean(accuracies))
-
-
-def indiscernibility(acc: float) -> float:
-  """DeepUnlearn indiscernibility ``1 - |acc - 0.5| / 0.5``.
-
-  Args:
-    acc: an attack accuracy in [0, 1].
-
-  Returns:
-    1 for a chance-level attack (acc = 0.5), 0 for a perfect (or perfectly
-    inverted) one.
-  """
-  a = _check_closed_unit(acc, 'acc')
-  return 1.0 - abs(a - 0.5) / 0.5
-
-
-# -----------------------------------------------------------------------------
-# NeurIPS 2023 unlearning challenge score.
-# -----------------------------------------------------------------------------
-
-
-def neurips23_epsilon(
-    unlearned_scores: Any,
-    retrained_scores: Any,
-    delta: float = 1e-5,
-    *,
-    epsilon_cap: float | None = 50.0,
-) -> float:
-  """Per-example empirical epsilon of the NeurIPS 2023 unlearning challenge.
-
-  For one forget example, the scores (e.g. logit-scaled confidences) it gets
-  under N_u unlearned and N_r retrained models are compared by every
-  single-threshold rule: "unlearned iff score >= t" and "unlearned iff
-  score < t", for t at -inf, +inf and between consecutive distinct pooled
-  scores (this is every distinct rule, so the maximum is exact rather than
-  over a grid). With FPR = fraction of retrained classified as unlearned and
-  FNR = fraction of unlearned classified as retrained,
-
-    eps_t = max(log(1 - delta - FPR) - log FNR, log(1 - delta - FNR) - log FPR)
-
-  and ``eps = max(0, max_t eps_t)``. Conventions (those of the challenge's
-  evaluation code):
-    * FPR = FNR = 0 (perfect separation) gives eps = inf;
-    * thresholds with exactly one of FPR, FNR equal to 0 are skipped (too few
-      samples to estimate the rate), as is a term whose log argument
-      ``1 - delta - rate`` is <= 0;
-    * if no threshold survives (e.g. all scores equal) eps = 0;
-    * the result is capped at `epsilon_cap` (50 in the challenge; None keeps
-      inf).
-  Differences from the challenge: it also searched a family of two-threshold
-  (interval) rules and, when one distribution's range was < 1% of the
-  other's, set eps to the cap directly; neither is done here.
-
-  Args:
-    unlearned_scores: scores of the example under the unlearned models,
-      shape (N_u,), N_u >= 1.
-    retrained_scores: scores under the retrained models, shape (N_r,).
-    delta: the delta of (eps, delta)-unlearning, in (0, 1).
-    epsilon_cap: upper bound applied to the result (> 0), or None.
-
-  Returns:
-    The empirical epsilon, in [0, epsilon_cap].
-  """
-  u = np.sort(_as_1d(unlearned_scores, 'unlearned_scores'))
-  r = np.sort(_as_1d(retrained_scores, 'retrained_scores'))
-  delta = _check_open_unit(delta, 'delta')
-  if epsilon_cap is not None and not float(epsilon_cap) > 0.0:
-    raise AuditError(f'epsilon_cap must be > 0 or None; got {epsilon_cap!r}')
-  n_u, n_r = u.size, r.size
-  cuts = np.concatenate([np.unique(np.concatenate([u, r])), [np.inf]])
-  # Rule A, "unlearned iff score >= cut": FN = #{u < cut}, FP = #{r >= cut}.
-  fn_a = np.searchsorted(u, cuts, side='left')
-  fp_a = n_r - np.searchsorted(r, cuts, side='left')
-  # Rule B, "unlearned iff score < cut", is the complement of rule A.
-  fn = np.concatenate([fn_a, n_u - fn_a])
-  fp = np.concatenate([fp_a, n_r - fp_a])
-  if np.any((fn == 0) & (fp == 0)):
-    eps = math.inf
-  else:
-    keep = (fn > 0) & (fp > 0)
-    fnr = fn[keep] / n_u
-    fpr = fp[keep] / n_r
-    with np.errstate(divide='ignore', invalid='ignore'):
-      arg1 = 1.0 - delta - fpr
-      arg2 = 1.0 - delta - fnr
-      t1 = np.where(arg1 > 0.0, np.log(np.where(arg1 > 0, arg1, 1.0)), -np.inf)
-      t2 = np.where(arg2 > 0.0, np.log(np.where(arg2 > 0, arg2, 1.0)), -np.inf)
-      terms = np.maximum(t1 - np.log(fnr), t2 - np.log(fpr))
-    eps = max(0.0, float(np.max(terms))) if terms.size else 0.0
-  if epsilon_cap is not None:
-    eps = min(eps, float(epsilon_cap))
-  return float(eps)
-
-
-def neurips23_epsilons(
-    unlearned_scores: Any,
-    retrained_scores: Any,
-    delta: float = 1e-5,
-    *,
-    epsilon_cap: float | None = 50.0,
-) -> np.ndarray:
-  """:func:`neurips23_epsilon` for every forget example.
-
-  Args:
-    unlearned_scores: shape (N_u, n_examples); axis 0 is the model axis.
-    retrained_scores: shape (N_r, n_examples).
-    delta: see :func:`neurips23_epsilon`.
-    epsilon_cap: see :func:`neurips23_epsilon`.
-
-  Returns:
-    float64 array of shape (n_examples,).
-  """
-  u = _as_float_array(unlearned_scores, 'unlearned_scores')
-  r = _as_float_array(retrained_scores, 'retrained_scores')
-  for arr, name in ((u, 'unlearned_scores'), (r, 'retrained_scores')):
-    if arr.ndim != 2:
-      raise AuditError(
-          f'{name} must be 2-D (models, examples); got shape {arr.shape}'
-      )
-    if arr.size == 0:
-      raise AuditError(f'{name} is empty; got shape {arr.shape}')
-  if u.shape[1] != r.shape[1]:
-    raise AuditError(
-        f'unlearned_scores has {u.shape[1]} examples but retrained_scores '
-        f'has {r.shape[1]}'
-    )
-  return np.array([
-      neurips23_epsilon(u[:, i], r[:, i], delta, epsilon_cap=epsilon_cap)
-      for i in range(u.shape[1])
-  ])
-
-
-def neurips23_forget_score(
-    epsilons: Any,
-    *,
-    num_models: int = 512,
-    max_epsilon: float | None = None,
-    bin_width: float = 0.5,
-) -> float:
-  """Forgetting quality F of the NeurIPS 2023 challenge from per-example eps.
-
-  As in the challenge's evaluation code: the range ``[0, max_epsilon)`` is cut
-  into ``K = floor(max_epsilon / bin_width)`` bins of width `bin_width`; an
-  example whose eps falls in bin ``k = floor(eps / bin_width) < K`` earns
-  ``2**-k`` points (1 for eps < 0.5, 1/2 for eps in [0.5, 1), ...), and an
-  example with ``eps >= K * bin_width`` (including inf) earns 0. F is the mean
-  over examples. The default ``max_epsilon = ceil(log(num_models - 1))`` is the
-  largest finite eps the threshold attack can certify with num_models models
-  per side: 7 for the challenge's 512, i.e. 14 bins over [0, 7). (A simpler
-  variant, ``2**-min(floor(eps/0.5), 13)``, differs only for eps >= 6.5 and
-  never gives 0.)
-
-  Args:
-    epsilons: per-example epsilons, shape (n_examples,), each >= 0 (+inf
-      allowed).
-    num_models: models per side used to estimate the epsilons (>= 3); sets
-      the default `max_epsilon`.
-    max_epsilon: overrides the upper end of the binned range (> 0).
-    bin_width: bin width (> 0).
-
-  Returns:
-    F in [0, 1]; 1 means every example has eps < bin_width.
-  """
-  eps = _as_float_array(epsilons, 'epsilons')
-  if eps.ndim != 1:
-    raise AuditError(f'epsilons must be 1-D; got shape {eps.shape}')
-  if eps.size == 0:
-    raise AuditError('epsilons is empty')
-  if np.any(np.isnan(eps)):
-    raise AuditError('epsilons contains NaN')
-  if np.any(eps < 0.0):
-    raise AuditError('epsilons must be >= 0')
-  num_models = _check_int(num_models, 'num_models', minimum=3)
-  if not float(bin_width) > 0.0 or not math.isfinite(float(bin_width)):
-    raise AuditError(f'bin_width must be a positive number; got {bin_width!r}')
-  if max_epsilon is None:
-    max_epsilon = float(math.ceil(math.log(num_models - 1)))
-  elif not float(max_epsilon) > 0.0 or not math.isfinite(float(max_epsilon)):
-    raise AuditError(
-        f'max_epsilon must be a positive number; got {max_epsilon!r}'
-    )
-  n_bins = int(math.floor(float(max_epsilon) / float(bin_width) + 1e-9))
-  with np.errstate(invalid='ignore'):
-    k = np.floor(eps / float(bin_width))
-  points = np.where(k < n_bins, np.exp2(-np.minimum(k, n_bins)), 0.0)
-  return float(np.mean(points))
-
-
-def neurips23_final_score(
-    forget_score: float,
-    ra_u: float,
-    ra_r: float,
-    ta_u: float,
-    ta_r: float,
-) -> float:
-  """Final NeurIPS 2023 challenge score ``F * (RA_u / RA_r) * (TA_u / TA_r)``.
-
-  Args:
-    forget_score: forgetting quality F in [0, 1]
-      (:func:`neurips23_forget_score`).
-    ra_u: retain-set accuracy of the unlearned models, in [0, 1].
-    ra_r: retain-set accuracy of the retrained models, in (0, 1].
-    ta_u: test accuracy of the unlearned models, in [0, 1].
-    ta_r: test accuracy of the retrained models, in (0, 1].
-
-  Returns:
-    The score (>= 0; may exceed F if the unlearned models are more accurate
-    than the retrained ones).
-  """
-  f = _check_closed_unit(forget_score, 'forget_score')
-  ra_u = _check_closed_unit(ra_u, 'ra_u')
-  ra_r = _check_closed_unit(ra_r, 'ra_r')
-  ta_u = _check_closed_unit(ta_u, 'ta_u')
-  ta_r = _check_closed_unit(ta_r, 'ta_r')
-  if ra_r == 0.0:
-    raise AuditError('ra_r must be > 0 (it is a denominator)')
-  if ta_r == 0.0:
-    raise AuditError('ta_r must be > 0 (it is a denominator)')
-  return f * (ra_u / ra_r) * (ta_u / ta_r)

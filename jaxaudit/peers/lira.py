@@ -1,24 +1,38 @@
 """LiRA (Carlini et al. 2022) and U-LiRA (Hayes et al. 2024) as unlearning auditors.
 
-LiRA. S shadow models train on random halves of the population
-P = D ∪ D_ref (every record IN for exactly S // 2 of them, OUT for the rest).
-For each scored record x, view a and shadow s the logit-scaled confidence
-φ = log p_y − log Σ_{y'≠y} p_{y'} is computed; per record and view, Gaussians
-are fitted to the IN and the OUT values:
+LiRA. Reference: tensorflow/privacy, ``research/mi_lira_2021/plot.py``
+(``generate_ours`` online, ``generate_ours_offline`` offline). S shadow models
+train on random halves of the population P = D ∪ D_ref (every record IN for
+exactly S // 2 of them, OUT for the rest). For each scored record x, view a
+and shadow s the logit-scaled confidence φ = log p_y − log Σ_{y'≠y} p_{y'} is
+computed; per record and view, Gaussians are fitted to the IN and the OUT
+values. Defaults, as in the reference:
 
-  μ_in(a, x) = mean of φ over IN shadows,  μ_out likewise over OUT shadows;
-  σ: per record (sample std, ddof = 1) or, with ``fixed_variance`` (the
-     default, better with few shadows), one σ per view and side pooled over
-     records: σ²_in(a) = Σ_x Σ_{s IN} (φ − μ_in(a, x))² / (#IN values − #records).
+* ``truncate=True``: per side, every record keeps the φ of its first k shadows
+  (in model order), k the smallest count of that side over the scored records
+  (no effect on balanced halves);
+* ``center='median'``: μ(a, x) is the median over those shadows;
+* ``variance='global'`` (the reference's ``fix_variance=True``): one σ, the
+  standard deviation (``ddof=0``) of every IN value of every record and view;
+  the reference uses that IN σ for the OUT side too online, and the std of
+  every OUT value offline. ``variance='per_record'`` (its
+  ``fix_variance=False``): σ(a, x) = std of the record's values (``ddof=0``);
+* σ + 1e-30 in the densities;
 
   online  score(x) = mean_a [log N(φ_t; μ_in, σ_in) − log N(φ_t; μ_out, σ_out)]
-  offline score(x) = mean_a [−log Φ̄((φ_t − μ_out) / σ_out)]   (one-sided, OUT only)
+  offline score(x) = mean_a [−log N(φ_t; μ_out, σ_out)]          (two-sided)
 
-with φ_t the audited model's φ and Φ̄ the standard normal survival function;
-σ is floored at 1e-6. Differences from Carlini et al.'s code: it takes the
-median rather than the mean, and its "fixed variance" is the std of all values
-(including the spread between records) rather than the pooled within-record
-std. Offline here reuses the OUT half of the same shadows.
+with φ_t the audited model's φ; higher = more member-like. Offline here reuses
+the OUT half of the same shadows.
+
+Deviations, available as options (``LEGACY_OPTIONS`` reproduces jaxaudit's
+LiRA before it followed the reference): ``center='mean'``; ``ddof=1``;
+``variance='pooled'`` (one σ per view and side, pooled within records:
+σ²(a) = Σ_x Σ_s (φ − μ(a, x))² / (#values − #records), floored at 1e-6);
+``offline_test='one_sided'`` (−log Φ̄((φ_t − μ_out) / σ_out), members only
+above the OUT mean); ``truncate=False`` (every shadow's value). On balanced
+halves the rankings of the two conventions differ mostly offline (one-sided
+vs two-sided); the tests compare both with loops written from the formulas.
 
 U-LiRA. The two hypotheses for a record x of the audited model are
 "trained on x, then x was unlearned" and "never trained on x". The S shadows
@@ -27,13 +41,14 @@ trained on are its forget set F_s, which ``unlearn_fn`` removes. The unlearned
 shadow s is then a sample of the "unlearned" distribution for x ∈ F_s and of
 the "never trained on x" (retrained) distribution for candidates it never saw;
 both are models that went through unlearning, as the audited model did. The
-score is the online LiRA ratio of these two Gaussians. Hayes et al. train one
-original and one retrained model per split (64 splits × 10 forget sets in
-DeepUnlearn's code); this design spends S trainings plus S unlearning runs.
+score is the online LiRA ratio of these two Gaussians, with LiRA's options.
+Hayes et al. train one original and one retrained model per split (64 splits ×
+10 forget sets in DeepUnlearn's code); this design spends S trainings plus S
+unlearning runs.
 
 Unlearning question, for both: are the audited model's scores on Du higher
 than on D_ref (records it never trained on)? Reported: AUC(Du vs D_ref), TPR
-at FPR 1% and 0.1% (:func:`jaxaudit.audit.stats.tpr_at_fpr`; with n_ref
+at FPR 1% and 0.1% (:func:`jaxaudit.peers.base.tpr_at_fpr`; with n_ref
 reference records an FPR below 1/n_ref only allows thresholds above every
 D_ref score), and the decision ``not_forgotten`` iff a one-sided Mann–Whitney
 test of Du > D_ref gives p < alpha.
@@ -49,18 +64,26 @@ import jax
 import numpy as np
 from scipy import stats as sps
 
-from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
-    check_request, gaussian_logpdf, member_keys_for, membership_report, resolve_views, \
-    shadow_view_logits, target_logits, train_shadows
+from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_choice, check_int, \
+    check_level, check_request, gaussian_logpdf, member_keys_for, membership_report, \
+    resolve_views, shadow_view_logits, target_logits, train_shadows
 from jaxaudit.audit.signals import logit_confidence
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError
 from jaxaudit.train import Recipe, stack, unstack
 
+# σ floor of the legacy pooled variance; the reference adds SIGMA_EPS instead.
 MIN_SIGMA = 1e-6
+SIGMA_EPS = 1e-30
 # Fewest shadows LiRA accepts: 2 IN and 2 OUT per record.
 MIN_SHADOWS = 4
+CENTERS = ('median', 'mean')
+VARIANCES = ('global', 'per_record', 'pooled')
+OFFLINE_TESTS = ('two_sided', 'one_sided')
+# The options that reproduce jaxaudit's LiRA before it followed the reference.
+LEGACY_OPTIONS = dict(center='mean', ddof=1, variance='pooled', offline_test='one_sided',
+                      truncate=False)
 
 
 def _as_float64(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -75,42 +98,72 @@ def _as_float64(x: Any, name: str, ndim: int) -> np.ndarray:
   return arr
 
 
-def _fit(phi: np.ndarray, mask: np.ndarray, fixed_variance: bool,
+def _first_k(mask: np.ndarray) -> np.ndarray:
+  """(S, n) mask keeping, per record, its first k True entries (k = smallest count)."""
+  k = int(mask.sum(0).min())
+  rank = np.cumsum(mask, axis=0)
+  return mask & (rank <= k)
+
+
+def _fit(phi: np.ndarray, mask: np.ndarray, *, center: str, ddof: int, variance: str,
          side: str) -> tuple[np.ndarray, np.ndarray]:
-  """Per-record means (A, n) and std devs (A, n) of φ over the shadows in ``mask``."""
-  counts = mask.sum(0).astype(np.float64)                                  # (n,)
-  need = 1 if fixed_variance else 2
+  """Centers (A, n) and σ (A, n) of φ (A, S, n) over the shadows in ``mask`` (S, n)."""
+  counts = mask.sum(0)                                                     # (n,)
+  need = ddof + 1 if variance == 'per_record' else 1
   short = np.flatnonzero(counts < need)
   if short.size:
     raise AuditError(f'{short.size} record(s) have fewer than {need} {side} shadow model(s) '
                      f'(e.g. record position {int(short[0])}); train more shadows')
-  w = mask[None].astype(np.float64)                                        # (1, S, n)
-  mu = np.sum(phi * w, axis=1) / counts                                    # (A, n)
-  sq = np.sum(((phi - mu[:, None]) ** 2) * w, axis=1)                      # (A, n)
-  if fixed_variance:
+  vals = np.where(mask[None], phi, np.nan)                                 # (A, S, n)
+  mu = np.nanmedian(vals, axis=1) if center == 'median' else np.nanmean(vals, axis=1)
+  if variance == 'per_record':
+    sd = np.nanstd(vals, axis=1, ddof=ddof)
+  elif variance == 'global':
+    flat = phi[:, mask]
+    if flat.size <= ddof:
+      raise AuditError(f'the global {side} variance needs more than {ddof} value(s)')
+    sd = np.full(mu.shape, np.std(flat, ddof=ddof))
+  else:   # pooled within records, per view
     dof = float(counts.sum() - counts.size)
     if dof <= 0:
       raise AuditError(f'the pooled {side} variance needs some record with at least 2 {side} '
                        'shadow models; train more shadows')
-    var = np.broadcast_to((sq.sum(1) / dof)[:, None], mu.shape)
-  else:
-    var = sq / (counts - 1.0)
-  return mu, np.maximum(np.sqrt(var), MIN_SIGMA)
+    sq = np.nansum((vals - mu[:, None]) ** 2, axis=1)                      # (A, n)
+    sd = np.broadcast_to(np.sqrt(sq.sum(1) / dof)[:, None], mu.shape)
+    return mu, np.maximum(sd, MIN_SIGMA)
+  return mu, sd + SIGMA_EPS
+
+
+def check_lira_options(center: str, ddof: int, variance: str, offline_test: str) -> None:
+  """Validates LiRA's convention options; AuditError naming the bad one."""
+  check_choice(center, 'center', CENTERS)
+  check_choice(variance, 'variance', VARIANCES)
+  check_choice(offline_test, 'offline_test', OFFLINE_TESTS)
+  check_int(ddof, 'ddof', minimum=0)
 
 
 def lira_scores(phi_target: Any, phi_shadows: Any, in_mask: Any, *, online: bool = True,
-                fixed_variance: bool = True) -> np.ndarray:
+                variance: str = 'global', center: str = 'median', ddof: int = 0,
+                offline_test: str = 'two_sided', truncate: bool = True) -> np.ndarray:
   """Per-record LiRA scores from a φ table (host-side, float64).
 
   Args:
     phi_target: (A, n) φ of the audited model on A views of n records.
     phi_shadows: (A, S, n) φ of the S shadow models.
     in_mask: (S, n) bool, True where shadow s trained on record i.
-    online: the IN/OUT likelihood ratio; False: the one-sided OUT-only test.
-    fixed_variance: one pooled σ per view and side instead of per record.
+    online: the IN/OUT likelihood ratio; False: the OUT-only test.
+    variance: ``'global'`` (reference, fixed variance), ``'per_record'``
+      (reference, per-example variance) or ``'pooled'`` (legacy).
+    center: ``'median'`` (reference) or ``'mean'``.
+    ddof: delta degrees of freedom of the standard deviations (reference 0).
+    offline_test: ``'two_sided'`` (reference: −log density under OUT) or
+      ``'one_sided'`` (−log survival function).
+    truncate: keep the first k shadows per side and record, k the smallest
+      count over the records (reference).
   Returns:
     (n,) scores, higher = more member-like (see the module docstring).
   """
+  check_lira_options(center, ddof, variance, offline_test)
   t = _as_float64(phi_target, 'phi_target', 2)
   sh = _as_float64(phi_shadows, 'phi_shadows', 3)
   mask = np.asarray(in_mask)
@@ -121,10 +174,25 @@ def lira_scores(phi_target: Any, phi_shadows: Any, in_mask: Any, *, online: bool
     raise AuditError(f'phi_shadows {sh.shape} does not match phi_target {t.shape} as (A, S, n)')
   if mask.shape != (sh.shape[1], n):
     raise AuditError(f'in_mask must have shape (S, n) = {(sh.shape[1], n)}, got {mask.shape}')
-  mu_out, sd_out = _fit(sh, ~mask, fixed_variance, 'OUT')
+  out_mask, in_mask_ = ~mask, mask
+  for m, side in ((out_mask, 'OUT'), (in_mask_, 'IN')):
+    if not online and side == 'IN':
+      continue
+    if not m.sum(0).min() >= 1:
+      bad = int(np.argmin(m.sum(0)))
+      raise AuditError(f'record position {bad} has no {side} shadow model; train more shadows')
+  if truncate:
+    out_mask = _first_k(out_mask)
+    in_mask_ = _first_k(in_mask_)
+  kw = dict(center=center, ddof=int(ddof), variance=variance)
+  mu_out, sd_out = _fit(sh, out_mask, side='OUT', **kw)
   if not online:
-    return np.mean(-sps.norm.logsf((t - mu_out) / sd_out), axis=0)
-  mu_in, sd_in = _fit(sh, mask, fixed_variance, 'IN')
+    if offline_test == 'one_sided':
+      return np.mean(-sps.norm.logsf((t - mu_out) / sd_out), axis=0)
+    return np.mean(-gaussian_logpdf(t, mu_out, sd_out), axis=0)
+  mu_in, sd_in = _fit(sh, in_mask_, side='IN', **kw)
+  if variance == 'global':
+    sd_out = sd_in          # as the reference: the IN values' σ for both sides online
   return np.mean(gaussian_logpdf(t, mu_in, sd_in) - gaussian_logpdf(t, mu_out, sd_out), axis=0)
 
 
@@ -152,7 +220,9 @@ def _get_shadows(shadows, model, dataset, split, recipe, num_shadows, seed, cach
 
 
 def lira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *,
-         num_shadows: int = 16, online: bool = True, fixed_variance: bool = True,
+         num_shadows: int = 16, online: bool = True, variance: str = 'global',
+         center: str = 'median', ddof: int = 0, offline_test: str = 'two_sided',
+         truncate: bool = True,
          views: Sequence[str] | None = None, seed: int = 0, cache_dir: str | None = None,
          alpha: float = 0.05, shadows: ShadowSet | None = None,
          log: Callable[[str], None] = lambda s: None) -> PeerResult:
@@ -165,8 +235,9 @@ def lira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
     model: Linen module of the shadow models (the audited architecture).
     recipe: their training recipe (the original's).
     num_shadows: S >= 4 shadow models on random halves of D ∪ D_ref.
-    online: IN/OUT likelihood ratio (True) or the OUT-only one-sided test.
-    fixed_variance: pooled σ per view (True) or per-record σ.
+    online: IN/OUT likelihood ratio (True) or the OUT-only test.
+    variance, center, ddof, offline_test, truncate: the conventions of
+      :func:`lira_scores` (defaults: the reference's).
     views: views to average over (default ``('identity', 'shift_right')`` for
       images, ``('identity',)`` otherwise); a logits-table target answers
       only the views it holds.
@@ -187,6 +258,7 @@ def lira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
     num_shadows = check_int(num_shadows, 'num_shadows', minimum=MIN_SHADOWS,
                             why=' (LiRA fits IN and OUT Gaussians: 2 of each per record)')
   alpha = check_level(alpha, 'alpha')
+  check_lira_options(center, ddof, variance, offline_test)
   views = resolve_views(views, dataset, target)
   shadows, scored = _get_shadows(shadows, model, dataset, split, recipe, num_shadows, seed,
                                  cache_dir, log)
@@ -195,11 +267,13 @@ def lira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
   phi_s = _phi(shadow_view_logits(model, shadows.params, dataset, scored, views, seed=seed),
                labels)
   mask = shadows.in_mask(scored)
-  scores = lira_scores(phi_t, phi_s, mask, online=online, fixed_variance=fixed_variance)
+  options = dict(variance=variance, center=center, ddof=ddof, offline_test=offline_test,
+                 truncate=bool(truncate))
+  scores = lira_scores(phi_t, phi_s, mask, online=online, **options)
   nf = len(split.forget)
   auc, decision, details = membership_report(scores[:nf], scores[nf:], alpha=alpha)
   details.update(
-      target=target.name, online=bool(online), fixed_variance=bool(fixed_variance),
+      target=target.name, online=bool(online), options=options,
       views=list(views), num_shadows=shadows.num_models,
       shadow_phi=dict(mean_in=float(phi_s[0][mask].mean()),
                       mean_out=float(phi_s[0][~mask].mean())),
@@ -224,7 +298,8 @@ def _accepts_retain(fn: Callable) -> bool:
 def ulira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Recipe,
           unlearn_fn: Callable[..., Any], *, num_shadows: int = 8, seed: int = 0,
           cache_dir: str | None = None, views: Sequence[str] | None = None,
-          fixed_variance: bool = True, alpha: float = 0.05, shadows: ShadowSet | None = None,
+          variance: str = 'global', center: str = 'median', ddof: int = 0,
+          truncate: bool = True, alpha: float = 0.05, shadows: ShadowSet | None = None,
           log: Callable[[str], None] = lambda s: None) -> PeerResult:
   """U-LiRA: unlearned-vs-retrained likelihood ratio per record of Du and D_ref.
 
@@ -244,7 +319,7 @@ def ulira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Re
     seed: seed of the halves, of the shadows' and of the unlearning keys.
     cache_dir: where shadow ensembles are cached (unlearned shadows are not).
     views: as for :func:`lira`.
-    fixed_variance: pooled σ per view (True) or per-record σ.
+    variance, center, ddof, truncate: as for :func:`lira_scores` (online).
     alpha: level of the decision rule.
     shadows: a ready ShadowSet; skips training.
     log: progress printer.
@@ -261,6 +336,7 @@ def ulira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Re
     num_shadows = check_int(num_shadows, 'num_shadows', minimum=MIN_SHADOWS,
                             why=' (U-LiRA fits two Gaussians: 2 shadows of each per record)')
   alpha = check_level(alpha, 'alpha')
+  check_lira_options(center, ddof, variance, 'two_sided')
   views = resolve_views(views, dataset, target)
   shadows, scored = _get_shadows(shadows, model, dataset, split, recipe, num_shadows, seed,
                                  cache_dir, log)
@@ -291,12 +367,13 @@ def ulira(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Re
   phi_t = _phi(target_logits(target, dataset, scored, views, seed=seed), labels)
   phi_s = _phi(shadow_view_logits(model, params_u, dataset, scored, views, seed=seed,
                                   name='unlearned shadow models'), labels)
-  scores = lira_scores(phi_t, phi_s, mask, online=True, fixed_variance=fixed_variance)
+  options = dict(variance=variance, center=center, ddof=ddof, truncate=bool(truncate))
+  scores = lira_scores(phi_t, phi_s, mask, online=True, **options)
   nf = len(split.forget)
   auc, decision, details = membership_report(scores[:nf], scores[nf:], alpha=alpha)
   s_count = shadows.num_models
   details.update(
-      target=target.name, fixed_variance=bool(fixed_variance), views=list(views),
+      target=target.name, options=options, views=list(views),
       num_shadows=s_count, forget_set_sizes=mask.sum(1),
       shadow_phi=dict(mean_unlearned=float(phi_s[0][mask].mean()),
                       mean_never_seen=float(phi_s[0][~mask].mean())),

@@ -1,5 +1,9 @@
 """RMIA (Zarifzadeh et al. 2024) as an unlearning auditor.
 
+Reference: privacytrustlab/ml_privacy_meter (``modules/mia/attacks/rmia.py``,
+``run_rmia``), which this module reproduces exactly on the same probabilities,
+ties included, by default.
+
 For a record x and the audited model θ, P(x|θ) is the softmax probability of
 x's true label. P(x) is its average over reference models:
 
@@ -12,7 +16,12 @@ The pairwise likelihood ratio against a population record z is
 
   LR(x, z) = [P(x|θ) / P(x)] / [P(z|θ) / P(z)]
 
-and score(x) = fraction of the population sample with LR(x, z) ≥ γ.
+and score(x) = fraction of the population sample with LR(x, z) > γ
+(``tie='strict'``, the reference's rule with γ = 1: a pair with LR exactly γ
+does not count). Deviation, as an option: ``tie='inclusive'`` counts LR ≥ γ,
+the paper's wording and jaxaudit's rule before it followed the reference
+(``LEGACY_OPTIONS``); the two differ only on exact ties, e.g. every pair of
+records whose probabilities are equal, and a record scored against itself.
 
 Which records play which role here:
   * scored: Du and D_ref (with ``population='ref'``, a random half of D_ref);
@@ -42,7 +51,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import special
 
-from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_int, check_level, \
+from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_choice, check_int, \
+    check_level, \
     check_request, membership_report, shadow_view_logits, target_logits, train_cached, \
     train_shadows
 from jaxaudit.audit.target import Target
@@ -51,6 +61,9 @@ from jaxaudit.errors import AuditError
 from jaxaudit.train import Recipe
 
 POPULATIONS = ('test', 'ref')
+TIES = ('strict', 'inclusive')
+# The option that reproduces jaxaudit's RMIA before it followed the reference.
+LEGACY_OPTIONS = dict(tie='inclusive')
 # Pairs (x, z) compared per chunk.
 _CHUNK = 1 << 22
 
@@ -78,7 +91,8 @@ def _marginal(p_refs: np.ndarray, a: float, offline: bool) -> np.ndarray:
 
 
 def rmia_scores(p_target_x: Any, p_refs_x: Any, p_target_z: Any, p_refs_z: Any, *,
-                a: float = 0.3, gamma: float = 1.0, offline: bool = True) -> np.ndarray:
+                a: float = 0.3, gamma: float = 1.0, offline: bool = True,
+                tie: str = 'strict') -> np.ndarray:
   """Per-record RMIA scores from probability tables (host-side, float64).
 
   Args:
@@ -89,9 +103,10 @@ def rmia_scores(p_target_x: Any, p_refs_x: Any, p_target_z: Any, p_refs_z: Any, 
     a: offline correction in [0, 1] (ignored online).
     gamma: likelihood-ratio threshold (> 0).
     offline: reference models are all OUT (use the ``a`` formula).
+    tie: ``'strict'`` counts LR > gamma (reference), ``'inclusive'`` LR >= gamma.
   Returns:
-    (n,) scores in [0, 1]: the fraction of z with LR(x, z) >= gamma. A pair
-    whose ratio is undefined (0 / 0) does not count.
+    (n,) scores in [0, 1]: the fraction of z with LR(x, z) > gamma (or >=).
+    A pair whose ratio is undefined (0 / 0) does not count.
   """
   tx = _probs(p_target_x, 'p_target_x', 1)
   rx = _probs(p_refs_x, 'p_refs_x', 2)
@@ -108,6 +123,8 @@ def rmia_scores(p_target_x: Any, p_refs_x: Any, p_target_z: Any, p_refs_z: Any, 
     raise AuditError(f'a must be in [0, 1], got {a!r}')
   if not float(gamma) > 0.0 or not np.isfinite(float(gamma)):
     raise AuditError(f'gamma must be a positive number, got {gamma!r}')
+  check_choice(tie, 'tie', TIES)
+  beats = np.greater if tie == 'strict' else np.greater_equal
   with np.errstate(divide='ignore', invalid='ignore'):
     ratio_x = tx / _marginal(rx, float(a), offline)
     ratio_z = tz / _marginal(rz, float(a), offline)
@@ -115,7 +132,7 @@ def rmia_scores(p_target_x: Any, p_refs_x: Any, p_target_z: Any, p_refs_z: Any, 
     step = max(1, _CHUNK // max(1, tz.shape[0]))
     for i in range(0, tx.shape[0], step):
       lr = ratio_x[i:i + step, None] / ratio_z[None, :]
-      out[i:i + step] = np.mean(lr >= float(gamma), axis=1)   # NaN compares False
+      out[i:i + step] = np.mean(beats(lr, float(gamma)), axis=1)   # NaN compares False
   return out
 
 
@@ -129,7 +146,7 @@ def _true_label_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def rmia(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *,
          num_refs: int = 4, a: float = 0.3, gamma: float = 1.0, n_population: int = 1000,
-         offline: bool = True, population: str = 'test', seed: int = 0,
+         offline: bool = True, population: str = 'test', tie: str = 'strict', seed: int = 0,
          cache_dir: str | None = None, alpha: float = 0.05, shadows: ShadowSet | None = None,
          log: Callable[[str], None] = lambda s: None) -> PeerResult:
   """RMIA membership inference of Du vs D_ref against the audited model.
@@ -149,6 +166,7 @@ def rmia(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
     population: ``'test'`` (z from the test split; a logits-table target must
       hold ``test_logits``) or ``'ref'`` (z = a random half of D_ref, the
       other half is scored).
+    tie: ``'strict'`` (LR > gamma, reference) or ``'inclusive'`` (LR >= gamma).
     seed: seed of the samples, halves and keys.
     cache_dir: where reference ensembles are cached (None: no cache).
     alpha: level of the decision rule.
@@ -171,6 +189,7 @@ def rmia(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
     raise AuditError(f'a must be in [0, 1], got {a!r}')
   if not float(gamma) > 0.0:
     raise AuditError(f'gamma must be > 0, got {gamma!r}')
+  check_choice(tie, 'tie', TIES)
   rng = np.random.default_rng([int(seed), 4241])
   forget = np.asarray(split.forget, np.int64)
   if population == 'ref':
@@ -221,11 +240,11 @@ def rmia(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Rec
       shadow_view_logits(model, params, dataset, scored, ident, name='reference models')[0], y_x)
   p_rz = _true_label_probs(shadow_view_logits(model, params, dataset, z_idx, ident, test=z_test,
                                               name='reference models')[0], y_z)
-  scores = rmia_scores(p_tx, p_rx, p_tz, p_rz, a=a, gamma=gamma, offline=offline)
+  scores = rmia_scores(p_tx, p_rx, p_tz, p_rz, a=a, gamma=gamma, offline=offline, tie=tie)
   nf = len(forget)
   auc, decision, details = membership_report(scores[:nf], scores[nf:], alpha=alpha)
   details.update(
-      target=target.name, offline=bool(offline), a=float(a), gamma=float(gamma),
+      target=target.name, offline=bool(offline), a=float(a), gamma=float(gamma), tie=tie,
       num_refs=n_refs, population=population, population_size=len(z_idx),
       reference_data='halves of Dr (OUT for all scored records)' if offline
       else 'halves of D ∪ D_ref (LiRA shadows)',

@@ -1,7 +1,8 @@
-"""Tests for jaxaudit.peers.
+"""Tests for jaxaudit.peers: the result type, shared pieces, the registry, the auditors.
 
-The score tables (LiRA, RMIA, heuristics) are checked against naive loops
-written here; the auditors end to end on a tiny digits setup, where an
+The score tables are checked against reference implementations in
+test_lira.py, test_rmia.py, test_population.py and test_neurips23.py; the
+heuristics against naive loops here; the auditors end to end on a tiny digits setup, where an
 "original" MLP (trained on D, Du included) must look more member-like on Du
 than a model retrained without Du. Every model is trained once per module (a
 few compiled programs), so the file stays fast on two CPU cores.
@@ -9,9 +10,11 @@ few compiled programs), so the file stays fast on two CPU cores.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
+from hypothesis import given, settings, strategies as st
 import jax
 import numpy as np
 import pytest
@@ -21,11 +24,12 @@ from jaxaudit.audit import Target
 from jaxaudit import peers
 from jaxaudit.peers import base
 from jaxaudit.data import make_split
-from jaxaudit.errors import AuditError
+from jaxaudit.errors import AuditError, ConfigError
 from jaxaudit.models import get_model
 from jaxaudit.train import Recipe, train_ensemble, unstack
 
 NUM_SHADOWS = 8
+population_lib = importlib.import_module('jaxaudit.peers.population')
 
 
 # -----------------------------------------------------------------------------
@@ -59,56 +63,6 @@ def _json_roundtrip(result: peers.PeerResult) -> dict:
 # -----------------------------------------------------------------------------
 # Naive references.
 # -----------------------------------------------------------------------------
-
-
-def naive_lira(phi_t, phi_s, mask, *, online, fixed):
-  a_n, s_n, n = phi_s.shape
-
-  def groups(a, i, side):
-    return [phi_s[a, s, i] for s in range(s_n) if bool(mask[s, i]) == side]
-
-  def pooled_sd(a, side):
-    ss, dof = 0.0, 0
-    for i in range(n):
-      vals = groups(a, i, side)
-      mu = sum(vals) / len(vals)
-      ss += sum((v - mu)**2 for v in vals)
-      dof += len(vals) - 1
-    return math.sqrt(ss / dof)
-
-  out = np.zeros(n)
-  for i in range(n):
-    total = 0.0
-    for a in range(a_n):
-      stats_ = {}
-      for side in (True, False):
-        vals = groups(a, i, side)
-        mu = sum(vals) / len(vals)
-        sd = pooled_sd(a, side) if fixed else float(np.std(vals, ddof=1))
-        stats_[side] = (mu, sd)
-      t = phi_t[a, i]
-      if online:
-        total += (sps.norm.logpdf(t, *stats_[True]) - sps.norm.logpdf(t, *stats_[False]))
-      else:
-        mu, sd = stats_[False]
-        total += -sps.norm.logsf((t - mu) / sd)
-    out[i] = total / a_n
-  return out
-
-
-def naive_rmia(tx, rx, tz, rz, *, a, gamma, offline):
-  def marginal(col):
-    m = sum(col) / len(col)
-    return 0.5 * ((1 + a) * m + (1 - a)) if offline else m
-
-  out = np.zeros(len(tx))
-  for i in range(len(tx)):
-    count = 0
-    for j in range(len(tz)):
-      lr = (tx[i] / marginal(rx[:, i])) / (tz[j] / marginal(rz[:, j]))
-      count += lr >= gamma
-    out[i] = count / len(tz)
-  return out
 
 
 def _softmax(z):
@@ -165,48 +119,94 @@ def test_registry():
   assert all(callable(f) for f in peers.PEERS.values())
 
 
+def test_get_peer_binds_and_checks_options():
+  p = peers.get_peer('lira', online=False, num_shadows=8)
+  assert p.name == 'lira' and p.fn is peers.PEERS['lira']
+  assert dict(p.options) == dict(online=False, num_shadows=8)
+  assert repr(p) == 'Peer(lira, online=False, num_shadows=8)'
+  assert peers.peer_options('rmia')['tie'] == 'strict'
+  with pytest.raises(ConfigError, match="unknown peer auditor 'liraa'"):
+    peers.get_peer('liraa')
+  with pytest.raises(ConfigError, match=r"peer 'lira' has no option\(s\) \['onlin'\]"):
+    peers.get_peer('lira', onlin=False)
+  with pytest.raises(ConfigError, match='unknown peer auditor'):
+    peers.peer_options('nope')
+
+
+def test_get_peer_calls_with_bound_options(monkeypatch):
+  seen = {}
+
+  def fake(target, *, alpha=0.05, seed=0):
+    seen.update(target=target, alpha=alpha, seed=seed)
+    return 'result'
+
+  monkeypatch.setitem(peers.PEERS, 'fake', fake)
+  p = peers.get_peer('fake', alpha=0.01)
+  assert p('mu', seed=3) == 'result'
+  assert seen == dict(target='mu', alpha=0.01, seed=3)
+  assert p('mu', alpha=0.2) and seen['alpha'] == 0.2     # call-time keywords win
+
+
+def test_from_config_forms():
+  ml_collections = pytest.importorskip('ml_collections')
+  one = peers.from_config({'type': 'rmia', 'tie': 'inclusive'})
+  assert one.name == 'rmia' and dict(one.options) == {'tie': 'inclusive'}
+  cfg = ml_collections.ConfigDict(dict(
+      lira={}, lira_offline=dict(type='lira', online=False),
+      pop=dict(name='population_mia', **population_lib.LEGACY_OPTIONS)))
+  runs = peers.from_config(cfg)
+  assert list(runs) == ['lira', 'lira_offline', 'pop']
+  assert runs['lira'].name == 'lira' and not runs['lira'].options
+  assert dict(runs['lira_offline'].options) == {'online': False}
+  assert runs['pop'].name == 'population_mia' and runs['pop'].options['cv'] == 'kfold'
+  with pytest.raises(ConfigError, match="peer run 'x': unknown peer auditor 'x'"):
+    peers.from_config({'x': {}})
+  with pytest.raises(ConfigError, match="peer run 'lira': peer 'lira' has no option"):
+    peers.from_config({'lira': {'fixed_variance': True}})
+  with pytest.raises(ConfigError, match='must be a mapping'):
+    peers.from_config(['lira'])
+  with pytest.raises(ConfigError, match='must be a mapping'):
+    peers.from_config({'lira': 3})
+
+
 # -----------------------------------------------------------------------------
-# Score tables against naive loops.
+# ROC helpers of the membership report.
 # -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('online,fixed', [(True, True), (True, False), (False, True),
-                                          (False, False)])
-def test_lira_scores_match_naive(online, fixed):
-  rng = np.random.default_rng(0)
-  a, s, n = 2, 7, 9
-  mask = np.zeros((s, n), bool)
-  for i in range(n):   # Unbalanced on purpose: 2..5 IN shadows per record.
-    mask[rng.choice(s, rng.integers(2, 6), replace=False), i] = True
-  phi_s = rng.normal(size=(a, s, n)) + 3.0 * mask[None]
-  phi_t = rng.normal(size=(a, n)) * 2.0
-  got = peers.lira_scores(phi_t, phi_s, mask, online=online, fixed_variance=fixed)
-  want = naive_lira(phi_t, phi_s, mask, online=online, fixed=fixed)
-  np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+def naive_tpr_at_fpr(pos, neg, target):
+  best = 0.0
+  for t in sorted(set(pos) | set(neg)) + [math.inf]:
+    fpr = sum(1 for b in neg if b >= t) / len(neg)
+    tpr = sum(1 for a in pos if a >= t) / len(pos)
+    if fpr <= target:
+      best = max(best, tpr)
+  return best
 
 
-def test_lira_scores_order_members_first():
-  rng = np.random.default_rng(1)
-  s, n = 8, 40
-  mask = peers.plan_halves(n, s, seed=0)
-  phi_s = rng.normal(size=(1, s, n)) + 4.0 * mask[None]
-  member = np.arange(n) < n // 2
-  phi_t = rng.normal(size=(1, n)) + 4.0 * member[None]
-  scores = peers.lira_scores(phi_t, phi_s, mask)
-  assert scores[member].mean() > scores[~member].mean() + 5.0
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-6, 6), min_size=1, max_size=12),
+       st.lists(st.integers(-6, 6), min_size=1, max_size=12), st.floats(0.0, 1.0))
+def test_tpr_at_fpr_matches_threshold_sweep(pos, neg, target):
+  assert base.tpr_at_fpr(pos, neg, target) == pytest.approx(naive_tpr_at_fpr(pos, neg, target))
 
 
-@pytest.mark.parametrize('offline,gamma', [(True, 1.0), (True, 2.0), (False, 1.0),
-                                           (False, 0.5)])
-def test_rmia_scores_match_naive(offline, gamma):
-  rng = np.random.default_rng(2)
-  r, n, m = 3, 11, 17
-  tx, tz = rng.uniform(0.01, 1, n), rng.uniform(0.01, 1, m)
-  rx, rz = rng.uniform(0.01, 1, (r, n)), rng.uniform(0.01, 1, (r, m))
-  got = peers.rmia_scores(tx, rx, tz, rz, a=0.3, gamma=gamma, offline=offline)
-  want = naive_rmia(tx, rx, tz, rz, a=0.3, gamma=gamma, offline=offline)
-  np.testing.assert_array_equal(got, want)
-  assert np.all((got >= 0) & (got <= 1))
+def test_roc_curve_and_low_fpr_budget():
+  fpr, tpr, thr = base.roc_curve([3.0, 2.0, 2.0], [2.0, 1.0])
+  np.testing.assert_array_equal(thr, [np.inf, 3.0, 2.0, 1.0])
+  np.testing.assert_allclose(tpr, [0.0, 1 / 3, 1.0, 1.0])
+  np.testing.assert_allclose(fpr, [0.0, 0.0, 0.5, 1.0])
+  pos = np.arange(100.0)
+  neg = np.arange(100.0) - 50.0
+  assert base.tpr_at_fpr(pos, neg, 0.0) == pytest.approx(0.5)
+  assert base.tpr_at_fpr(pos, neg, 0.1) == pytest.approx(0.6)
+  with pytest.raises(AuditError, match=r'fpr must be in \[0, 1\]'):
+    base.tpr_at_fpr(pos, neg, 1.5)
+
+
+# -----------------------------------------------------------------------------
+# NeurIPS 2023 from logits, and the heuristics against naive loops.
+# -----------------------------------------------------------------------------
 
 
 def test_neurips23_identical_vs_separated():
@@ -315,9 +315,14 @@ def test_population_mia_original_vs_retrained(setup):
 def test_lira_original_vs_retrained(setup):
   kw = dict(dataset=setup['data'], split=setup['split'], model=setup['model'],
             recipe=setup['recipe'], shadows=setup['shadows'])
-  for online in (True, False):
-    orig = peers.lira(setup['original'], online=online, **kw)
-    ret = peers.lira(setup['retrained'], online=online, **kw)
+  # Offline, the reference's two-sided density test does not separate the two
+  # models on this tiny setup (AUC 0.516 vs 0.515 with 8 shadows); the
+  # one-sided option does (0.615 vs 0.512). Both are reported, the
+  # separation is checked with the one-sided option.
+  for online, opts in ((True, {}), (False, {'offline_test': 'one_sided'}),
+                       (False, {})):
+    orig = peers.lira(setup['original'], online=online, **opts, **kw)
+    ret = peers.lira(setup['retrained'], online=online, **opts, **kw)
     for r in (orig, ret):
       assert 0.0 <= r.score <= 1.0
       assert r.cost['models_trained'] == NUM_SHADOWS
@@ -325,8 +330,9 @@ def test_lira_original_vs_retrained(setup):
       assert r.details['views'] == ['identity', 'shift_right']
       assert len(r.details['scores']['forget']) == len(setup['split'].forget)
       _json_roundtrip(r)
-    assert orig.score > max(0.55, ret.score + 0.05), (online, orig.score, ret.score)
-    assert orig.decision == 'not_forgotten' and ret.decision == 'forgotten'
+    if online or opts:
+      assert orig.score > max(0.55, ret.score + 0.05), (online, orig.score, ret.score)
+      assert orig.decision == 'not_forgotten' and ret.decision == 'forgotten'
   # IN shadows are more confident on their members than OUT shadows.
   sp = orig.details['shadow_phi']
   assert sp['mean_in'] > sp['mean_out']
@@ -444,19 +450,6 @@ def test_bad_inputs_raise(setup):
     peers.population_mia(nan_target, d, split)
   with pytest.raises(AuditError, match='NaN'):
     peers.lira(nan_target, d, split, model, recipe, shadows=setup['shadows'])
-  # Score tables.
-  with pytest.raises(AuditError, match='does not match'):
-    peers.lira_scores(np.zeros((1, 5)), np.zeros((1, 4, 6)), np.ones((4, 6), bool))
-  with pytest.raises(AuditError, match='in_mask'):
-    peers.lira_scores(np.zeros((1, 5)), np.zeros((1, 4, 5)), np.ones((3, 5), bool))
-  with pytest.raises(AuditError, match='NaN'):
-    peers.lira_scores(np.full((1, 5), np.nan), np.zeros((1, 4, 5)), np.ones((4, 5), bool))
-  with pytest.raises(AuditError, match='fewer than 1 IN'):
-    peers.lira_scores(np.zeros((1, 2)), np.zeros((1, 4, 2)), np.zeros((4, 2), bool))
-  with pytest.raises(AuditError, match='reference models'):
-    peers.rmia_scores(np.ones(3) / 2, np.ones((2, 3)) / 2, np.ones(4) / 2, np.ones((3, 4)) / 2)
-  with pytest.raises(AuditError, match='probabilities'):
-    peers.rmia_scores(np.ones(3) * 2, np.ones((2, 3)) / 2, np.ones(4) / 2, np.ones((2, 4)) / 2)
   # NeurIPS 2023.
   acc = dict(ra_u=0.9, ra_r=0.9, ta_u=0.9, ta_r=0.9)
   good = np.zeros((4, 6, 3), np.float32)
