@@ -505,6 +505,7 @@ def resolve_target(config, dataset, split, workdir: str, target: str | None = No
 
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,
               out_dir: str | None = None, overwrite: bool = False,
+              reference_file: str | None = None,
               log: Callable[[str], None] = log_to_stdout):
   """Audits one model of a workdir and writes its report.
 
@@ -512,10 +513,16 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
     out_dir: report directory (default WORKDIR/audits/TARGET); an existing
       directory is replaced only if jaxaudit wrote it, or with ``overwrite``
       (checked before any work).
+    reference_file: an ``.npz`` of the user's own reference records (``x``,
+      ``y``, optional ``units``: see
+      :func:`jaxaudit.audit.reference.load_reference_file`) that no model
+      trained on; it replaces the split's D_ref, and the audit's reference
+      self-check refuses it (``invalid_reference``) when it is not
+      exchangeable with Du.
   Returns:
     (AuditResult, report directory).
   """
-  from jaxaudit.audit import audit
+  from jaxaudit.audit import audit, load_reference_file
   from jaxaudit.audit.report import write_report
   if out_dir:
     io_utils.check_replaceable(out_dir, overwrite=overwrite, what='--out directory')
@@ -524,13 +531,14 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
   elif logits_file and not os.path.isfile(logits_file):
     raise ConfigError(f'logits file {logits_file} does not exist')
   dataset = preflight(config, workdir)
+  reference = load_reference_file(reference_file, dataset) if reference_file else None
   dataset, split = prepare(config, workdir, log, dataset=dataset)
   tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
   out = out_dir or os.path.join(workdir, 'audits', tgt.name)
   io_utils.check_replaceable(out, overwrite=overwrite, what='report directory')
   result = audit(tgt, dataset, split, verifier_model=model_from_config(config, dataset),
                  recipe=recipe_from_config(config), settings=audit_settings(config),
-                 cache_dir=os.path.join(workdir, 'verifiers'), log=log)
+                 cache_dir=os.path.join(workdir, 'verifiers'), log=log, reference=reference)
   write_report(result, out, overwrite=overwrite)
   log(f'[audit] {tgt.name}: {result.summary()}')
   log(f'[audit] report: {os.path.join(out, "report.md")}')

@@ -268,6 +268,12 @@ CASES = [
     ('unlearn_without_original', ['unlearn', '--workdir={T}/new', C, '--method=finetune'],
      _nothing, r'no original model'),
     ('data_show_unknown', ['data', 'show', 'nosuch'], _nothing, r'nosuch'),
+    ('reference_missing', ['audit', f'--workdir={W}', '--target=retrain',
+                           '--reference={T}/nosuch.npz'], _nothing, r'does not exist'),
+    ('reference_bad_shape', ['audit', f'--workdir={W}', '--target=retrain',
+                             '--reference={T}/ref.npz'],
+     lambda t, w: np.savez(os.path.join(t, 'ref.npz'), x=np.zeros((5, 3)), y=np.zeros(5, int)),
+     r'shape|x'),
 ]
 
 

@@ -92,3 +92,27 @@ def test_a_config_field_can_be_cleared_and_train_overwrite_retrains(tmp_path):
   meta = json.load(open(os.path.join(w, 'models', 'original', 'meta.json')))
   assert meta['seed'] == 5 and json.load(open(os.path.join(w, 'config.json')))['seed'] == 5
   del before
+
+
+def test_audit_with_a_user_reference_file(tmp_path):
+  """--reference: the user's own held-out records; a shifted set is refused."""
+  from jaxaudit.data import load_dataset, splits
+  w = str(tmp_path / 'w')
+  r = run(['train', f'--workdir={w}', TINY], tmp_path)
+  assert r.returncode == 0, r.stderr
+  ds = load_dataset('digits')
+  split = splits.load_split(os.path.join(w, 'split.npz'), ds)
+  x, y = ds.x_train[split.ref], ds.y_train[split.ref]
+  np.savez(tmp_path / 'same.npz', x=x, y=y, units='standardised')
+  np.savez(tmp_path / 'shifted.npz', x=x + 1.0, y=y, units='standardised')
+  settings = ['--config.audit.num_verifiers=4']
+  r = run(['audit', f'--workdir={w}', '--target=retrain', f'--reference={tmp_path}/same.npz',
+           f'--out={tmp_path}/a1', *settings], tmp_path)
+  assert r.returncode == 0, r.stderr
+  same = json.load(open(tmp_path / 'a1' / 'report.json'))
+  assert same['request']['reference'] == 'user'
+  assert same['decision'] != 'invalid_reference'
+  r = run(['audit', f'--workdir={w}', '--target=retrain', f'--reference={tmp_path}/shifted.npz',
+           f'--out={tmp_path}/a2', *settings], tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert json.load(open(tmp_path / 'a2' / 'report.json'))['decision'] == 'invalid_reference'
