@@ -11,6 +11,7 @@ checkpoint of ``experiments/cli_methods.py`` (the same model trained on
 records outside D, so it never saw Du), and ``sisa`` unlearns a SISA original
 trained with ``--sisa_shards`` shards (its accuracies are the shard
 ensemble's, mean softmax; its RTE is against retraining the single model).
+The logic lives in :func:`jaxaudit.study.bench.bench_methods`.
 
   python experiments/bench_methods.py                          # digits, MLP
   python experiments/bench_methods.py --config=experiments/configs/mnist_cnn.py:local
@@ -18,23 +19,14 @@ ensemble's, mean softmax; its RTE is against retraining the single model).
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
 
-import jax
-import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments import cli_methods  # noqa: E402  (repo root on the path)
-from jaxaudit import cli
-from jaxaudit import checkpoint, pipeline
+from jaxaudit import cli, io_utils
 from jaxaudit.commands import default_config
-from jaxaudit.configs import recipe_from_config
-from jaxaudit.unlearn import get_method, list_methods, make_unlearn_data
+from jaxaudit.study import bench, script
 
 config_flags.DEFINE_config_file('config', default_config.__file__, 'Experiment config.',
                                 lock_config=False)
@@ -51,66 +43,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  cfg = FLAGS.config
-  cfg.train_retrain = False
-  cfg.sisa.shards = int(FLAGS.sisa_shards)
-  cfg.sisa.slices = int(FLAGS.sisa_slices)
-  pipeline.train_and_evaluate(cfg, FLAGS.workdir, log=lambda s: None)
-  ds, split = pipeline.prepare(cfg, FLAGS.workdir, log=lambda s: None)
-  model, params, _ = checkpoint.restore_model(os.path.join(FLAGS.workdir, 'models', 'original'))
-  pre = cli_methods.ensure_pretrained(cfg, FLAGS.workdir, epochs=FLAGS.pretrain_epochs,
-                                      source='auto', size=None, log=lambda s: None)
-  _, init_params, _ = checkpoint.restore_model(pre)
-  recipe = recipe_from_config(cfg)
-  data = make_unlearn_data(ds, split, recipe, init_checkpoint_params=init_params)
-  sisa_state = None
-  if cfg.sisa.shards:
-    _, sisa_state, _ = pipeline.load_sisa_state(
-        os.path.join(FLAGS.workdir, 'models', pipeline.SISA_DIR), train_indices=split.train)
-  names = FLAGS.methods or [m.name for m in list_methods()]
-  if not cfg.sisa.shards:
-    names = [n for n in names if n != 'sisa']
-  if 'retrain' in names:
-    names = ['retrain'] + [n for n in names if n != 'retrain']
-  print(f'{ds.name} {cfg.model}: |Dr|={len(split.retain)} |Du|={len(split.forget)}, '
-        f'{jax.default_backend()}', flush=True)
-  rows, t_retrain = [], None
-  for name in names:
-    try:
-      meth = get_method(name, **pipeline.config_hparams(cfg, name))
-      key = jax.random.key(0)
-      is_sisa = name == 'sisa'
-      p0 = sisa_state.final_params if is_sisa else params
-      d = make_unlearn_data(ds, split, recipe, sisa=sisa_state) if is_sisa else data
-      t0 = time.perf_counter()
-      if FLAGS.warmup:
-        jax.block_until_ready(meth.fn(p0, model, d, key))
-      first = time.perf_counter() - t0
-      walls = []
-      for r in range(max(1, FLAGS.repeats)):
-        t0 = time.perf_counter()
-        new = jax.block_until_ready(meth.fn(p0, model, d, jax.random.key(1 + r)))
-        walls.append(time.perf_counter() - t0)
-      wall = float(np.median(walls))
-    except Exception as e:   # a method that cannot run here (e.g. needs conv layers)
-      print(f'{name:20s} skipped: {type(e).__name__}: {str(e)[:100]}', flush=True)
-      rows.append(dict(method=name, error=f'{type(e).__name__}: {e}'))
-      continue
-    if name == 'retrain':
-      t_retrain = wall
-    accs = pipeline.evaluate_sets(model, new, ds, split,
-                                  aggregate=pipeline.MEAN_SOFTMAX if is_sisa else None)
-    row = dict(method=name, family=meth.family, wall_s=wall, walls_s=walls,
-               compile_and_first_s=first - wall,
-               rte=(t_retrain / wall) if t_retrain else None, accuracy=accs)
-    rows.append(row)
-    print(f'{name:20s} {meth.family:16s} {wall:7.2f}s  RTE {row["rte"] or float("nan"):7.1f}  '
-          f'{pipeline.format_accs(accs)}', flush=True)
+  script.check_main_args(argv, FLAGS)
+  rows = bench.bench_methods(FLAGS.config, FLAGS.workdir, methods=FLAGS.methods,
+                             sisa_shards=FLAGS.sisa_shards, sisa_slices=FLAGS.sisa_slices,
+                             pretrain_epochs=FLAGS.pretrain_epochs, repeats=FLAGS.repeats,
+                             warmup=FLAGS.warmup, log=lambda s: print(s, flush=True))
   out = FLAGS.json_out or os.path.join(FLAGS.workdir, 'bench_methods.json')
-  with open(out, 'w') as f:
-    json.dump(rows, f, indent=1)
+  io_utils.write_json(out, rows)
   print(f'wrote {out}')
 
 

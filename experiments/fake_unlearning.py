@@ -1,44 +1,16 @@
 r"""Fake unlearning: can a dishonest model owner pass the audit without forgetting?
 
 For each seed, on one entry of a sweep config (``config.fake``; sweep_local's
-default: ``mnist_mlp_large``, random 30% forget set, seeds 0-9), the original model M (trained on D ∋ Du) is turned into the
-fakes of the brief (§6), each audited as a :class:`jaxaudit.audit.Target` by
-jaxaudit's audit and by the peer auditors (population MIA, LiRA, RMIA, the
-seed code's heuristics with its KS rule). The honest retrain is the control.
+default: ``mnist_mlp_large``, random 30% forget set, seeds 0-9), the original
+model M is turned into fakes, each audited by jaxaudit's audit and by the peer
+auditors (population MIA, LiRA, RMIA, heuristics with its KS rule); the honest
+retrain is the control.
 
-Fakes (settings in ``config.fake``):
-  noop          M returned as is.
-  lazy          a few fine-tuning steps: ``finetune`` with 1 epoch and a small lr.
-  mask_scale    output masking on the exact records of Du: inputs whose bytes hash
-                to a record of Du get M's logits × ``mask_scale`` (low confidence);
-                every other input (including Du's augmented neighbours) gets M's.
-  mask_uniform  as mask_scale, but the exact records of Du get uniform outputs.
-  temperature   global temperature: M's logits / ``temperature`` on every input.
-  noise         global noise: M's logits + N(0, ``noise_std``²) on every query.
-  laundering    retrain from scratch on Dr plus ``launder_copies`` perturbed copies
-                of every Du record (1–2 px shifts + Gaussian noise): Du is gone as
-                exact records, its near-duplicates are not.
-  adaptive      the issue's adaptive fake: fine-tunes M for ``adaptive_epochs`` on
-                KL(M ‖ Mu) + (φ_Mu − φ_M)² on Dr + λ (φ_Mu(x) − φ_V(x))² on Du
-                (both squared terms in φ's units), φ the logit-scaled
-                confidence and φ_V the mean of the owner's own verifier-like models
-                (2 models on 15% of Dr, a seed the auditor does not use): Mu's
-                confidence on the exact records of Du is pulled down to the
-                verifiers' level while it keeps M's outputs everywhere else
-                (distillation on Dr).
-  adaptive_aug  as adaptive, but the matching also runs on random 1-px shifts and
-                noisy copies of Du (an owner who knows the audit queries neighbours).
-  adaptive_ce   as adaptive, but the keep term is CE(Dr) instead of distillation
-                from M: a stronger fake than the issue's, which gives up M's
-                behaviour elsewhere (on MNIST it halves Mu's confidence on every
-                input and costs 3.5-5.5 points of test accuracy) to hide Du.
-  adaptive_aug_ce  adaptive_aug with the CE keep term.
-  adaptive_unseen  as adaptive, but Du's confidence is pulled to M's level on *unseen*
-                records of the same difficulty, a + b·φ_V(x) with (a, b) fitted on
-                the held-out test split (M's φ against the owner's φ_V), instead of
-                the weaker verifiers' level: the owner imitates a non-member, not a
-                verifier.
-  adaptive_aug_unseen  adaptive_unseen with the matching on augmented copies too.
+Fakes (settings in ``config.fake``): noop, lazy, mask_scale, mask_uniform,
+temperature, noise, laundering and the adaptive fakes (adaptive, adaptive_aug,
+adaptive_ce, adaptive_aug_ce, adaptive_unseen, adaptive_aug_unseen); each is
+described in :mod:`jaxaudit.study.fakes`, where the fakes, the detection table
+and the resumable results file live.
 
 A fake is *flagged* by jaxaudit when the decision is not ``forgotten`` (the
 owner gets no certificate); the table also gives the ``not_forgotten`` rate.
@@ -50,400 +22,20 @@ Peers flag with their decision rule (``not_forgotten``).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
-from typing import Callable
 
-from absl import app, flags
+from absl import flags
+from ml_collections import config_flags
 
 from jaxaudit import cli
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments import sweep as sweep_lib  # noqa: E402  (repo root on the path)
+from jaxaudit.study import fakes, script, tables
+from jaxaudit.study.cells import as_list
 
 FLAGS = flags.FLAGS
-FAKES = ('honest_retrain', 'noop', 'lazy', 'mask_scale', 'mask_uniform', 'temperature', 'noise',
-         'laundering', 'adaptive', 'adaptive_aug', 'adaptive_ce', 'adaptive_aug_ce',
-         'adaptive_unseen', 'adaptive_aug_unseen')
-ADAPTIVE = {'adaptive': (False, 'distill', 'verifiers'),
-            'adaptive_aug': (True, 'distill', 'verifiers'),
-            'adaptive_ce': (False, 'ce', 'verifiers'),
-            'adaptive_aug_ce': (True, 'ce', 'verifiers'),
-            'adaptive_unseen': (False, 'distill', 'unseen'),
-            'adaptive_aug_unseen': (True, 'distill', 'unseen')}
-AUDITORS = ('ours', 'population_mia', 'lira', 'rmia', 'heuristics')
-
-
-def default_fake_settings():
-  import ml_collections
-  f = ml_collections.ConfigDict()
-  f.entry = 'mnist_mlp'
-  f.forget = 'random10'
-  f.fakes = ','.join(FAKES)
-  f.lazy_lr = 0.002
-  f.mask_scale = 0.25
-  f.temperature = 3.0
-  f.noise_std = 1.0
-  f.launder_copies = 2
-  f.launder_noise = 0.3
-  f.adaptive_epochs = 3
-  f.adaptive_lr = 1e-3
-  f.adaptive_lambda = 1.0
-  return f
-
-
-# -----------------------------------------------------------------------------
-# Fakes.
-# -----------------------------------------------------------------------------
-
-
-def _row_hashes(x: np.ndarray) -> list[bytes]:
-  x = np.ascontiguousarray(np.asarray(x, np.float32))
-  return [hashlib.sha1(r.tobytes()).digest() for r in x.reshape(len(x), -1)]
-
-
-def masked_fn(model, params, forget_x: np.ndarray, *, mode: str, scale: float = 0.25):
-  """M, except on inputs byte-identical to a record of Du (hash lookup)."""
-  from jaxaudit.train import predict_logits
-  du = set(_row_hashes(forget_x))
-  hits = [0]
-
-  def fn(x):
-    lg = np.array(predict_logits(model, params, x), np.float32)
-    hit = np.fromiter((h in du for h in _row_hashes(x)), bool, len(x))
-    hits[0] += int(hit.sum())
-    lg[hit] = lg[hit] * scale if mode == 'scale' else 0.0
-    return lg
-  fn.hits = hits
-  return fn
-
-
-def temperature_fn(model, params, t: float):
-  from jaxaudit.train import predict_logits
-  return lambda x: np.asarray(predict_logits(model, params, x)) / t
-
-
-def noise_fn(model, params, std: float, seed: int):
-  from jaxaudit.train import predict_logits
-  rng = np.random.default_rng([seed, 977])
-
-  def fn(x):
-    lg = np.asarray(predict_logits(model, params, x))
-    return lg + std * rng.standard_normal(lg.shape).astype(np.float32)
-  return fn
-
-
-def perturb(x: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-  """Random 1–2 px shifts (images) and Gaussian noise: near-duplicates of x."""
-  out = np.array(x, np.float32)
-  if out.ndim == 4:
-    for i in range(len(out)):
-      dy, dx = rng.integers(-2, 3, size=2)
-      out[i] = np.roll(out[i], (int(dy), int(dx)), axis=(0, 1))
-  return out + noise * rng.standard_normal(out.shape).astype(np.float32)
-
-
-def laundered_params(g, seed: int, copies: int, noise: float, log):
-  """Retrain from scratch on Dr ∪ perturbed copies of Du (checkpointed)."""
-  import jax
-  from jaxaudit import checkpoint, pipeline
-  from jaxaudit.train import train_model
-  path = os.path.join(g.wd, 'models', 'fakes', f'laundering-c{copies}-n{noise:g}')
-  if checkpoint.exists(path):
-    params, _ = checkpoint.load_checkpoint(path)
-    return params
-  rng = np.random.default_rng([seed, 4242])
-  xu = g.dataset.x_train[g.split.forget]
-  extra_x = np.concatenate([perturb(xu, rng, noise) for _ in range(copies)])
-  extra_y = np.tile(g.dataset.y_train[g.split.forget], copies)
-  n = len(g.dataset.x_train)
-  x = np.concatenate([g.dataset.x_train, extra_x])
-  y = np.concatenate([g.dataset.y_train, extra_y])
-  subset = np.concatenate([g.split.retain, np.arange(n, n + len(extra_x))])
-  log(f'[fake] laundering: retraining on |Dr| + {len(extra_x)} perturbed copies of Du')
-  t0 = time.time()
-  key = jax.random.fold_in(pipeline.role_key(g.cfg, pipeline.KEY_UNLEARN), 777)
-  params = jax.block_until_ready(train_model(g.model, x, y, subset, key, g.recipe).params)
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
-      g.cfg, g.dataset, g.split, 'fake', fake='laundering', wall_time_s=time.time() - t0))
-  return params
-
-
-def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment: bool,
-                    keep: str, log, level: str = 'verifiers'):
-  """Fine-tunes M on KEEP(Dr) + λ (φ_Mu − t)² on Du (optionally on augmented Du).
-
-  ``keep``: ``distill`` (KL(M ‖ Mu) + (φ_Mu − φ_M)² on Dr: M's outputs kept) or
-  ``ce`` (CE on Dr). ``level``: the target t(x) of Du's confidence, ``verifiers``
-  (φ_V(x), the owner's verifiers' mean) or ``unseen`` (a + b·φ_V(x), the line
-  of M's φ on φ_V fitted on the held-out test split: M's level on unseen
-  records of the same difficulty).
-  """
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from jaxaudit import checkpoint, pipeline
-  from jaxaudit.audit.signals import NOISE_STD, logit_confidence
-  from jaxaudit.audit.verifiers import get_verifiers
-  if keep not in ('distill', 'ce'):
-    raise ValueError(f"keep must be 'distill' or 'ce', got {keep!r}")
-  if level not in ('verifiers', 'unseen'):
-    raise ValueError(f"level must be 'verifiers' or 'unseen', got {level!r}")
-  name = (f'adaptive{"_aug" if augment else ""}-e{epochs}-lr{lr:g}-l{lam:g}'
-          + ('-kd' if keep == 'distill' else '') + ('-unseen' if level == 'unseen' else ''))
-  path = os.path.join(g.wd, 'models', 'fakes', name)
-  if checkpoint.exists(path):
-    params, _ = checkpoint.load_checkpoint(path)
-    return params
-  # The owner's own verifier-like models (not the auditor's: another seed).
-  own = get_verifiers(g.model, g.dataset, g.split, g.vrecipe, num_verifiers=2, ratio=0.15,
-                      member_sample=0, seed=seed + 7919,
-                      cache_dir=os.path.join(g.wd, 'fakes_owner_verifiers'), log=log)
-  apply = lambda p, x: g.model.apply({'params': p}, x)
-  tx = optax.adam(lr)
-  image = g.dataset.is_image
-  a_lvl, b_lvl = 0.0, 1.0
-  if level == 'unseen':   # M's φ on unseen records as a line in the owner's φ_V
-    from jaxaudit.train import predict_logits
-    xt, yt = g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test]
-    phi_m = np.asarray(logit_confidence(predict_logits(g.model, g.params, xt), yt))
-    phi_v = np.asarray(logit_confidence(
-        predict_logits(g.model, own.params, xt, ensemble=True), yt)).mean(0)
-    b_lvl, a_lvl = (float(c) for c in np.polyfit(phi_v, phi_m, 1))
-
-  def loss_fn(p, p0, vp, xr, yr, xu, yu):
-    lr_ = apply(p, xr)
-    if keep == 'ce':
-      kept = optax.softmax_cross_entropy_with_integer_labels(lr_, yr).mean()
-    else:   # M's outputs on Dr: its distribution (KL) and, in φ's units, its confidence
-      t_logits = jax.lax.stop_gradient(apply(p0, xr))
-      teacher = jax.nn.log_softmax(t_logits)
-      kept = (jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - jax.nn.log_softmax(lr_)), -1))
-              + jnp.mean((logit_confidence(lr_, yr) - logit_confidence(t_logits, yr)) ** 2))
-    phi_u = logit_confidence(apply(p, xu), yu)
-    phi_v = jax.vmap(lambda q: logit_confidence(apply(q, xu), yu))(vp).mean(0)
-    return kept + lam * jnp.mean((phi_u - jax.lax.stop_gradient(a_lvl + b_lvl * phi_v)) ** 2)
-
-  @jax.jit
-  def step(p, s, p0, vp, xr, yr, xu, yu, key):
-    if augment:
-      k1, k2, k3 = jax.random.split(key, 3)
-      if image:
-        dy, dx = jax.random.randint(k1, (2,), -1, 2)
-        xu = jnp.roll(xu, (dy, dx), axis=(1, 2))
-      use_noise = jax.random.bernoulli(k2, 0.5)
-      xu = xu + use_noise * NOISE_STD * jax.random.normal(k3, xu.shape)
-    val, grads = jax.value_and_grad(loss_fn)(p, p0, vp, xr, yr, xu, yu)
-    upd, s = tx.update(grads, s, p)
-    return optax.apply_updates(p, upd), s, val
-
-  x, y = g.dataset.x_train, g.dataset.y_train
-  retain, forget = np.asarray(g.split.retain), np.asarray(g.split.forget)
-  b = int(g.recipe.batch_size)
-  rng = np.random.default_rng([seed, 31337])
-  p = p0 = jax.tree.map(jnp.asarray, g.params)
-  s = tx.init(p)
-  vp = jax.tree.map(jnp.asarray, own.params)
-  key = jax.random.key(seed + 4040)
-  t0 = time.time()
-  steps = 0
-  for e in range(epochs):
-    order = rng.permutation(retain)
-    for i in range(0, len(order) - b + 1, b):
-      r = order[i:i + b]
-      u = rng.choice(forget, b, replace=len(forget) < b)
-      p, s, val = step(p, s, p0, vp, x[r], y[r], x[u], y[u], jax.random.fold_in(key, steps))
-      steps += 1
-    log(f'[fake] {name}: epoch {e + 1}/{epochs} loss {float(val):.4f}')
-  params = jax.block_until_ready(p)
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
-      g.cfg, g.dataset, g.split, 'fake', fake=name, wall_time_s=time.time() - t0))
-  return params
-
-
-def make_fake(g, name: str, fs, seed: int, log):
-  """The Target of fake ``name`` (and accuracies of its model when it has params)."""
-  from jaxaudit import checkpoint, pipeline
-  from jaxaudit.audit import Target
-  m, p0 = g.model, g.params
-  if name == 'honest_retrain':
-    res = pipeline.run_unlearn(g.cfg, g.wd, 'retrain', log=lambda s: None)
-    _, params, _ = checkpoint.restore_model(res['path'])
-    return Target.from_params(m, params, name=name)
-  if name == 'noop':
-    return Target.from_params(m, p0, name=name)
-  if name == 'lazy':
-    res = pipeline.run_unlearn(g.cfg, g.wd, 'finetune', dict(epochs=1, lr=float(fs.lazy_lr)),
-                               out_name='fake_lazy', log=lambda s: None)
-    _, params, _ = checkpoint.restore_model(res['path'])
-    return Target.from_params(m, params, name=name)
-  if name in ('mask_scale', 'mask_uniform'):
-    fn = masked_fn(m, p0, g.dataset.x_train[g.split.forget],
-                   mode='scale' if name == 'mask_scale' else 'uniform', scale=float(fs.mask_scale))
-    t = Target.from_fn(fn, name=name)
-    t.hits = fn.hits
-    return t
-  if name == 'temperature':
-    return Target.from_fn(temperature_fn(m, p0, float(fs.temperature)), name=name)
-  if name == 'noise':
-    return Target.from_fn(noise_fn(m, p0, float(fs.noise_std), seed), name=name)
-  if name == 'laundering':
-    return Target.from_params(m, laundered_params(g, seed, int(fs.launder_copies),
-                                                  float(fs.launder_noise), log), name=name)
-  if name in ADAPTIVE:
-    augment, keep, level = ADAPTIVE[name]
-    return Target.from_params(m, adaptive_params(
-        g, seed, epochs=int(fs.adaptive_epochs), lr=float(fs.adaptive_lr),
-        lam=float(fs.adaptive_lambda), augment=augment, keep=keep, level=level, log=log),
-        name=name)
-  raise ValueError(f'unknown fake {name!r}; choose from {FAKES}')
-
-
-def _target_accuracy(g, target) -> dict:
-  from jaxaudit.train import accuracy
-  out = {}
-  r = g.split.retain[:2000]
-  for set_name, x, yv in (
-      ('retain', g.dataset.x_train[r], g.dataset.y_train[r]),
-      ('forget', g.dataset.x_train[g.split.forget], g.dataset.y_train[g.split.forget]),
-      ('test', g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test])):
-    lg = target.logits(x[None], np.arange(len(x)), ('identity',), g.dataset.num_classes)[0]
-    out[set_name] = float(accuracy(lg, yv))
-  return out
-
-
-def audit_fake(g, name: str, fs, seed: int, log) -> dict:
-  """One row: our audit and the peers on fake ``name``."""
-  from jaxaudit.audit import audit
-  from jaxaudit import peers as peers_lib
-  t0 = time.time()
-  row = dict(key=f'{g.entry}/{g.forget}/s{seed}/fake:{name}', kind='fake', fake=name,
-             entry=g.entry, data=g.dataset.name, model=g.cfg.model, forget=g.forget, seed=seed,
-             sizes=g.sizes(), error=None, timing={})
-  try:
-    target = make_fake(g, name, fs, seed, log)
-    row['timing']['make_s'] = time.time() - t0
-    row['accuracy'] = dict(fake=_target_accuracy(g, target),
-                           retrain=g.summary['retrain'].get('accuracy'),
-                           original=g.summary['original'].get('accuracy'))
-    t1 = time.time()
-    vs = g.verifier_sets[0][0] if len(g.verifier_sets) == 1 else None
-    r = audit(target, g.dataset, g.split, verifier_model=g.model, recipe=g.recipe,
-              settings=g.settings, cache_dir=g.verifier_dir, verifiers=vs, memo=g.memo)
-    row['ours'] = dict(decision=r.decision, direction=r.direction, p_value=r.p_value,
-                       effect_auc=r.effect_auc, forgetting_score=r.forgetting_score,
-                       forgetting_score_ci=r.forgetting_score_ci, power=r.power,
-                       exact_inputs_masked=r.details.get('exact_inputs_masked'),
-                       tests=r.details.get('tests'))
-    row['timing']['audit_s'] = time.time() - t1
-  except Exception as e:   # noqa: BLE001 — recorded, the experiment goes on
-    row['error'] = f'{type(e).__name__}: {e}'
-    log(f'[fake] {name}: {row["error"]}')
-    return row
-  alpha = float(g.settings.test.alpha)
-  peers = {}
-  calls = {
-      'population_mia': lambda: peers_lib.population_mia(target, g.dataset, g.split, seed=seed,
-                                                         alpha=alpha),
-      'lira': lambda: peers_lib.lira(target, g.dataset, g.split, g.model, g.recipe,
-                                     shadows=g.shadows, seed=seed, alpha=alpha),
-      'rmia': lambda: peers_lib.rmia(target, g.dataset, g.split, g.model, g.recipe,
-                                     num_refs=int(g.peers.get('rmia_refs', 2) or 2), seed=seed,
-                                     cache_dir=g.peer_dir, alpha=alpha),
-      'heuristics': lambda: peers_lib.heuristics_audit(target, g.dataset, g.split, g.model,
-                                                       g.verifier_sets[0][0].params, seed=seed,
-                                                       ks_rule=True, alpha=alpha),
-  }
-  for pname, call in calls.items():
-    if pname == 'lira' and g.shadows is None:
-      continue
-    t1 = time.time()
-    try:
-      peers[pname] = sweep_lib._short_peer(call())
-    except Exception as e:   # noqa: BLE001
-      peers[pname] = dict(error=f'{type(e).__name__}: {e}', wall_s=time.time() - t1)
-  row['peers'] = peers
-  if hasattr(target, 'hits'):
-    row['exact_hits'] = int(target.hits[0])
-  row['timing']['row_s'] = time.time() - t0
-  return row
-
-
-def flagged(row: dict, auditor: str) -> bool | None:
-  """Whether ``auditor`` refused the fake (None: no result)."""
-  if auditor == 'ours':
-    d = (row.get('ours') or {}).get('decision')
-    return None if d is None else d != 'forgotten'
-  p = (row.get('peers') or {}).get(auditor) or {}
-  d = p.get('decision')
-  return None if d is None else d == 'not_forgotten'
-
-
-def detection_table(rows: list[dict]) -> list[dict]:
-  """Per fake: fraction of seeds each auditor flags (and our not_forgotten rate)."""
-  out = []
-  fakes = [f for f in FAKES if any(r.get('fake') == f for r in rows)]
-  fakes += sorted({r.get('fake') for r in rows if r.get('kind') == 'fake'} - set(fakes))
-  for f in fakes:
-    rs = [r for r in rows if r.get('kind') == 'fake' and r.get('fake') == f]
-    line = dict(fake=f, seeds=len(rs))
-    for a in AUDITORS:
-      vals = [flagged(r, a) for r in rs]
-      vals = [v for v in vals if v is not None]
-      line[a] = (f'{sum(vals)}/{len(vals)}' if vals else 'n/a')
-    nf = [((r.get('ours') or {}).get('decision') == 'not_forgotten') for r in rs if r.get('ours')]
-    line['ours_not_forgotten'] = f'{sum(nf)}/{len(nf)}' if nf else 'n/a'
-    accs = [(r.get('accuracy') or {}).get('fake', {}) for r in rs]
-    for k in ('forget', 'test'):
-      v = [a[k] for a in accs if a.get(k) is not None]
-      line[f'acc_{k}'] = float(np.mean(v)) if v else None
-    out.append(line)
-  return out
-
-
-TABLE_COLS = ['fake', 'seeds', 'ours', 'ours_not_forgotten', 'population_mia', 'lira', 'rmia',
-              'heuristics', 'acc_forget', 'acc_test']
-
-
-def run_fakes(config, workdir: str, seeds, results: str | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
-  """Runs (or resumes) the fake-unlearning experiment; returns all rows."""
-  fs = config.get('fake') or default_fake_settings()
-  results = results or os.path.join(workdir, 'fake_results.jsonl')
-  rows = sweep_lib.read_results(results, repair=True, log=log)
-  done = {r['key'] for r in rows}
-  names = sweep_lib._as_list(fs.fakes)
-  for n in names:
-    if n not in FAKES:
-      raise ValueError(f'unknown fake {n!r}; choose from {FAKES}')
-  t0 = time.time()
-  total = len(seeds) * len(names)
-  n_done = sum(f'{fs.entry}/{fs.forget}/s{seed}/fake:{n}' in done for seed in seeds for n in names)
-  for seed in seeds:
-    keys = [f'{fs.entry}/{fs.forget}/s{seed}/fake:{n}' for n in names]
-    if all(k in done for k in keys):
-      continue
-    g = sweep_lib.Group(config, workdir, (fs.entry, fs.forget, int(seed)), log)
-    for n, k in zip(names, keys):
-      if k in done:
-        continue
-      row = audit_fake(g, n, fs, int(seed), log)
-      sweep_lib.append_row(results, row)
-      rows.append(sweep_lib.clean_json(row))
-      n_done += 1
-      o = row.get('ours') or {}
-      log(f'[fake] {n_done}/{total} | {sweep_lib._fmt_s(time.time() - t0)} | {k}: '
-          f'{row["error"] or o.get("decision")}'
-          + (f' ({o["direction"]})' if o.get('direction') else '')
-          + f' p={o.get("p_value", float("nan")):.3g}')
-  return rows
 
 
 def define_flags() -> None:
-  from ml_collections import config_flags
+  """The script's flags."""
   config_flags.DEFINE_config_file(
       'config', None, 'Sweep config file with a `fake` section, e.g. '
       'experiments/configs/sweep_local.py:local.', lock_config=False)
@@ -455,13 +47,12 @@ def define_flags() -> None:
 
 
 def main(argv):
-  sweep_lib.check_main_args(argv)
+  script.check_main_args(argv, FLAGS, ('config', 'workdir'))
   results = FLAGS.results or os.path.join(FLAGS.workdir, 'fake_results.jsonl')
-  seeds = FLAGS.seeds or sweep_lib._as_list((FLAGS.config.get('fake') or {}).get('seeds')
-                                             or '0,1,2,3,4')
-  rows = run_fakes(FLAGS.config, FLAGS.workdir, [int(s) for s in seeds], results,
-                   log=lambda s: print(s, flush=True))
-  table = sweep_lib.format_table(detection_table(rows), TABLE_COLS)
+  seeds = FLAGS.seeds or as_list((FLAGS.config.get('fake') or {}).get('seeds') or '0,1,2,3,4')
+  rows = fakes.run_fakes(FLAGS.config, FLAGS.workdir, [int(s) for s in seeds], results,
+                         log=lambda s: print(s, flush=True))
+  table = tables.format_table(fakes.detection_table(rows), fakes.TABLE_COLS)
   print('\nflagged / seeds (ours: decision != forgotten; peers: not_forgotten):\n' + table)
   with open(os.path.join(FLAGS.workdir, 'fake_table.md'), 'w') as f:
     f.write(table + '\n')

@@ -176,7 +176,15 @@ def run_guarded(name: str, main, argv: list[str], before=None) -> None:
 
 
 def run_script(main) -> None:
-  """Runs an experiment script's absl ``main`` under :func:`run_guarded`."""
+  """Runs an experiment script's absl ``main`` under :func:`run_guarded`.
+
+  ``--help`` (any of :data:`HELP`) prints the script's docstring and flags and
+  exits 0 (absl's own help exits 1).
+  """
+  if any(a in HELP for a in sys.argv[1:]):
+    from absl import app
+    app.usage(shorthelp=True, writeto_stdout=True)
+    raise SystemExit(0)
   run_guarded(os.path.basename(sys.argv[0]), main, sys.argv)
 
 

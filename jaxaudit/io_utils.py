@@ -200,14 +200,20 @@ def jsonable(obj: Any) -> Any:
   return obj
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes ``jsonable(obj)`` to ``path`` atomically (temporary file + rename)."""
+def write_text(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically (temporary file + rename)."""
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(jsonable(obj), f, indent=1, sort_keys=True, default=str, allow_nan=False)
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``jsonable(obj)`` to ``path`` atomically (temporary file + rename)."""
+  write_text(path, json.dumps(jsonable(obj), indent=1, sort_keys=True, default=str,
+                              allow_nan=False))
 
 
 def append_jsonl(path: str, row: Mapping[str, Any]) -> None:

@@ -38,28 +38,12 @@ def combination_text(details: dict[str, Any]) -> str:
   return text
 
 
-def _clean(obj):
-  """JSON-safe copy: NaN/inf become None, NumPy scalars become Python numbers."""
-  if isinstance(obj, dict):
-    return {str(k): _clean(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_clean(v) for v in obj]
-  if isinstance(obj, (np.floating, float)):
-    v = float(obj)
-    return v if math.isfinite(v) else None
-  if isinstance(obj, np.integer):
-    return int(obj)
-  if isinstance(obj, np.ndarray):
-    return _clean(obj.tolist())
-  return obj
-
-
 def report_dict(result: AuditResult) -> dict[str, Any]:
   """The content of report.json (scores per record omitted for size)."""
   d = result.to_dict()
   d.pop('scores', None)
   d.pop('raw_phi', None)
-  return _clean(d)
+  return io_utils.jsonable(d)
 
 
 def atomic_write_dir(out_dir: str, files: dict[str, bytes], *, overwrite: bool = False) -> str:

@@ -31,7 +31,8 @@ import numpy as np
 
 from jaxaudit.audit import decision as decision_lib
 from jaxaudit.audit import reference as reference_lib
-from jaxaudit.audit.signals import compute_signals, default_views, nonfinite_records, query_views
+from jaxaudit.audit.signals import (Signals, compute_signals, default_views, nonfinite_records,
+                                    query_views)
 from jaxaudit.audit.target import Target
 from jaxaudit.audit.verifiers import VerifierSet, check_disjoint, get_verifiers
 from jaxaudit.data import AuditSplit, Dataset
@@ -213,14 +214,324 @@ def _roughness(x: np.ndarray) -> np.ndarray:
   return 0.5 * (np.abs(np.diff(x, axis=1)).mean((1, 2, 3)) + np.abs(np.diff(x, axis=2)).mean((1, 2, 3)))
 
 
-def _nonfinite_result(target: Target, dataset: Dataset, split: AuditSplit,
-                      settings: AuditSettings, vs: VerifierSet, views: tuple[str, ...],
-                      sets: dict, nonfinite: dict[str, int], models_trained: int,
-                      verifier_train_s: float, t0: float, user_reference: bool) -> AuditResult:
-  """The verdict on a model with NaN/inf outputs: not_forgotten (collapse)."""
+@dataclasses.dataclass
+class Plan:
+  """What one audit will query (step ``plan``).
+
+  Attributes:
+    dataset, split: the request (with a user reference appended, if any).
+    recipe: the verifiers' training recipe.
+    views: the A view names queried (``identity`` first).
+    user_reference: whether D_ref is the user's own reference set.
+    ref_idx: (n_ref,) pool indices of the (class-matched) D_ref sample.
+    ref_matched: whether that sample matches Du's class proportions.
+    test_idx: (n_test,) test indices used for accuracies.
+  """
+  dataset: Dataset
+  split: AuditSplit
+  recipe: Recipe
+  views: tuple[str, ...]
+  user_reference: bool
+  ref_idx: np.ndarray
+  ref_matched: bool
+  test_idx: np.ndarray
+
+
+@dataclasses.dataclass
+class Verifiers:
+  """The candidate verifier sets, one per rung of the ratio ladder (step ``verifiers``)."""
+  candidates: list[VerifierSet]
+  models_trained: int
+  train_s: float
+
+
+@dataclasses.dataclass
+class Queries:
+  """Outputs of Mu and of the chosen verifiers (step ``query``).
+
+  Attributes:
+    vs: the chosen verifier set.
+    sets: name ('ref', 'forget', 'members') -> (idx (n,), inputs (A, n, ...),
+      Mu's logits (A, n, C), verifier logits (A, K, n, C)).
+    mem_matched: whether the member sample matches Du's class proportions.
+    nonfinite: name -> number of records whose Mu outputs are NaN/inf.
+  """
+  vs: VerifierSet
+  sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+  mem_matched: bool
+  nonfinite: dict[str, int]
+
+
+class _Collapse(Exception):
+  """Raised inside a step when Mu's outputs are non-finite: the verdict is collapse."""
+
+  def __init__(self, nonfinite: dict[str, int]):
+    super().__init__('non-finite outputs')
+    self.nonfinite = nonfinite
+
+
+def plan(target: Target, dataset: Dataset, split: AuditSplit, *, recipe: Recipe,
+         settings: AuditSettings, reference=None, log: Callable[[str], None] = lambda s: None
+         ) -> Plan:
+  """Step 1: validates the request and fixes the views and the D_ref / test samples."""
+  user_reference = reference is not None
+  if user_reference:
+    dataset, split = reference_lib.with_reference(dataset, split, *_reference_pair(reference))
+  _validate_request(dataset, split)
+  if not isinstance(target, Target):
+    raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
+  if settings.verifier_epochs:
+    recipe = recipe.replace(epochs=int(settings.verifier_epochs))
+  views = default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
+      else tuple(settings.views)
+  if views[0] != 'identity':
+    raise AuditError(f"the first view must be 'identity', got {views}")
+  avail = target.available_views()
+  if avail is not None and set(views) - set(avail):
+    log(f'[audit] {target.name} answers views {avail} only; neighbour queries reduced')
+    views = tuple(v for v in views if v in avail)
+  y = dataset.y_train
+  ref_idx, ref_matched = decision_lib.class_matched_sample(
+      y[split.forget], split.ref, y[split.ref], settings.ref_sample, settings.seed)
+  rng = np.random.default_rng([settings.seed, 31])
+  test_idx = np.sort(rng.choice(split.test, min(settings.test_sample, len(split.test)),
+                                replace=False))
+  return Plan(dataset, split, recipe, views, user_reference, ref_idx, ref_matched, test_idx)
+
+
+def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
+                    cache_dir: str | None = None, verifiers: VerifierSet | None = None,
+                    memo: dict | None = None, log: Callable[[str], None] = lambda s: None
+                    ) -> Verifiers:
+  """Step 2: trains or loads one verifier set per ratio (or checks a given one)."""
+  models_trained = 0
+  candidates: list[VerifierSet] = []
+  if verifiers is not None:
+    check_disjoint(p.split, verifiers.subsets, verifiers.members)
+    candidates.append(verifiers)
+  else:
+    for ratio in settings.ratios:
+      if memo is not None and ('verifiers', ratio) in memo:
+        candidates.append(memo[('verifiers', ratio)])
+        continue
+      vs = get_verifiers(verifier_model, p.dataset, p.split, p.recipe,
+                         num_verifiers=settings.num_verifiers, ratio=ratio,
+                         member_sample=settings.member_sample, seed=settings.seed,
+                         cache_dir=cache_dir, log=log)
+      models_trained += 0 if vs.from_cache else vs.num_models
+      candidates.append(vs)
+      if memo is not None:
+        memo[('verifiers', ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
+  return Verifiers(candidates, models_trained, sum(v.wall_time_s for v in candidates))
+
+
+def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: AuditSettings, *,
+          memo: dict | None = None) -> Queries:
+  """Step 3: queries Mu and the verifiers on every view of D_ref, Du and the members.
+
+  Mu's exact-view accuracy on D_ref chooses the ladder rung (the verifier set
+  whose mean D_ref accuracy is closest); verifier logits are memoised per request.
+  """
+  x, y, num_classes = p.dataset.x_train, p.dataset.y_train, p.dataset.num_classes
+  xq_ref = query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed)
+  tl_ref = target.logits(xq_ref, p.ref_idx, p.views, num_classes, allow_nonfinite=True)
+  acc_target_ref = float(accuracy(np.nan_to_num(tl_ref[0]), y[p.ref_idx]))
+  chosen, vl_ref = None, None
+  for vs in v.candidates:
+    lg = _memo_logits(memo, (vs.cache_key, 'ref', p.dataset.fingerprint, p.views, settings.seed),
+                      lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
+    gap = abs(float(np.mean(accuracy(lg[0], y[p.ref_idx]))) - acc_target_ref)
+    if chosen is None or gap < chosen[0]:
+      chosen, vl_ref = (gap, vs), lg
+  vs = chosen[1]
+  members = vs.members
+  if len(members) >= 2:
+    mem_idx, mem_matched = decision_lib.class_matched_sample(
+        y[p.split.forget], members, y[members], settings.member_sample, settings.seed)
+  else:
+    mem_idx, mem_matched = members, False
+  sets = {'ref': (p.ref_idx, xq_ref, tl_ref, vl_ref)}
+  for name, idx in (('forget', np.asarray(p.split.forget)), ('members', mem_idx)):
+    if len(idx) == 0:
+      continue
+    xq = query_views(x[idx], idx, p.views, seed=settings.seed)
+    sets[name] = (idx, xq, target.logits(xq, idx, p.views, num_classes, allow_nonfinite=True),
+                  _memo_logits(memo, (vs.cache_key, name, p.views, settings.seed),
+                               lambda: _ensemble_logits(verifier_model, vs.params, xq)))
+  nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
+  return Queries(vs, sets, mem_matched, nonfinite)
+
+
+def signals(p: Plan, q: Queries) -> dict[str, Signals]:
+  """Step 4: per-record signals of every queried set (needs finite outputs)."""
+  if any(q.nonfinite.values()):
+    raise _Collapse(q.nonfinite)
+  y = p.dataset.y_train
+  return {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in q.sets.items()}
+
+
+def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, verifier_model,
+               settings: AuditSettings, *, memo: dict | None = None,
+               log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
+  """Step 5: top-1 accuracies of Mu and of each verifier on members, Du, D_ref and test."""
+  acc = {'target': {}, 'verifiers': {}}
+  for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
+    if key in sig:
+      acc['target'][name] = float(np.mean(sig[key].correct_target))
+      acc['verifiers'][name] = np.mean(sig[key].correct_verifiers, axis=1).tolist()
+  ds, test_idx = p.dataset, p.test_idx
+  try:
+    tl_test = target.logits(ds.x_test[test_idx][None], test_idx, ('identity',), ds.num_classes,
+                            test=True, allow_nonfinite=True)[0]
+    bad_test = int(nonfinite_records(tl_test).sum())
+    if bad_test:
+      raise _Collapse(dict(q.nonfinite, test=bad_test))
+    acc['target']['test'] = float(accuracy(tl_test, ds.y_test[test_idx]))
+  except AuditError as e:
+    if not target.is_table:
+      raise
+    log(f'[audit] no test accuracy for {target.name}: {e}')
+  vl_test = _memo_logits(memo, (q.vs.cache_key, 'test', settings.seed), lambda: predict_logits(
+      verifier_model, q.vs.params, ds.x_test[test_idx], ensemble=True))
+  acc['verifiers']['test'] = accuracy(vl_test, ds.y_test[test_idx]).tolist()
+  return acc
+
+
+def class_level(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
+                settings: AuditSettings, *, memo: dict | None = None
+                ) -> tuple[dict[str, Any] | None, bool]:
+  """Step 6: the class-level test when Du holds whole classes.
+
+  Returns:
+    (the result of :func:`jaxaudit.audit.decision.class_level_test` with the
+    classes and the number of held-out records, or None; whether every Du
+    record belongs to a wholly forgotten class).
+  """
+  x, y, split = p.dataset.x_train, p.dataset.y_train, p.split
+  if not settings.class_test:
+    return None, False
+  forgotten = np.setdiff1d(np.unique(y[split.forget]), np.unique(y[split.retain]))
+  if not len(forgotten):
+    return None, False
+  class_only = bool(np.all(np.isin(y[split.forget], forgotten)))
+  held = np.asarray(split.ref)[np.isin(y[split.ref], forgotten)]
+  if len(held) > settings.ref_sample:
+    held = np.sort(np.random.default_rng([settings.seed, 37]).choice(
+        held, settings.ref_sample, replace=False))
+  if not len(held):
+    return None, class_only
+  tl_h = target.logits(x[held][None], held, ('identity',), p.dataset.num_classes,
+                       allow_nonfinite=True)[0]
+  if nonfinite_records(tl_h).any():
+    raise _Collapse(dict(q.nonfinite, held_classes=int(nonfinite_records(tl_h).sum())))
+  vl_h = _memo_logits(memo, (q.vs.cache_key, 'held_classes', p.dataset.fingerprint,
+                             tuple(forgotten.tolist())),
+                      lambda: predict_logits(verifier_model, q.vs.params, x[held], ensemble=True))
+  result = decision_lib.class_level_test(
+      np.argmax(tl_h, -1) == y[held], np.argmax(vl_h, -1) == y[held][None],
+      alpha=settings.test.alpha, margin=settings.test.class_margin,
+      alt_accuracy=acc['target'].get('retain_members'))
+  result['classes'] = forgotten.tolist()
+  result['held_out_records'] = int(len(held))
+  return result, class_only
+
+
+def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
+         settings: AuditSettings) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+  """Step 7: calibration, the reference check and the ignorance test.
+
+  Returns:
+    (the :func:`jaxaudit.audit.decision.ignorance_test` result, set name ->
+    (A, n) calibrated scores, the calibration slopes (A,)).
+  """
+  x, y, split = p.dataset.x_train, p.dataset.y_train, p.split
+  phi_target = {k: s.phi_target for k, s in sig.items()}
+  phi_verifiers = {k: s.phi_verifiers.mean(1) for k, s in sig.items()}
+  cal, betas = decision_lib.regression_calibrate(phi_target, phi_verifiers)
+  gap = decision_lib.neighbour_residual(phi_target, phi_verifiers)
+  check_stats = self_check_statistics(
+      settings.test.self_check, sig, {k: q.sets[k][3][0] for k in ('forget', 'ref')},
+      {'forget': x[np.asarray(split.forget)], 'ref': x[p.ref_idx]})
+  ref_check = decision_lib.reference_check(
+      check_stats, alpha=settings.test.self_check_alpha, combine=settings.test.combine,
+      strata=(y[np.asarray(split.forget)], y[p.ref_idx]), n_perm=settings.test.self_check_perms,
+      seed=settings.seed)
+  ref_check['groups'] = list(settings.test.self_check)
+  ref_check['source'] = 'user' if p.user_reference else 'pool'
+  class_result, class_only = cls
+  res = decision_lib.ignorance_test(
+      cal['forget'], cal['ref'], cal.get('members'),
+      sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
+      settings.test, acc_target_ref=acc['target']['ref'],
+      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
+      class_level=class_result, class_only=class_only,
+      gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
+      reference=ref_check)
+  return res, cal, betas
+
+
+def _signal_means(s: Signals) -> dict[str, float]:
+  """Per-set means of the raw signals on the exact view, for the report."""
+  return dict(phi_target=float(s.phi_target[0].mean()),
+              phi_verifiers=float(s.phi_verifiers[0].mean()),
+              calibrated=float(s.calibrated[0].mean()),
+              loss_target=float(s.loss_target[0].mean()),
+              agreement=float(s.agreement[0].mean()), kl=float(s.kl[0].mean()))
+
+
+def _common_details(p: Plan, v: Verifiers, q: Queries, target: Target,
+                    settings: AuditSettings, t0: float) -> dict[str, Any]:
+  """The fields of ``details`` every result has (verdict or collapse)."""
+  vs = q.vs
+  return dict(
+      target=target.name, alpha=settings.test.alpha,
+      settings=dict(num_verifiers=settings.num_verifiers, subset_ratio=vs.ratio,
+                    ratio_ladder=list(settings.ratios), views=list(p.views),
+                    ref_sample=settings.ref_sample, member_sample=settings.member_sample,
+                    seed=settings.seed, verifier_recipe=p.recipe.to_dict(),
+                    test=dataclasses.asdict(settings.test)),
+      request=dict(dataset=p.dataset.name, dataset_fingerprint=p.dataset.fingerprint,
+                   split_hash=split_hash(p.split),
+                   reference='user' if p.user_reference else 'pool'),
+      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
+                     subset_size=int(vs.subsets.shape[1])),
+      cost=dict(models_trained=v.models_trained, verifier_train_s=v.train_s,
+                wall_time_s=time.time() - t0,
+                queries=int(sum(len(i) for i, *_ in q.sets.values()) * len(p.views))))
+
+
+def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: dict,
+             res: dict[str, Any], cal: dict[str, np.ndarray], betas: np.ndarray,
+             target: Target, settings: AuditSettings, t0: float) -> AuditResult:
+  """Step 8: the AuditResult: decision, per-record evidence, accuracies, cost."""
+  forget = np.asarray(p.split.forget)
+  flagged = forget[np.asarray(res['per_record']['flagged'], bool)].tolist()
+  res['per_record']['indices'] = forget.tolist()
+  keys = ('tests', 'combine', 'n_tests', 'forgetting_score_method', 'rejected',
+          'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_target',
+          'reference_check', 'utility_collapse', 'per_record')
+  n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
+  details = dict(
+      **{k: res[k] for k in keys}, accuracy=acc,
+      signals={k: _signal_means(s) for k, s in sig.items()},
+      scores={k: c.tolist() for k, c in cal.items()}, calibration_betas=betas.tolist(),
+      raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},
+      sizes=dict(forget=len(forget), ref=len(p.ref_idx), members=n_mem, test=len(p.test_idx)),
+      class_matched=dict(ref=p.ref_matched, members=q.mem_matched),
+      **_common_details(p, v, q, target, settings, t0))
+  return AuditResult(decision=res['decision'], direction=res['direction'], p_value=res['p_value'],
+                     effect_auc=res['effect_auc'], effect_auc_ci=res['effect_auc_ci'],
+                     forgetting_score=res['forgetting_score'],
+                     forgetting_score_ci=res['forgetting_score_ci'], power=res['power'],
+                     flagged_records=flagged, details=details)
+
+
+def collapse(p: Plan, v: Verifiers, q: Queries, nonfinite: dict[str, int], target: Target,
+             settings: AuditSettings, t0: float) -> AuditResult:
+  """The verdict on a model with NaN/inf outputs: not_forgotten (collapse), no test run."""
   names = {'forget': 'Du', 'ref': 'D_ref', 'members': 'members', 'test': 'test',
            'held_classes': 'held-out records of the forgotten classes'}
-  sizes = {k: len(v[0]) for k, v in sets.items()}
+  sizes = {k: len(s[0]) for k, s in q.sets.items()}
   parts = [f'{names.get(k, k)}: {n} of {sizes.get(k, "?")} records' if k in sizes
            else f'{names.get(k, k)}: {n} records' for k, n in nonfinite.items() if n]
   reason = ('the audited model returns NaN or inf logits (' + '; '.join(parts) + '): a diverged '
@@ -228,27 +539,16 @@ def _nonfinite_result(target: Target, dataset: Dataset, split: AuditSplit,
             '(utility collapse); no test was run')
   nan = float('nan')
   details = dict(
-      target=target.name, reason=reason,
+      reason=reason,
       nonfinite_outputs={k: dict(records=int(n), of=sizes.get(k)) for k, n in nonfinite.items()},
-      tests={}, alpha=settings.test.alpha, combine=settings.test.combine, n_tests=0,
-      rejected=False, exact_inputs_masked=False, p_record=nan, class_level=None,
-      member_auc=nan, power_target=settings.test.power_target, reference_check=None,
-      utility_collapse=True, per_record=dict(score=[], p_value=[], flagged=[],
-                                             fdr=settings.test.fdr, indices=[]),
-      accuracy={}, sizes=dict(forget=len(split.forget), **{k: v for k, v in sizes.items()
-                                                           if k != 'forget'}),
-      settings=dict(num_verifiers=settings.num_verifiers, subset_ratio=vs.ratio,
-                    ratio_ladder=list(settings.ratios), views=list(views),
-                    ref_sample=settings.ref_sample, member_sample=settings.member_sample,
-                    seed=settings.seed, test=dataclasses.asdict(settings.test)),
-      request=dict(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-                   split_hash=split_hash(split), reference='user' if user_reference else 'pool'),
-      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
-                     subset_size=int(vs.subsets.shape[1])),
+      tests={}, combine=settings.test.combine, n_tests=0, rejected=False,
+      exact_inputs_masked=False, p_record=nan, class_level=None, member_auc=nan,
+      power_target=settings.test.power_target, reference_check=None, utility_collapse=True,
+      per_record=dict(score=[], p_value=[], flagged=[], fdr=settings.test.fdr, indices=[]),
+      accuracy={}, sizes=dict(forget=len(p.split.forget),
+                              **{k: n for k, n in sizes.items() if k != 'forget'}),
       forgetting_score_method=decision_lib.FORGETTING_SCORE_METHOD,
-      cost=dict(models_trained=models_trained, verifier_train_s=verifier_train_s,
-                wall_time_s=time.time() - t0,
-                queries=int(sum(len(v[0]) for v in sets.values()) * len(views))))
+      **_common_details(p, v, q, target, settings, t0))
   return AuditResult(decision='not_forgotten', direction='collapse', p_value=nan,
                      effect_auc=nan, effect_auc_ci=[nan, nan], forgetting_score=nan,
                      forgetting_score_ci=[nan, nan], power=nan, flagged_records=[],
@@ -261,6 +561,10 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
           log: Callable[[str], None] = lambda s: None, memo: dict | None = None,
           reference: tuple[Any, Any] | None = None) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
+
+  The named steps, in order: :func:`plan` → :func:`train_verifiers` →
+  :func:`query` → :func:`signals` → :func:`accuracies` → :func:`class_level` →
+  :func:`test` → :func:`evidence` (or :func:`collapse` for non-finite outputs).
 
   Args:
     target: Mu (see :class:`Target`).
@@ -283,201 +587,15 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     AuditResult.
   """
   t0 = time.time()
-  user_reference = reference is not None
-  if user_reference:
-    dataset, split = reference_lib.with_reference(dataset, split, *_reference_pair(reference))
-  _validate_request(dataset, split)
-  if not isinstance(target, Target):
-    raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
-  if settings.verifier_epochs:
-    recipe = recipe.replace(epochs=int(settings.verifier_epochs))
-  x, y = dataset.x_train, dataset.y_train
-  views = default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
-      else tuple(settings.views)
-  if views[0] != 'identity':
-    raise AuditError(f"the first view must be 'identity', got {views}")
-  avail = target.available_views()
-  if avail is not None and set(views) - set(avail):
-    log(f'[audit] {target.name} answers views {avail} only; neighbour queries reduced')
-    views = tuple(v for v in views if v in avail)
-
-  # Verification models (one ensemble per rung of the ratio ladder).
-  models_trained = 0
-  candidates: list[VerifierSet] = []
-  if verifiers is not None:
-    check_disjoint(split, verifiers.subsets, verifiers.members)
-    candidates.append(verifiers)
-  else:
-    for ratio in settings.ratios:
-      if memo is not None and ('verifiers', ratio) in memo:
-        candidates.append(memo[('verifiers', ratio)])
-        continue
-      vs = get_verifiers(verifier_model, dataset, split, recipe,
-                         num_verifiers=settings.num_verifiers, ratio=ratio,
-                         member_sample=settings.member_sample, seed=settings.seed,
-                         cache_dir=cache_dir, log=log)
-      models_trained += 0 if vs.from_cache else vs.num_models
-      candidates.append(vs)
-      if memo is not None:
-        memo[('verifiers', ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
-  verifier_train_s = sum(v.wall_time_s for v in candidates)
-
-  # Samples: class-matched D_ref, member reference, test.
-  ref_idx, ref_matched = decision_lib.class_matched_sample(
-      y[split.forget], split.ref, y[split.ref], settings.ref_sample, settings.seed)
-  rng = np.random.default_rng([settings.seed, 31])
-  test_idx = np.sort(rng.choice(split.test, min(settings.test_sample, len(split.test)),
-                                replace=False))
-
-  # Mu's logits on D_ref (exact view) choose the ladder rung.
-  xq_ref = query_views(x[ref_idx], ref_idx, views, seed=settings.seed)
-  tl_ref = target.logits(xq_ref, ref_idx, views, dataset.num_classes, allow_nonfinite=True)
-  acc_target_ref = float(accuracy(np.nan_to_num(tl_ref[0]), y[ref_idx]))
-  chosen, vl_ref = None, None
-  for vs in candidates:
-    lg = _memo_logits(memo, (vs.cache_key, 'ref', dataset.fingerprint, views, settings.seed),
-                      lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
-    gap = abs(float(np.mean(accuracy(lg[0], y[ref_idx]))) - acc_target_ref)
-    if chosen is None or gap < chosen[0]:
-      chosen, vl_ref = (gap, vs), lg
-  vs = chosen[1]
-  members = vs.members
-  if len(members) >= 2:
-    mem_idx, mem_matched = decision_lib.class_matched_sample(
-        y[split.forget], members, y[members], settings.member_sample, settings.seed)
-  else:
-    mem_idx, mem_matched = members, False
-
-  # Query Du and members (all views), compute signals.
-  sets = {'ref': (ref_idx, xq_ref, tl_ref, vl_ref)}
-  for name, idx in (('forget', np.asarray(split.forget)), ('members', mem_idx)):
-    if len(idx) == 0:
-      continue
-    xq = query_views(x[idx], idx, views, seed=settings.seed)
-    sets[name] = (idx, xq, target.logits(xq, idx, views, dataset.num_classes,
-                                         allow_nonfinite=True),
-                  _memo_logits(memo, (vs.cache_key, name, views, settings.seed),
-                               lambda: _ensemble_logits(verifier_model, vs.params, xq)))
-
-  # A diverged model: non-finite outputs are a verdict (collapse), not an error.
-  nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
-  if any(nonfinite.values()):
-    return _nonfinite_result(target, dataset, split, settings, vs, views, sets, nonfinite,
-                             models_trained, verifier_train_s, t0, user_reference)
-  sig = {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in sets.items()}
-
-  # Accuracies of Mu and of the verifiers.
-  acc = {'target': {}, 'verifiers': {}}
-  for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
-    if key in sig:
-      acc['target'][name] = float(np.mean(sig[key].correct_target))
-      acc['verifiers'][name] = np.mean(sig[key].correct_verifiers, axis=1).tolist()
-  xt = dataset.x_test[test_idx][None]
+  p = plan(target, dataset, split, recipe=recipe, settings=settings, reference=reference, log=log)
+  v = train_verifiers(p, verifier_model, settings, cache_dir=cache_dir, verifiers=verifiers,
+                      memo=memo, log=log)
+  q = query(p, v, target, verifier_model, settings, memo=memo)
   try:
-    tl_test = target.logits(xt, test_idx, ('identity',), dataset.num_classes, test=True,
-                            allow_nonfinite=True)[0]
-    bad_test = int(nonfinite_records(tl_test).sum())
-    if bad_test:
-      return _nonfinite_result(target, dataset, split, settings, vs, views, sets,
-                               dict(nonfinite, test=bad_test), models_trained, verifier_train_s,
-                               t0, user_reference)
-    acc['target']['test'] = float(accuracy(tl_test, dataset.y_test[test_idx]))
-  except AuditError as e:
-    if not target.is_table:
-      raise
-    log(f'[audit] no test accuracy for {target.name}: {e}')
-  vl_test = _memo_logits(memo, (vs.cache_key, 'test', settings.seed), lambda: predict_logits(
-      verifier_model, vs.params, dataset.x_test[test_idx], ensemble=True))
-  acc['verifiers']['test'] = accuracy(vl_test, dataset.y_test[test_idx]).tolist()
-
-  # Whole-class forgetting: classes of Du with no record left in Dr.
-  class_level, class_only, forgotten_classes = None, False, np.zeros(0, np.int64)
-  if settings.class_test:
-    forgotten_classes = np.setdiff1d(np.unique(y[split.forget]), np.unique(y[split.retain]))
-  if len(forgotten_classes):
-    class_only = bool(np.all(np.isin(y[split.forget], forgotten_classes)))
-    held = np.asarray(split.ref)[np.isin(y[split.ref], forgotten_classes)]
-    if len(held) > settings.ref_sample:
-      held = np.sort(np.random.default_rng([settings.seed, 37]).choice(
-          held, settings.ref_sample, replace=False))
-    if len(held):
-      xh = x[held][None]
-      tl_h = target.logits(xh, held, ('identity',), dataset.num_classes, allow_nonfinite=True)[0]
-      if nonfinite_records(tl_h).any():
-        return _nonfinite_result(target, dataset, split, settings, vs, views, sets,
-                                 dict(nonfinite, held_classes=int(nonfinite_records(tl_h).sum())),
-                                 models_trained, verifier_train_s, t0, user_reference)
-      vl_h = _memo_logits(memo, (vs.cache_key, 'held_classes', dataset.fingerprint,
-                                 tuple(forgotten_classes.tolist())),
-                          lambda: predict_logits(verifier_model, vs.params, x[held], ensemble=True))
-      class_level = decision_lib.class_level_test(
-          np.argmax(tl_h, -1) == y[held], np.argmax(vl_h, -1) == y[held][None],
-          alpha=settings.test.alpha, margin=settings.test.class_margin,
-          alt_accuracy=acc['target'].get('retain_members'))
-      class_level['classes'] = forgotten_classes.tolist()
-      class_level['held_out_records'] = int(len(held))
-
-  phi_target = {k: s.phi_target for k, s in sig.items()}
-  phi_verifiers = {k: s.phi_verifiers.mean(1) for k, s in sig.items()}
-  cal, betas = decision_lib.regression_calibrate(phi_target, phi_verifiers)
-  gap = decision_lib.neighbour_residual(phi_target, phi_verifiers)
-  check_stats = self_check_statistics(
-      settings.test.self_check, sig, {k: sets[k][3][0] for k in ('forget', 'ref')},
-      {'forget': x[np.asarray(split.forget)], 'ref': x[ref_idx]})
-  ref_check = decision_lib.reference_check(
-      check_stats, alpha=settings.test.self_check_alpha, combine=settings.test.combine,
-      strata=(y[np.asarray(split.forget)], y[ref_idx]), n_perm=settings.test.self_check_perms,
-      seed=settings.seed)
-  ref_check['groups'] = list(settings.test.self_check)
-  ref_check['source'] = 'user' if user_reference else 'pool'
-  res = decision_lib.ignorance_test(
-      cal['forget'], cal['ref'], cal.get('members'),
-      sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
-      settings.test, acc_target_ref=acc['target']['ref'],
-      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
-      class_level=class_level, class_only=class_only,
-      gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
-      reference=ref_check)
-  flagged = np.asarray(split.forget)[np.asarray(res['per_record']['flagged'], bool)].tolist()
-  res['per_record']['indices'] = np.asarray(split.forget).tolist()
-
-  def _summ(s):   # per-set means of the raw signals, for the report
-    return dict(phi_target=float(s.phi_target[0].mean()),
-                phi_verifiers=float(s.phi_verifiers[0].mean()),
-                calibrated=float(s.calibrated[0].mean()),
-                loss_target=float(s.loss_target[0].mean()),
-                agreement=float(s.agreement[0].mean()), kl=float(s.kl[0].mean()))
-
-  wall = time.time() - t0
-  details = dict(
-      target=target.name, tests=res['tests'], alpha=settings.test.alpha,
-      combine=res['combine'], n_tests=res['n_tests'],
-      forgetting_score_method=res['forgetting_score_method'],
-      rejected=res['rejected'], exact_inputs_masked=res['exact_inputs_masked'],
-      p_record=res['p_record'], class_level=res['class_level'],
-      member_auc=res['member_auc'], power_target=res['power_target'],
-      reference_check=res['reference_check'], utility_collapse=res['utility_collapse'],
-      per_record=res['per_record'], accuracy=acc,
-      signals={k: _summ(s) for k, s in sig.items()},
-      scores={k: c.tolist() for k, c in cal.items()},
-      calibration_betas=betas.tolist(),
-      raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},
-      sizes=dict(forget=len(split.forget), ref=len(ref_idx), members=len(mem_idx),
-                 test=len(test_idx)),
-      class_matched=dict(ref=ref_matched, members=mem_matched),
-      settings=dict(num_verifiers=settings.num_verifiers, subset_ratio=vs.ratio,
-                    ratio_ladder=list(settings.ratios), views=list(views),
-                    ref_sample=settings.ref_sample, member_sample=settings.member_sample,
-                    seed=settings.seed, verifier_recipe=recipe.to_dict(),
-                    test=dataclasses.asdict(settings.test)),
-      request=dict(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-                   split_hash=split_hash(split), reference='user' if user_reference else 'pool'),
-      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
-                     subset_size=int(vs.subsets.shape[1])),
-      cost=dict(models_trained=models_trained, verifier_train_s=verifier_train_s,
-                wall_time_s=wall, queries=int(sum(len(i) for i, *_ in sets.values()) * len(views))))
-  return AuditResult(decision=res['decision'], direction=res['direction'], p_value=res['p_value'],
-                     effect_auc=res['effect_auc'], effect_auc_ci=res['effect_auc_ci'],
-                     forgetting_score=res['forgetting_score'],
-                     forgetting_score_ci=res['forgetting_score_ci'], power=res['power'],
-                     flagged_records=flagged, details=details)
+    sig = signals(p, q)
+    acc = accuracies(p, q, sig, target, verifier_model, settings, memo=memo, log=log)
+    cls = class_level(p, q, acc, target, verifier_model, settings, memo=memo)
+  except _Collapse as c:   # a diverged model: non-finite outputs are a verdict, not an error
+    return collapse(p, v, q, c.nonfinite, target, settings, t0)
+  res, cal, betas = test(p, q, sig, acc, cls, settings)
+  return evidence(p, v, q, sig, acc, res, cal, betas, target, settings, t0)

@@ -16,7 +16,6 @@ rewritten atomically) and writes a Markdown summary atomically;
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.audit import reference as reference_lib
 from jaxaudit.audit import stats
 from jaxaudit.audit.runner import AuditSettings, audit
@@ -135,31 +135,8 @@ def run_draw(r: int, ds: Dataset, model, recipe, split_kw: dict, settings: Audit
 
 
 def load_rows(path: str) -> list[dict]:
-  """Rows of a JSON-lines results file (a cut last line is ignored)."""
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          break
-  return rows
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def append_row(path: str, row: dict) -> None:
-  """Appends one row, rewriting the file atomically (no partial tail survives)."""
-  rows = load_rows(path) + [row]
-  _atomic_write(path, ''.join(json.dumps(r, default=float) + '\n' for r in rows))
+  """Rows of the JSON-lines results file (a cut last line is ignored and repaired)."""
+  return io_utils.read_jsonl(path, repair=True)
 
 
 def summarise(rows: list[dict], *, alpha: float, self_check_alpha: float) -> str:
@@ -254,7 +231,7 @@ def run_validation(*, npz: str, workdir: str, draws: int, shift_draws: int, firs
   for i, r in enumerate(todo):
     conds = CONDITIONS if r < first_draw + shift_draws else CONDITIONS[:1]
     row = run_draw(r, ds, model, recipe, split_kw, settings, conds, moments)
-    append_row(path, row)
+    io_utils.append_jsonl(path, row)
     el = time.time() - t0
     dec = {k: v['decision'][:6] for k, v in row['results'].items()}
     log(f'[{i + 1}/{len(todo)}] draw {r} ({row["wall_time_s"]:.0f}s): {dec} '
@@ -266,13 +243,26 @@ def run_validation(*, npz: str, workdir: str, draws: int, shift_draws: int, firs
 
 def _write_summary(workdir, path, first_draw, draws, shift_draws, train_size, forget_size,
                    settings) -> str:
-  rows = [r for r in load_rows(path) if first_draw <= r['draw'] < first_draw + draws]
+  rows = load_rows(path)   # every finished draw of the workdir, from all runs into it
   if not rows:
     return ''
   table = summarise(rows, alpha=settings.test.alpha, self_check_alpha=settings.test.self_check_alpha)
+  shifted = sorted(r['draw'] for r in rows if len(r['results']) > 1)
   head = (f'MNIST, MLP 256-256, |D| = {train_size}, |Du| = {forget_size}, K = {settings.num_verifiers}; '
-          f'draws {first_draw}..{first_draw + draws - 1} (shifts on the first {shift_draws}; '
-          f'{len(rows)} finished); self-check groups {list(settings.test.self_check)}, '
-          f'combine {settings.test.combine}.\n\n')
-  _atomic_write(os.path.join(workdir, 'summary.md'), head + table + '\n')
+          f'{len(rows)} draws ({_ranges(sorted(r["draw"] for r in rows))}), shifted references '
+          f'on {len(shifted)} ({_ranges(shifted)}); self-check groups '
+          f'{list(settings.test.self_check)}, combine {settings.test.combine}.\n\n')
+  io_utils.write_text(os.path.join(workdir, 'summary.md'), head + table + '\n')
   return head + table
+
+
+def _ranges(xs: list[int]) -> str:
+  """'0..19, 100..129' for a sorted list of integers."""
+  out, start = [], None
+  for i, x in enumerate(xs):
+    if start is None:
+      start = x
+    if i == len(xs) - 1 or xs[i + 1] != x + 1:
+      out.append(f'{start}..{x}' if x != start else f'{x}')
+      start = None
+  return ', '.join(out)

@@ -1,8 +1,9 @@
 """The study report: tables and plots of a sweep's (and a fake-unlearning run's) results.
 
-Input: JSON-lines rows written by ``experiments/sweep.py`` (``kind: sweep``,
-one per data set × method × forget setting × seed) and optionally by
-``experiments/fake_unlearning.py`` (``kind: fake``). Output, written
+Input: JSON-lines rows written by :mod:`jaxaudit.study.sweep` (``experiments/sweep.py``;
+``kind: sweep``, one per data set × method × forget setting × seed) and optionally
+by :mod:`jaxaudit.study.fakes` (``experiments/fake_unlearning.py``; ``kind: fake``),
+whose names it shares through :mod:`jaxaudit.study.schema`. Output, written
 atomically into one directory (:func:`jaxaudit.audit.report.atomic_write_dir`):
 
   report.md     tables + links to the plots
@@ -20,14 +21,16 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.errors import ConfigError
+from jaxaudit.study.schema import (AUDITOR_ORDER, FAKE_AUDITORS, FAMILY_ORDER, PEER_NAMES,
+                                   fake_flagged, peer_not_forgotten)
 
 # Decision categories of jaxaudit's audit, in legend order, with colours.
 CATEGORIES = (
@@ -41,13 +44,6 @@ CATEGORIES = (
     ('diverged', 'diverged', '#212121'),
     ('error', 'error', '#90a4ae'),
 )
-PEERS = ('population_mia', 'lira', 'rmia', 'heuristics', 'neurips23', 'ulira')
-AUDITOR_ORDER = ('ours', 'population_mia', 'heuristics', 'rmia', 'lira', 'ulira', 'neurips23')
-FAKE_AUDITORS = ('ours', 'population_mia', 'lira', 'rmia', 'heuristics')
-# Method families in display order (methods of unknown families come last).
-FAMILY_ORDER = ('none (original M)', 'retraining', 'fine-tuning', 'relabelling', 'distillation',
-                'challenge', 'de-optimisation', 'curvature')
-
 
 # -----------------------------------------------------------------------------
 # Loading.
@@ -55,38 +51,23 @@ FAMILY_ORDER = ('none (original M)', 'retraining', 'fine-tuning', 'relabelling',
 
 
 def load_results(paths: str | Sequence[str]) -> list[dict]:
-  """Rows of one or more JSON-lines files.
+  """Rows (dicts) of one or more JSON-lines files, read by :func:`jaxaudit.io_utils.read_jsonl`.
 
   A last line without a newline or with invalid JSON (a sweep killed while
-  writing) is ignored; invalid JSON elsewhere raises ConfigError. Rows with a
-  repeated ``key`` keep the first occurrence.
+  writing) is ignored; invalid JSON elsewhere raises ConfigError, and so do a
+  missing file, a row without ``key`` and no rows at all. Rows with a repeated
+  ``key`` keep the first occurrence.
   """
   if isinstance(paths, str):
     paths = [paths]
   rows, seen = [], set()
   for path in paths:
-    if not os.path.isfile(path):
-      raise ConfigError(f'results file {path} does not exist')
-    with open(path, 'rb') as f:
-      lines = f.read().split(b'\n')
-    for i, line in enumerate(lines):
-      if not line.strip():
-        continue
-      last = i == len(lines) - 1 or all(not l.strip() for l in lines[i + 1:])
-      try:
-        if i == len(lines) - 1:
-          raise ValueError('no trailing newline')
-        row = json.loads(line)
-      except ValueError as e:
-        if last:
-          continue
-        raise ConfigError(f'{path}: line {i + 1} is not valid JSON ({e})') from None
-      if not isinstance(row, dict) or 'key' not in row:
-        raise ConfigError(f'{path}: line {i + 1} is not a results row (no "key")')
-      if row['key'] in seen:
-        continue
-      seen.add(row['key'])
-      rows.append(row)
+    for i, row in enumerate(io_utils.read_jsonl(path, missing_ok=False)):
+      if 'key' not in row:
+        raise ConfigError(f'{path}: row {i + 1} is not a results row (no "key")')
+      if row['key'] not in seen:
+        seen.add(row['key'])
+        rows.append(row)
   if not rows:
     raise ConfigError(f'no results rows in {", ".join(paths)}')
   return rows
@@ -114,11 +95,7 @@ def column(row: dict) -> str:
   return f'{row.get("entry", row.get("data", "?"))} / {row.get("forget", "?")}'
 
 
-def peer_nf(row: dict, name: str) -> bool | None:
-  """Whether peer ``name`` decided not_forgotten (None: no decision)."""
-  p = (row.get('peers') or {}).get(name) or {}
-  d = p.get('decision')
-  return None if d is None else d == 'not_forgotten'
+peer_nf = peer_not_forgotten   # whether a peer decided not_forgotten (None: none)
 
 
 def ours_nf(row: dict) -> bool | None:
@@ -175,7 +152,7 @@ def study_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]
   if sweep:
     head = ['data / forget', 'seed', 'method', 'family', 'decision', 'p', 'AUC Du vs D_ref',
             'forgetting score [95% CI]', 'power', 'acc Dr Mu/retr.', 'acc Du Mu/retr.',
-            'acc test Mu/retr.'] + [p for p in PEERS]
+            'acc test Mu/retr.'] + list(PEER_NAMES)
     body = []
     for r in sweep:
       o = r.get('ours') or {}
@@ -184,7 +161,7 @@ def study_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]
       ci = o.get('forgetting_score_ci') or [None, None]
       dec = category(r) if not r.get('error') else f'{category(r)}: {r["error"][:60]}'
       peers = []
-      for p in PEERS:
+      for p in PEER_NAMES:
         pr = (r.get('peers') or {}).get(p)
         if not pr:
           peers.append('')
@@ -238,7 +215,7 @@ def _reference_name(row) -> str | None:
 def agreement(rows: list[dict]) -> dict[str, dict[str, Any]]:
   """Per auditor: cells compared with the reference (U-LiRA, else LiRA) and agreements."""
   out = {}
-  for a in ('ours',) + tuple(p for p in PEERS if p not in ('neurips23',)):
+  for a in ('ours',) + tuple(p for p in PEER_NAMES if p not in ('neurips23',)):
     n = agree = 0
     skipped = 0
     for r in rows:
@@ -301,13 +278,6 @@ def _cost_table(rows):
                  _f(c['flops'], 3), _f(c['flops_ratio'], 3), _f(c['wall_s'], 3),
                  _f(c['wall_ratio'], 3), _f(c['wall_s'] / u, 3) if u else '–', c['note']])
   return head, body
-
-
-def fake_flagged(row: dict, auditor: str) -> bool | None:
-  if auditor == 'ours':
-    d = (row.get('ours') or {}).get('decision')
-    return None if d is None else d != 'forgotten'
-  return peer_nf(row, auditor)
 
 
 def _fake_names(rows) -> list:

@@ -1,12 +1,12 @@
-"""experiments/cli_methods.py: every method through the real CLI, resumable table."""
+"""jaxaudit.study.method_table: every method through the real CLI, resumable table."""
 
 import os
 
 import numpy as np
 import pytest
 
-from experiments import cli_methods
-from experiments.sweep import append_row, read_results
+from jaxaudit.io_utils import append_jsonl as append_row, read_jsonl as read_results
+from jaxaudit.study import method_table as cli_methods
 from jaxaudit.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""experiments/fake_unlearning.py on a small digits MLP: rows, fakes and resumability."""
+"""jaxaudit.study.fakes on a small digits MLP: rows, fakes and resumability."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments import fake_unlearning as fu
+from jaxaudit.study import fakes as fu
 from experiments.configs import sweep_local
 
 

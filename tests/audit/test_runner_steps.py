@@ -1,0 +1,87 @@
+"""The audit runner's named steps, each on a small real request, and their composition."""
+
+import numpy as np
+import pytest
+
+from jaxaudit.audit import AuditSettings, Target, audit
+from jaxaudit.audit import runner
+from jaxaudit.data import make_split
+from jaxaudit.models import get_model
+from jaxaudit.train import Recipe, train_model
+
+SETTINGS = AuditSettings(num_verifiers=3, ref_sample=300, member_sample=200, test_sample=200)
+
+
+@pytest.fixture(scope='module')
+def request_(digits):
+  split = make_split(digits, seed=1, ref_fraction=0.3, forget_fraction=0.2)
+  model = get_model('mlp', digits.num_classes, hidden=(64,))
+  recipe = Recipe(epochs=8)
+  mu = train_model(model, digits.x_train, digits.y_train, split.retain, 0, recipe).params
+  return split, model, recipe, Target.from_params(model, mu, name='retrain')
+
+
+def test_steps_compose_to_audit(digits, request_):
+  split, model, recipe, target = request_
+  memo = {}
+  p = runner.plan(target, digits, split, recipe=recipe, settings=SETTINGS)
+  assert p.views[0] == 'identity' and len(p.views) == 14      # image neighbourhood
+  assert p.ref_matched and len(p.ref_idx) <= SETTINGS.ref_sample
+  assert np.all(np.isin(p.ref_idx, split.ref)) and np.all(np.isin(p.test_idx, split.test))
+  v = runner.train_verifiers(p, model, SETTINGS, memo=memo)
+  assert v.models_trained == 3 and len(v.candidates) == 1
+  again = runner.train_verifiers(p, model, SETTINGS, memo=memo)
+  assert again.models_trained == 0                           # memoised for the next target
+  q = runner.query(p, v, target, model, SETTINGS, memo=memo)
+  a, k = len(p.views), 3
+  for name, (idx, xq, tl, vl) in q.sets.items():
+    assert xq.shape == (a, len(idx), 8, 8, 1)
+    assert tl.shape == (a, len(idx), 10) and vl.shape == (a, k, len(idx), 10)
+  assert q.nonfinite == {'ref': 0, 'forget': 0, 'members': 0}
+  sig = runner.signals(p, q)
+  assert sig['forget'].phi_target.shape == (a, len(split.forget))
+  acc = runner.accuracies(p, q, sig, target, model, SETTINGS, memo=memo)
+  assert set(acc['target']) == {'retain_members', 'forget', 'ref', 'test'}
+  assert len(acc['verifiers']['test']) == k
+  cls = runner.class_level(p, q, acc, target, model, SETTINGS, memo=memo)
+  assert cls == (None, False)                                # random Du: no whole class
+  res, cal, betas = runner.test(p, q, sig, acc, cls, SETTINGS)
+  assert betas.shape == (a,) and set(cal) == set(q.sets)
+  assert res['reference_check']['source'] == 'pool'
+  result = runner.evidence(p, v, q, sig, acc, res, cal, betas, target, SETTINGS, 0.0)
+  whole = audit(target, digits, split, verifier_model=model, recipe=recipe, settings=SETTINGS,
+                memo=memo)
+  assert (result.decision, result.direction) == (whole.decision, whole.direction)
+  assert result.p_value == whole.p_value and result.forgetting_score == whole.forgetting_score
+  assert result.details['tests'] == whole.details['tests']
+
+
+def test_class_level_step_on_a_whole_class(digits, request_):
+  _, model, recipe, _ = request_
+  split = make_split(digits, seed=2, ref_fraction=0.3, forget_classes=(3,))
+  mu = train_model(model, digits.x_train, digits.y_train, split.retain, 0, recipe).params
+  target = Target.from_params(model, mu)
+  p = runner.plan(target, digits, split, recipe=recipe, settings=SETTINGS)
+  v = runner.train_verifiers(p, model, SETTINGS)
+  q = runner.query(p, v, target, model, SETTINGS)
+  sig = runner.signals(p, q)
+  acc = runner.accuracies(p, q, sig, target, model, SETTINGS)
+  result, class_only = runner.class_level(p, q, acc, target, model, SETTINGS)
+  assert class_only and result['classes'] == [3] and 0 <= result['p_value'] <= 1
+  assert result['held_out_records'] == int(np.sum(digits.y_train[split.ref] == 3))
+
+
+def test_non_finite_outputs_stop_at_signals_with_a_collapse_verdict(digits, request_):
+  split, model, recipe, _ = request_
+  target = Target.from_fn(lambda x: np.full((len(x), 10), np.nan, np.float32), name='nan')
+  settings = AuditSettings(num_verifiers=2, views=('identity',), ref_sample=100,
+                           member_sample=50, test_sample=50)
+  p = runner.plan(target, digits, split, recipe=recipe, settings=settings)
+  v = runner.train_verifiers(p, model, settings)
+  q = runner.query(p, v, target, model, settings)
+  assert q.nonfinite['forget'] == len(split.forget)
+  with pytest.raises(runner._Collapse):
+    runner.signals(p, q)
+  res = runner.collapse(p, v, q, q.nonfinite, target, settings, 0.0)
+  assert (res.decision, res.direction) == ('not_forgotten', 'collapse')
+  assert 'NaN or inf' in res.details['reason']
