@@ -88,18 +88,9 @@ Decision:
   * utility collapse (Mu clearly worse than the verifiers on D_ref) turns a
     pass into ``not_forgotten`` with direction ``collapse``.
 
-Whole-class forgetting. When Du holds every training record of some classes,
-Mu's scores on Du and on held-out records of those classes are exchangeable
-for the untouched original too (it generalises to the class), so the record
-test has no power. :func:`class_level_test` then asks the class-level
-question instead: does Mu still recognise the forgotten classes? Its top-1
-accuracy on held-out records of those classes is tested (exact one-sided
-binomial) against the best accuracy of the verifiers — models that never saw
-a record of those classes — plus ``class_margin``. This test is not exact
-like the record test: it assumes a model that never saw a class recognises it
-no better than the verifiers do (true in practice: a label absent from
-training is never predicted). Its p-value joins the record test by Bonferroni,
-and a rejection is reported as direction ``remembers_class``.
+A task-specific test (``extra_test``, e.g. the classification task's
+whole-class test, :mod:`jaxaudit.tasks.classification`) joins the record test
+by Bonferroni; a rejection carries the direction the task names.
 """
 
 from __future__ import annotations
@@ -127,8 +118,8 @@ class TestSettings:
     self_check_alpha: level of the reference-exchangeability check.
     collapse_margin: Mu's D_ref accuracy below the worst verifier's minus this
       margin is a utility collapse.
-    class_margin: slack over the verifiers' accuracy on forgotten classes
-      allowed under H0 by the class-level test.
+    class_margin: slack over the verifiers' utility allowed under H0 by a
+      task's extra test (the classification task's whole-class test).
     combine: family adjustment of the statistics' p-values, ``maxt`` or
       ``bonferroni`` (for the reference check, ``maxt`` is a permutation max-T).
     self_check: groups of statistics of the reference check, from
@@ -375,7 +366,7 @@ def reference_check(statistics: dict[str, tuple[np.ndarray, np.ndarray]], *, alp
     combine: ``maxt`` (stratified permutation max-T,
       :func:`jaxaudit.audit.stats.permutation_maxt_mwu`) or ``bonferroni``
       (of the asymptotic Mann–Whitney p-values).
-    strata: ((n_du,), (n_ref,)) class labels for the permutation, or None.
+    strata: ((n_du,), (n_ref,)) strata of the permutation (the task's), or None.
     n_perm: permutations.
     seed: permutation seed.
   Returns:
@@ -401,7 +392,7 @@ def reference_check(statistics: dict[str, tuple[np.ndarray, np.ndarray]], *, alp
     adj = stats.permutation_maxt_mwu(xs, ys, strata_x=None if strata is None else strata[0],
                                      strata_y=None if strata is None else strata[1],
                                      n_perm=n_perm, seed=seed)
-    method = f'permutation max-T ({n_perm} class-stratified permutations)' if strata is not None \
+    method = f'permutation max-T ({n_perm} stratified permutations)' if strata is not None \
         else f'permutation max-T ({n_perm} permutations)'
   elif combine in ('maxt', 'bonferroni'):
     adj = stats.bonferroni_adjusted(raw)
@@ -417,62 +408,30 @@ def reference_check(statistics: dict[str, tuple[np.ndarray, np.ndarray]], *, alp
               auc=tests[worst]['auc'])
 
 
-def class_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray, *,
-                     alpha: float, margin: float, alt_accuracy: float | None = None
-                     ) -> dict[str, Any]:
-  """Does Mu still recognise classes that only Du held? (see the module docstring)
-
-  Args:
-    correct_target: (n,) bool, Mu's top-1 prediction is right on held-out
-      records of the forgotten classes.
-    correct_verifiers: (K, n) bool, the same for the verifiers (which never
-      saw a record of these classes).
-    alpha: level used for the power estimate.
-    margin: slack added to the verifiers' best accuracy: H0 is
-      ``accuracy <= max_k acc_k + margin``.
-    alt_accuracy: Mu's accuracy under the alternative "remembers the classes
-      like its training classes" (default 1), for the power estimate.
-  Returns:
-    dict(p_value, accuracy, verifier_accuracy (K,), threshold, n, power).
-  """
-  ct = np.asarray(correct_target, bool).reshape(-1)
-  cv = np.asarray(correct_verifiers, bool)
-  if cv.ndim != 2 or cv.shape[1] != ct.shape[0] or ct.shape[0] < 1:
-    raise AuditError(f'class-level test needs (n,) and (K, n) correctness arrays with n >= 1; '
-                     f'got {ct.shape} and {cv.shape}')
-  n = int(ct.shape[0])
-  acc_v = cv.mean(axis=1)
-  p0 = float(min(1.0, float(acc_v.max()) + margin))
-  p_value = stats.binomial_test_greater(int(ct.sum()), n, p0)
-  alt = 1.0 if alt_accuracy is None or not np.isfinite(alt_accuracy) else float(alt_accuracy)
-  power = stats.binomial_power(n, p0, max(alt, p0), alpha) if p0 < 1 else 0.0
-  return dict(p_value=float(p_value), accuracy=float(ct.mean()),
-              verifier_accuracy=acc_v.tolist(), threshold=p0, n=n, power=float(power))
-
-
 def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
                    ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
                    *, acc_target_ref: float | None = None,
                    acc_verifiers_ref: np.ndarray | None = None,
-                   class_level: dict[str, Any] | None = None,
-                   class_only: bool = False, gap_du: np.ndarray | None = None,
+                   extra_test: dict[str, Any] | None = None,
+                   extra_only: bool = False, gap_du: np.ndarray | None = None,
                    gap_ref: np.ndarray | None = None,
                    reference: dict[str, Any] | None = None) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
     cal_du: (A, n_du) calibrated scores of Du (view 0 = exact record).
-    cal_ref: (A, n_ref) calibrated scores of the (class-matched) D_ref sample.
+    cal_ref: (A, n_ref) calibrated scores of the (strata-matched) D_ref sample.
     cal_members: (A, n_mem) calibrated scores of Mu's member sample, or None.
     ver_du: (n_du,) the verifiers' mean φ on the exact Du records.
     ver_ref: (n_ref,) the same on D_ref (reference-exchangeability check).
     settings: the decision settings.
     acc_target_ref: Mu's accuracy on D_ref (collapse check).
     acc_verifiers_ref: (K,) the verifiers' accuracies on D_ref.
-    class_level: the result of :func:`class_level_test` when Du holds whole
-      classes (its p-value joins the record test by Bonferroni), or None.
-    class_only: every record of Du belongs to a wholly forgotten class; a
-      pass of the class-level test with enough power then counts as evidence
+    extra_test: the result of the task's extra test (dict with p_value, power
+      and direction; its p-value joins the record test by Bonferroni), or None.
+      Reported under ``class_level``.
+    extra_only: the extra test covers every record of Du; its pass with
+      enough power then counts as evidence
       even where the record test has none.
     gap_du: (n_du,) the fitted ``gap`` statistic of Du (:func:`neighbour_residual`),
       or None for the plain exact-minus-neighbours difference.
@@ -524,8 +483,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   p_record = float(np.min(adjusted))
   n_tests = len(tests)
   p_value = p_record
-  if class_level is not None:
-    p_value = stats.combine_bonferroni([p_record, class_level['p_value']])
+  if extra_test is not None:
+    p_value = stats.combine_bonferroni([p_record, extra_test['p_value']])
 
   if reference is None:
     reference = reference_check(
@@ -566,22 +525,22 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     decision = 'invalid_reference'
   elif rejected:
     decision = 'not_forgotten'
-    if class_level is not None and class_level['p_value'] <= s.alpha / 2 and (
-        p_record > s.alpha / 2 or class_level['p_value'] <= p_record):
-      direction = 'remembers_class'
+    if extra_test is not None and extra_test['p_value'] <= s.alpha / 2 and (
+        p_record > s.alpha / 2 or extra_test['p_value'] <= p_record):
+      direction = extra_test.get('direction', 'remembers_class')
     else:
-      level = s.alpha / (2 if class_level is not None else 1)
+      level = s.alpha / (2 if extra_test is not None else 1)
       direction, masked = _direction(tests, level)
   elif collapse:
     decision, direction = 'not_forgotten', 'collapse'
   elif np.isfinite(power) and power >= s.power_target:
     decision = 'forgotten'
-  elif class_only and class_level is not None and class_level['power'] >= s.power_target:
+  elif extra_only and extra_test is not None and extra_test['power'] >= s.power_target:
     decision = 'forgotten'
   else:
     decision = 'inconclusive'
   return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
-              p_record=float(p_record), class_level=class_level,
+              p_record=float(p_record), class_level=extra_test,
               alpha=s.alpha, tests=tests, n_tests=n_tests, combine=combine_used,
               exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
@@ -596,20 +555,30 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
               n_members=int(0 if cal_members is None else np.shape(cal_members)[1]))
 
 
-def class_matched_sample(labels_du: np.ndarray, idx_pool: np.ndarray, labels_pool: np.ndarray,
-                         max_size: int, seed: int) -> tuple[np.ndarray, bool]:
-  """A sample of ``idx_pool`` whose class proportions match Du's.
+def matched_sample(strata_du: np.ndarray | None, idx_pool: np.ndarray,
+                   strata_pool: np.ndarray | None, max_size: int, seed: int
+                   ) -> tuple[np.ndarray, bool]:
+  """A sample of ``idx_pool`` whose strata proportions match Du's.
 
-  Per class c with n_c records in Du, draws round(r · n_c) records of class c,
-  with r the largest ratio every class can supply (capped by max_size).
+  Per stratum c with n_c records in Du, draws round(r · n_c) records of
+  stratum c, with r the largest ratio every stratum can supply (capped by
+  max_size). Strata come from the task (classes, for classifiers).
 
+  Args:
+    strata_du: (n_du,) strata of Du, or None (no strata: a uniform sample).
+    idx_pool: (m,) indices to sample from.
+    strata_pool: (m,) their strata, or None.
   Returns:
-    (sorted sample of idx_pool, matched) — matched is False when some class
-    of Du is absent from the pool; then the sample is uniform instead.
+    (sorted sample of idx_pool, matched) — matched is False without strata
+    or when some stratum of Du is absent from the pool; then the sample is
+    uniform instead.
   """
   rng = np.random.default_rng([int(seed), 104729])
-  classes, counts = np.unique(labels_du, return_counts=True)
-  avail = np.array([np.sum(labels_pool == c) for c in classes])
+  if strata_du is None or strata_pool is None:
+    n = min(max_size, len(idx_pool))
+    return np.sort(rng.choice(idx_pool, n, replace=False)), False
+  classes, counts = np.unique(strata_du, return_counts=True)
+  avail = np.array([np.sum(strata_pool == c) for c in classes])
   if np.any(avail == 0):
     n = min(max_size, len(idx_pool))
     return np.sort(rng.choice(idx_pool, n, replace=False)), False
@@ -617,6 +586,6 @@ def class_matched_sample(labels_du: np.ndarray, idx_pool: np.ndarray, labels_poo
   out = []
   for c, n_c in zip(classes, counts):
     take = max(1, int(np.floor(r * n_c)))
-    out.append(rng.choice(idx_pool[labels_pool == c], min(take, int(np.sum(labels_pool == c))),
+    out.append(rng.choice(idx_pool[strata_pool == c], min(take, int(np.sum(strata_pool == c))),
                           replace=False))
   return np.sort(np.concatenate(out)), True

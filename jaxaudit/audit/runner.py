@@ -31,14 +31,13 @@ import numpy as np
 
 from jaxaudit.audit import decision as decision_lib
 from jaxaudit.audit import reference as reference_lib
-from jaxaudit.audit.signals import (Signals, compute_signals, default_views, nonfinite_records,
-                                    query_views)
+from jaxaudit.tasks import Signals, Task, for_dataset, nonfinite_records
 from jaxaudit.audit.target import Target
 from jaxaudit.audit.verifiers import VerifierSet, check_disjoint, get_verifiers
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.data.splits import split_hash, validate_split
 from jaxaudit.errors import AuditError
-from jaxaudit.train import Recipe, accuracy, predict_logits
+from jaxaudit.train import Recipe, predict_logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +49,7 @@ class AuditSettings:
     subset_ratio: verifier subset size as a fraction of |Dr|, or a ladder of
       ratios (the rung whose verifiers' D_ref accuracy is closest to Mu's is used).
     views: ``auto`` (1-px shifts + noise for images, noise otherwise) or a tuple
-      of view names from ``jaxaudit.audit.signals.VIEWS``; ``('identity',)``
+      of view names from ``jaxaudit.tasks.classification.VIEWS``; ``('identity',)``
       queries the exact records only.
     flips: include horizontal flips in ``auto`` views (natural for CIFAR).
     ref_sample: maximum size of the class-matched D_ref sample.
@@ -166,52 +165,41 @@ def _reference_pair(reference) -> tuple[Any, Any]:
   return reference[0], reference[1]
 
 
-def _logsumexp(lg: np.ndarray) -> np.ndarray:
-  m = lg.max(-1, keepdims=True)
-  return (m + np.log(np.sum(np.exp(lg - m), -1, keepdims=True)))[..., 0]
-
-
-def self_check_statistics(groups: tuple[str, ...], sig: dict, vlogits: dict[str, np.ndarray],
-                          inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def self_check_statistics(groups: tuple[str, ...], sig: dict, verifier_outputs: dict[str, np.ndarray],
+                          inputs: dict[str, np.ndarray], task: Task
+                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """The statistics of the reference check (none involves the audited model).
 
   Args:
     groups: subset of ``decision.SELF_CHECK_GROUPS``.
     sig: set name -> Signals (must hold 'forget' and 'ref'; every set joins the
       leave-one-out pooled fits).
-    vlogits: 'forget'/'ref' -> (K, n, C) verifier logits on the exact records.
+    verifier_outputs: 'forget'/'ref' -> (K, n, ...) verifier outputs on the exact records.
     inputs: 'forget'/'ref' -> (n, *input_shape) exact inputs.
+    task: the task (its output and input summaries).
   Returns:
     name -> ((n_du,), (n_ref,)) per-record scores: ``verifiers_phi`` (mean φ),
-    ``verifiers_energy`` (mean log-sum-exp of the logits), ``verifiers_spread``
-    (std of φ across verifiers), ``loo{k}_{exact,neighbours,gap}``
-    (:func:`jaxaudit.audit.decision.loo_statistics`), ``input_mean``,
-    ``input_std`` and, for images, ``input_roughness`` (mean absolute
-    difference of adjacent pixels) of each record.
+    the task's output statistics (classification: ``verifiers_energy``, the
+    mean log-sum-exp of the logits), ``verifiers_spread`` (std of φ across
+    verifiers), ``loo{k}_{exact,neighbours,gap}``
+    (:func:`jaxaudit.audit.decision.loo_statistics`) and the task's input
+    statistics (``input_mean``, ``input_std``; for images ``input_roughness``).
   """
   out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
   pair = lambda f: (f('forget'), f('ref'))
   if 'verifiers' in groups:
     out['verifiers_phi'] = pair(lambda k: sig[k].phi_verifiers[0].mean(0))
-    out['verifiers_energy'] = pair(lambda k: _logsumexp(np.asarray(vlogits[k], np.float64)).mean(0))
+    per_set = {k: task.output_statistics(verifier_outputs[k]) for k in ('forget', 'ref')}
+    for name in per_set['forget']:
+      out[name] = (per_set['forget'][name], per_set['ref'][name])
     out['verifiers_spread'] = pair(lambda k: sig[k].phi_verifiers[0].std(0))
   if 'loo' in groups:
     out.update(decision_lib.loo_statistics({k: s.phi_verifiers for k, s in sig.items()}))
   if 'inputs' in groups:
-    flat = {k: np.asarray(v, np.float64).reshape(len(v), -1) for k, v in inputs.items()}
-    out['input_mean'] = pair(lambda k: flat[k].mean(1))
-    out['input_std'] = pair(lambda k: flat[k].std(1))
-    if all(np.ndim(v) == 4 for v in inputs.values()):   # images (n, H, W, C): pixel noise
-      out['input_roughness'] = pair(lambda k: _roughness(inputs[k]))
+    per_set = {k: task.input_statistics(inputs[k]) for k in ('forget', 'ref')}
+    for name in per_set['forget']:
+      out[name] = (per_set['forget'][name], per_set['ref'][name])
   return out
-
-
-def _roughness(x: np.ndarray) -> np.ndarray:
-  """(n, H, W, C) images -> (n,) mean absolute difference of adjacent pixels."""
-  x = np.asarray(x, np.float64)
-  if x.shape[1] < 2 or x.shape[2] < 2:
-    return np.zeros(len(x))
-  return 0.5 * (np.abs(np.diff(x, axis=1)).mean((1, 2, 3)) + np.abs(np.diff(x, axis=2)).mean((1, 2, 3)))
 
 
 @dataclasses.dataclass
@@ -226,6 +214,7 @@ class Plan:
     ref_idx: (n_ref,) pool indices of the (class-matched) D_ref sample.
     ref_matched: whether that sample matches Du's class proportions.
     test_idx: (n_test,) test indices used for accuracies.
+    task: what the model predicts (:mod:`jaxaudit.tasks`).
   """
   dataset: Dataset
   split: AuditSplit
@@ -235,6 +224,7 @@ class Plan:
   ref_idx: np.ndarray
   ref_matched: bool
   test_idx: np.ndarray
+  task: Task
 
 
 @dataclasses.dataclass
@@ -271,9 +261,12 @@ class _Collapse(Exception):
 
 
 def plan(target: Target, dataset: Dataset, split: AuditSplit, *, recipe: Recipe,
-         settings: AuditSettings, reference=None, log: Callable[[str], None] = lambda s: None
-         ) -> Plan:
-  """Step 1: validates the request and fixes the views and the D_ref / test samples."""
+         settings: AuditSettings, reference=None, task: Task | None = None,
+         log: Callable[[str], None] = lambda s: None) -> Plan:
+  """Step 1: validates the request and fixes the task, the views and the D_ref / test samples."""
+  task = for_dataset(dataset) if task is None else task
+  if not isinstance(task, Task):
+    raise AuditError(f'task must be a jaxaudit.tasks.Task, got {type(task).__name__}')
   user_reference = reference is not None
   if user_reference:
     dataset, split = reference_lib.with_reference(dataset, split, *_reference_pair(reference))
@@ -282,7 +275,7 @@ def plan(target: Target, dataset: Dataset, split: AuditSplit, *, recipe: Recipe,
     raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
   if settings.verifier_epochs:
     recipe = recipe.replace(epochs=int(settings.verifier_epochs))
-  views = default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
+  views = task.default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
       else tuple(settings.views)
   if views[0] != 'identity':
     raise AuditError(f"the first view must be 'identity', got {views}")
@@ -290,13 +283,21 @@ def plan(target: Target, dataset: Dataset, split: AuditSplit, *, recipe: Recipe,
   if avail is not None and set(views) - set(avail):
     log(f'[audit] {target.name} answers views {avail} only; neighbour queries reduced')
     views = tuple(v for v in views if v in avail)
-  y = dataset.y_train
-  ref_idx, ref_matched = decision_lib.class_matched_sample(
-      y[split.forget], split.ref, y[split.ref], settings.ref_sample, settings.seed)
+  strata = task.strata(dataset.y_train)
+  ref_idx, ref_matched = _matched(strata, split.forget, split.ref, settings.ref_sample,
+                                  settings.seed)
   rng = np.random.default_rng([settings.seed, 31])
   test_idx = np.sort(rng.choice(split.test, min(settings.test_sample, len(split.test)),
                                 replace=False))
-  return Plan(dataset, split, recipe, views, user_reference, ref_idx, ref_matched, test_idx)
+  return Plan(dataset, split, recipe, views, user_reference, ref_idx, ref_matched, test_idx, task)
+
+
+def _matched(strata: np.ndarray | None, forget, pool, size: int, seed: int):
+  """A sample of ``pool`` matching Du's strata (uniform without strata)."""
+  pool = np.asarray(pool)
+  if strata is None:
+    return decision_lib.matched_sample(None, pool, None, size, seed)
+  return decision_lib.matched_sample(strata[np.asarray(forget)], pool, strata[pool], size, seed)
 
 
 def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
@@ -329,33 +330,33 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
           memo: dict | None = None) -> Queries:
   """Step 3: queries Mu and the verifiers on every view of D_ref, Du and the members.
 
-  Mu's exact-view accuracy on D_ref chooses the ladder rung (the verifier set
-  whose mean D_ref accuracy is closest); verifier logits are memoised per request.
+  Mu's exact-view utility on D_ref chooses the ladder rung (the verifier set
+  whose mean D_ref utility is closest); verifier outputs are memoised per request.
   """
-  x, y, num_classes = p.dataset.x_train, p.dataset.y_train, p.dataset.num_classes
-  xq_ref = query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed)
-  tl_ref = target.logits(xq_ref, p.ref_idx, p.views, num_classes, allow_nonfinite=True)
-  acc_target_ref = float(accuracy(np.nan_to_num(tl_ref[0]), y[p.ref_idx]))
+  x, y, task = p.dataset.x_train, p.dataset.y_train, p.task
+  xq_ref = task.query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed)
+  tl_ref = target.logits(xq_ref, p.ref_idx, p.views, task, allow_nonfinite=True)
+  acc_target_ref = float(task.utility(np.nan_to_num(tl_ref[0]), y[p.ref_idx]))
   chosen, vl_ref = None, None
   for vs in v.candidates:
     lg = _memo_logits(memo, (vs.cache_key, 'ref', p.dataset.fingerprint, p.views, settings.seed),
                       lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
-    gap = abs(float(np.mean(accuracy(lg[0], y[p.ref_idx]))) - acc_target_ref)
+    gap = abs(float(np.mean(task.utility(lg[0], y[p.ref_idx]))) - acc_target_ref)
     if chosen is None or gap < chosen[0]:
       chosen, vl_ref = (gap, vs), lg
   vs = chosen[1]
   members = vs.members
   if len(members) >= 2:
-    mem_idx, mem_matched = decision_lib.class_matched_sample(
-        y[p.split.forget], members, y[members], settings.member_sample, settings.seed)
+    mem_idx, mem_matched = _matched(task.strata(y), p.split.forget, members,
+                                    settings.member_sample, settings.seed)
   else:
     mem_idx, mem_matched = members, False
   sets = {'ref': (p.ref_idx, xq_ref, tl_ref, vl_ref)}
   for name, idx in (('forget', np.asarray(p.split.forget)), ('members', mem_idx)):
     if len(idx) == 0:
       continue
-    xq = query_views(x[idx], idx, p.views, seed=settings.seed)
-    sets[name] = (idx, xq, target.logits(xq, idx, p.views, num_classes, allow_nonfinite=True),
+    xq = task.query_views(x[idx], idx, p.views, seed=settings.seed)
+    sets[name] = (idx, xq, target.logits(xq, idx, p.views, task, allow_nonfinite=True),
                   _memo_logits(memo, (vs.cache_key, name, p.views, settings.seed),
                                lambda: _ensemble_logits(verifier_model, vs.params, xq)))
   nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
@@ -367,13 +368,14 @@ def signals(p: Plan, q: Queries) -> dict[str, Signals]:
   if any(q.nonfinite.values()):
     raise _Collapse(q.nonfinite)
   y = p.dataset.y_train
-  return {k: compute_signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in q.sets.items()}
+  return {k: p.task.signals(tl, vl, y[idx]) for k, (idx, _, tl, vl) in q.sets.items()}
 
 
 def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, verifier_model,
                settings: AuditSettings, *, memo: dict | None = None,
                log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
-  """Step 5: top-1 accuracies of Mu and of each verifier on members, Du, D_ref and test."""
+  """Step 5: utility (top-1 accuracy for classifiers) of Mu and of each verifier on
+  members, Du, D_ref and test."""
   acc = {'target': {}, 'verifiers': {}}
   for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
     if key in sig:
@@ -381,59 +383,43 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
       acc['verifiers'][name] = np.mean(sig[key].correct_verifiers, axis=1).tolist()
   ds, test_idx = p.dataset, p.test_idx
   try:
-    tl_test = target.logits(ds.x_test[test_idx][None], test_idx, ('identity',), ds.num_classes,
+    tl_test = target.logits(ds.x_test[test_idx][None], test_idx, ('identity',), p.task,
                             test=True, allow_nonfinite=True)[0]
     bad_test = int(nonfinite_records(tl_test).sum())
     if bad_test:
       raise _Collapse(dict(q.nonfinite, test=bad_test))
-    acc['target']['test'] = float(accuracy(tl_test, ds.y_test[test_idx]))
+    acc['target']['test'] = float(p.task.utility(tl_test, ds.y_test[test_idx]))
   except AuditError as e:
     if not target.is_table:
       raise
     log(f'[audit] no test accuracy for {target.name}: {e}')
   vl_test = _memo_logits(memo, (q.vs.cache_key, 'test', settings.seed), lambda: predict_logits(
       verifier_model, q.vs.params, ds.x_test[test_idx], ensemble=True))
-  acc['verifiers']['test'] = accuracy(vl_test, ds.y_test[test_idx]).tolist()
+  acc['verifiers']['test'] = p.task.utility(vl_test, ds.y_test[test_idx]).tolist()
   return acc
 
 
-def class_level(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
-                settings: AuditSettings, *, memo: dict | None = None
-                ) -> tuple[dict[str, Any] | None, bool]:
-  """Step 6: the class-level test when Du holds whole classes.
+def extra_test(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
+               settings: AuditSettings, *, memo: dict | None = None
+               ) -> tuple[dict[str, Any] | None, bool]:
+  """Step 6: the task's own test, if it has one (classification: whole-class forgetting).
 
   Returns:
-    (the result of :func:`jaxaudit.audit.decision.class_level_test` with the
-    classes and the number of held-out records, or None; whether every Du
-    record belongs to a wholly forgotten class).
+    (its result, or None; whether it covers every record of Du).
   """
-  x, y, split = p.dataset.x_train, p.dataset.y_train, p.split
-  if not settings.class_test:
-    return None, False
-  forgotten = np.setdiff1d(np.unique(y[split.forget]), np.unique(y[split.retain]))
-  if not len(forgotten):
-    return None, False
-  class_only = bool(np.all(np.isin(y[split.forget], forgotten)))
-  held = np.asarray(split.ref)[np.isin(y[split.ref], forgotten)]
-  if len(held) > settings.ref_sample:
-    held = np.sort(np.random.default_rng([settings.seed, 37]).choice(
-        held, settings.ref_sample, replace=False))
-  if not len(held):
-    return None, class_only
-  tl_h = target.logits(x[held][None], held, ('identity',), p.dataset.num_classes,
-                       allow_nonfinite=True)[0]
-  if nonfinite_records(tl_h).any():
-    raise _Collapse(dict(q.nonfinite, held_classes=int(nonfinite_records(tl_h).sum())))
-  vl_h = _memo_logits(memo, (q.vs.cache_key, 'held_classes', p.dataset.fingerprint,
-                             tuple(forgotten.tolist())),
-                      lambda: predict_logits(verifier_model, q.vs.params, x[held], ensemble=True))
-  result = decision_lib.class_level_test(
-      np.argmax(tl_h, -1) == y[held], np.argmax(vl_h, -1) == y[held][None],
-      alpha=settings.test.alpha, margin=settings.test.class_margin,
-      alt_accuracy=acc['target'].get('retain_members'))
-  result['classes'] = forgotten.tolist()
-  result['held_out_records'] = int(len(held))
-  return result, class_only
+  x = p.dataset.x_train
+
+  def query_exact(idx: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    tl = target.logits(x[idx][None], idx, ('identity',), p.task, allow_nonfinite=True)[0]
+    bad = nonfinite_records(tl)
+    if bad.any():
+      raise _Collapse(dict(q.nonfinite, extra_test=int(bad.sum())))
+    vl = _memo_logits(memo, (q.vs.cache_key, name, p.dataset.fingerprint), lambda: predict_logits(
+        verifier_model, q.vs.params, x[idx], ensemble=True))
+    return tl, vl
+
+  return p.task.extra_test(p.dataset, p.split, settings, query_exact,
+                           acc['target'].get('retain_members'))
 
 
 def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
@@ -444,27 +430,29 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
     (the :func:`jaxaudit.audit.decision.ignorance_test` result, set name ->
     (A, n) calibrated scores, the calibration slopes (A,)).
   """
-  x, y, split = p.dataset.x_train, p.dataset.y_train, p.split
+  x, y, split, task = p.dataset.x_train, p.dataset.y_train, p.split, p.task
   phi_target = {k: s.phi_target for k, s in sig.items()}
   phi_verifiers = {k: s.phi_verifiers.mean(1) for k, s in sig.items()}
   cal, betas = decision_lib.regression_calibrate(phi_target, phi_verifiers)
   gap = decision_lib.neighbour_residual(phi_target, phi_verifiers)
   check_stats = self_check_statistics(
       settings.test.self_check, sig, {k: q.sets[k][3][0] for k in ('forget', 'ref')},
-      {'forget': x[np.asarray(split.forget)], 'ref': x[p.ref_idx]})
+      {'forget': x[np.asarray(split.forget)], 'ref': x[p.ref_idx]}, task)
+  strata = task.strata(y)
   ref_check = decision_lib.reference_check(
       check_stats, alpha=settings.test.self_check_alpha, combine=settings.test.combine,
-      strata=(y[np.asarray(split.forget)], y[p.ref_idx]), n_perm=settings.test.self_check_perms,
+      strata=None if strata is None else (strata[np.asarray(split.forget)], strata[p.ref_idx]),
+      n_perm=settings.test.self_check_perms,
       seed=settings.seed)
   ref_check['groups'] = list(settings.test.self_check)
   ref_check['source'] = 'user' if p.user_reference else 'pool'
-  class_result, class_only = cls
+  extra, extra_only = cls
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
       settings.test, acc_target_ref=acc['target']['ref'],
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
-      class_level=class_result, class_only=class_only,
+      extra_test=extra, extra_only=extra_only,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
       reference=ref_check)
   return res, cal, betas
@@ -530,7 +518,7 @@ def collapse(p: Plan, v: Verifiers, q: Queries, nonfinite: dict[str, int], targe
              settings: AuditSettings, t0: float) -> AuditResult:
   """The verdict on a model with NaN/inf outputs: not_forgotten (collapse), no test run."""
   names = {'forget': 'Du', 'ref': 'D_ref', 'members': 'members', 'test': 'test',
-           'held_classes': 'held-out records of the forgotten classes'}
+           'extra_test': "records of the task's extra test"}
   sizes = {k: len(s[0]) for k, s in q.sets.items()}
   parts = [f'{names.get(k, k)}: {n} of {sizes.get(k, "?")} records' if k in sizes
            else f'{names.get(k, k)}: {n} records' for k, n in nonfinite.items() if n]
@@ -559,11 +547,11 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
           recipe: Recipe, settings: AuditSettings = AuditSettings(),
           cache_dir: str | None = None, verifiers: VerifierSet | None = None,
           log: Callable[[str], None] = lambda s: None, memo: dict | None = None,
-          reference: tuple[Any, Any] | None = None) -> AuditResult:
+          reference: tuple[Any, Any] | None = None, task: Task | None = None) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
 
   The named steps, in order: :func:`plan` → :func:`train_verifiers` →
-  :func:`query` → :func:`signals` → :func:`accuracies` → :func:`class_level` →
+  :func:`query` → :func:`signals` → :func:`accuracies` → :func:`extra_test` →
   :func:`test` → :func:`evidence` (or :func:`collapse` for non-finite outputs).
 
   Args:
@@ -583,18 +571,21 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       on, replacing the split's D_ref (see :mod:`jaxaudit.audit.reference`;
       :func:`jaxaudit.audit.reference.load_reference_file` reads one from an
       ``.npz``). None: D_ref from the pool, as the split says.
+    task: what the model predicts (:mod:`jaxaudit.tasks`); default: classification
+      with the data set's class count.
   Returns:
     AuditResult.
   """
   t0 = time.time()
-  p = plan(target, dataset, split, recipe=recipe, settings=settings, reference=reference, log=log)
+  p = plan(target, dataset, split, recipe=recipe, settings=settings, reference=reference,
+           task=task, log=log)
   v = train_verifiers(p, verifier_model, settings, cache_dir=cache_dir, verifiers=verifiers,
                       memo=memo, log=log)
   q = query(p, v, target, verifier_model, settings, memo=memo)
   try:
     sig = signals(p, q)
     acc = accuracies(p, q, sig, target, verifier_model, settings, memo=memo, log=log)
-    cls = class_level(p, q, acc, target, verifier_model, settings, memo=memo)
+    cls = extra_test(p, q, acc, target, verifier_model, settings, memo=memo)
   except _Collapse as c:   # a diverged model: non-finite outputs are a verdict, not an error
     return collapse(p, v, q, c.nonfinite, target, settings, t0)
   res, cal, betas = test(p, q, sig, acc, cls, settings)

@@ -14,7 +14,7 @@ non-negative pool indices (float arrays are refused, even when their values are
 integral: a truncated index would silently audit another record); ``logits``
 (n, C) and ``test_logits`` (n_test, C) floating point with one row per index;
 ``view_names`` (A,) unique strings naming views of
-:data:`jaxaudit.audit.signals.VIEWS` other than ``identity``, given together
+:data:`jaxaudit.tasks.classification.VIEWS` other than ``identity``, given together
 with ``view_logits`` (A, n, C) floating point, C equal to the logits'.
 
 Non-finite values (NaN/inf) in a well-formed array are *outputs* of the model
@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxaudit.audit.signals import VIEWS, check_logits
+from jaxaudit.tasks.classification import VIEWS, Classification
 from jaxaudit.errors import AuditError
 
 
@@ -89,21 +89,24 @@ class Target:
                        f'record(s), e.g. {missing[:5]}')
     return np.asarray([pos[int(i)] for i in ids])
 
-  def logits(self, views_x: np.ndarray, ids: np.ndarray, views: tuple[str, ...], num_classes: int,
+  def logits(self, views_x: np.ndarray, ids: np.ndarray, views: tuple[str, ...], task,
              *, test: bool = False, allow_nonfinite: bool = False) -> np.ndarray:
-    """Logits (A, n, C) of Mu on A views of n records.
+    """Outputs (A, n, *output_shape) of Mu on A views of n records ((A, n, C) logits).
 
     Args:
       views_x: (A, n, *input_shape) inputs (ignored for tables).
       ids: (n,) pool (or test) indices of the records.
       views: names of the A views.
-      num_classes: C, checked.
+      task: the :class:`jaxaudit.tasks.Task` that checks the outputs (an int C
+        stands for classification with C classes).
       test: whether ids index the test split.
       allow_nonfinite: return NaN/inf logits instead of raising (the audit
         runner turns them into a verdict); shapes and dtypes are still checked.
     Returns:
       (A, n, C) float32 logits.
     """
+    if isinstance(task, (int, np.integer)):
+      task = Classification(int(task))
     if self.is_table:
       rows = self._lookup(ids, test)
       out = []
@@ -115,8 +118,8 @@ class Target:
           if v not in names:
             raise AuditError(f'the logits file of {self.name} has no view {v!r}')
           out.append(self.table['view_logits'][names.index(v)][rows])
-      return check_logits(np.stack(out), num_classes, f'logits of {self.name}',
-                          allow_nonfinite=allow_nonfinite)
+      return task.check_outputs(np.stack(out), f'logits of {self.name}',
+                                allow_nonfinite=allow_nonfinite)
     a, n = views_x.shape[:2]
     flat = views_x.reshape((a * n,) + views_x.shape[2:])
     if self.fn is not None:
@@ -126,9 +129,8 @@ class Target:
       logits = predict_logits(self.model, self.params, flat)
     if logits.shape[:1] != (a * n,):
       raise AuditError(f'{self.name} returned logits of shape {logits.shape} for {a * n} inputs')
-    logits = check_logits(logits, num_classes, f'logits of {self.name}',
-                          allow_nonfinite=allow_nonfinite)
-    return logits.reshape(a, n, num_classes)
+    logits = task.check_outputs(logits, f'logits of {self.name}', allow_nonfinite=allow_nonfinite)
+    return logits.reshape((a, n) + logits.shape[1:])
 
 
 def _check_index_array(table: dict, key: str, path: str) -> np.ndarray:

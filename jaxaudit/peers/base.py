@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxaudit import checkpoint
 from jaxaudit.audit import stats
-from jaxaudit.audit.signals import check_logits, query_views
+from jaxaudit.tasks.classification import check_logits, query_views
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.data.splits import validate_split
@@ -205,7 +205,7 @@ def resolve_views(views: Sequence[str] | None, dataset: Dataset,
   """The views to query: the default, validated, restricted to what ``target`` answers.
 
   Args:
-    views: view names (``jaxaudit.audit.signals.VIEWS``) starting with
+    views: view names (``jaxaudit.tasks.classification.VIEWS``) starting with
       ``'identity'``, or None for ``('identity', 'shift_right')`` on images and
       ``('identity',)`` otherwise.
     dataset: the data (decides image vs. not).

@@ -28,7 +28,7 @@ from scipy import special
 from jaxaudit.audit import stats
 from jaxaudit.peers.base import PeerResult, check_level, check_request, \
     shadow_view_logits, target_logits as query_target
-from jaxaudit.audit.signals import check_logits
+from jaxaudit.tasks.classification import check_logits
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError

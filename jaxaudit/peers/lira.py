@@ -67,7 +67,7 @@ from scipy import stats as sps
 from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_choice, check_int, \
     check_level, check_request, gaussian_logpdf, member_keys_for, membership_report, \
     resolve_views, shadow_view_logits, target_logits, train_shadows
-from jaxaudit.audit.signals import logit_confidence
+from jaxaudit.tasks.classification import logit_confidence
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError

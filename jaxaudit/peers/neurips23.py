@@ -45,7 +45,7 @@ grid, so ε is the exact maximum; ``interval_attacks=False`` and
 ``peaky_cap=False`` drop those parts; ``num_models`` sets the bins from
 another model count. Arithmetic is float64 throughout (the reference forms its
 rates in float32, which moves ε by ~1e-7); φ is computed from logits exactly
-(:func:`jaxaudit.audit.signals.logit_confidence`) where the reference adds
+(:func:`jaxaudit.tasks.classification.logit_confidence`) where the reference adds
 1e-45 inside its logs.
 """
 
@@ -61,7 +61,7 @@ import numpy as np
 
 from jaxaudit.peers.base import PeerResult, as_float_array, check_choice, check_int, \
     check_level, check_request, check_unit, train_cached
-from jaxaudit.audit.signals import check_logits, logit_confidence
+from jaxaudit.tasks.classification import check_logits, logit_confidence
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError
 from jaxaudit.train import Recipe, accuracy, predict_logits

@@ -194,7 +194,7 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   import jax.numpy as jnp
   import optax
   from jaxaudit import checkpoint, pipeline
-  from jaxaudit.audit.signals import NOISE_STD, logit_confidence
+  from jaxaudit.tasks.classification import NOISE_STD, logit_confidence
   from jaxaudit.audit.verifiers import get_verifiers
   if keep not in ('distill', 'ce'):
     raise ValueError(f"keep must be 'distill' or 'ce', got {keep!r}")

@@ -13,6 +13,12 @@ other). Which is faster depends on the backend and the model (vmapped
 convolutions become grouped convolutions, slow on CPU), so ``strategy='auto'``
 is decided in one place, :mod:`jaxaudit.train.devices`.
 
+The step and the epoch are those of :mod:`jaxaudit.train.loop` (the one
+training loop, shared with the unlearning methods); this module adds the model
+axis. The loss is a per-example loss ``(outputs (B, ...), targets (B, ...)) ->
+(B,)``, a hashable value; by default the softmax cross-entropy with the
+recipe's label smoothing.
+
 Axis conventions: axis 0 of stacked params, subsets and keys is the model axis.
 """
 
@@ -26,15 +32,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
 from jaxaudit.train.devices import STRATEGIES, default_strategy, resolve_strategy
-from jaxaudit.train.losses import masked_ce
+from jaxaudit.train.loop import MeanLoss, SoftmaxCE, member_epoch
 from jaxaudit.train.memory import check_fits
-from jaxaudit.train.recipe import Recipe, learning_rate_at, make_base_optimizer
+from jaxaudit.train.recipe import Recipe, make_base_optimizer
 
 Params = Any
 
@@ -85,88 +90,6 @@ def stack_subsets(subsets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray
   return idx, mask
 
 
-def epoch_batches(key: jax.Array, subset: jnp.ndarray, mask: jnp.ndarray,
-                  batch_size: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Shuffles one member's subset into fixed-shape batches.
-
-  Args:
-    key: PRNG key of this epoch.
-    subset: (M,) int indices into the pool.
-    mask: (M,) bool, False for padding.
-    batch_size: B.
-  Returns:
-    (indices (S, B), weights (S, B) float32) with S = ceil(M / B); valid
-    records come first in random order, padding last with weight 0.
-  """
-  m = subset.shape[0]
-  steps = max(math.ceil(m / batch_size), 1)
-  # One draw per position, so the order of the valid records does not depend
-  # on how much padding follows them.
-  pos_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(m))
-  r = jax.vmap(lambda k: jax.random.uniform(k))(pos_keys)
-  r = jnp.where(mask, r, 2.0)
-  order = jnp.argsort(r)
-  pad = steps * batch_size - m
-  idx = jnp.pad(subset[order], (0, pad))
-  w = jnp.pad(mask[order].astype(jnp.float32), (0, pad))
-  return idx.reshape(steps, batch_size), w.reshape(steps, batch_size)
-
-
-def augment_images(key: jax.Array, x: jnp.ndarray, mode: str) -> jnp.ndarray:
-  """Random flips and/or ±2 px translations of a batch x (B, H, W, C)."""
-  if mode == 'none' or x.ndim != 4:
-    return x
-  kf, kc = jax.random.split(key)
-  if 'flip' in mode:
-    flip = jax.random.bernoulli(kf, 0.5, (x.shape[0], 1, 1, 1))
-    x = jnp.where(flip, x[:, :, ::-1, :], x)
-  if 'crop' in mode:
-    pad = 2
-    h, w = x.shape[1], x.shape[2]
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
-    offs = jax.random.randint(kc, (x.shape[0], 2), 0, 2 * pad + 1)
-    x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1])))(xp, offs)
-  return x
-
-
-def _one_member_epoch(apply_fn: Callable, tx: optax.GradientTransformation, recipe: Recipe,
-                      carry, x, y, subset, mask, data_key, epoch, num_epochs):
-  """One epoch of one member: carry = (params, opt_state, t) -> (carry, (mean loss, bad)).
-
-  ``t`` counts this member's live steps; its learning-rate schedule spans
-  ceil(|subset| / B) · epochs steps, so a padded member follows exactly the
-  schedule of a lone run on its own subset. ``bad`` is the index of the
-  epoch's first live step with a non-finite loss (-1: none).
-  """
-  ekey = jax.random.fold_in(data_key, epoch)
-  idx, w = epoch_batches(ekey, subset, mask, recipe.batch_size)
-  n_valid = jnp.sum(mask)
-  total = (n_valid + recipe.batch_size - 1) // recipe.batch_size * num_epochs
-
-  def loss_fn(params, xb, yb, wb):
-    return masked_ce(apply_fn(params, xb), yb, wb, recipe.label_smoothing)
-
-  def step(carry, batch):
-    params, opt_state, t = carry
-    s, bi, bw = batch
-    xb = augment_images(jax.random.fold_in(ekey, s), x[bi], recipe.augment)
-    loss, grads = jax.value_and_grad(loss_fn)(params, xb, y[bi], bw)
-    updates, new_opt = tx.update(grads, opt_state, params)
-    lr = learning_rate_at(recipe, t, total)
-    new_params = optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates))
-    live = jnp.sum(bw) > 0   # an all-padding batch leaves the state untouched
-    keep = lambda new, old: jnp.where(live, new, old)
-    params = jax.tree.map(keep, new_params, params)
-    opt_state = jax.tree.map(keep, new_opt, opt_state)
-    return (params, opt_state, t + live.astype(t.dtype)), (loss * jnp.sum(bw), jnp.sum(bw))
-
-  steps = jnp.arange(idx.shape[0])
-  carry, (lsum, wsum) = jax.lax.scan(step, carry, (steps, idx, w))
-  bad_steps = (~jnp.isfinite(lsum)) & (wsum > 0)
-  bad = jnp.where(jnp.any(bad_steps), jnp.argmax(bad_steps), -1)
-  return carry, (jnp.sum(lsum) / jnp.maximum(jnp.sum(wsum), 1.0), bad)
-
-
 def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
   """Maps fn over the model axis with vmap or lax.map (sequential)."""
   if strategy == 'vmap':
@@ -183,17 +106,24 @@ def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
   return mapped
 
 
+def per_example_loss(recipe: Recipe, loss: Callable | None = None) -> Callable:
+  """``loss``, or by default the softmax cross-entropy with ``recipe.label_smoothing``."""
+  return SoftmaxCE(recipe.label_smoothing) if loss is None else loss
+
+
 @functools.lru_cache(maxsize=64)
 def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: int,
-              input_shape: tuple[int, ...]):
-  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape).
+              input_shape: tuple[int, ...], loss: Callable | None = None):
+  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape, loss).
 
   The number of epochs is a traced argument of the epoch program, so recipes
   that differ only in ``epochs`` share one compiled program (callers pass
-  ``recipe.replace(epochs=0)`` as the cache key).
+  ``recipe.replace(epochs=0)`` as the cache key). ``loss`` is the per-example
+  loss (None: :func:`per_example_loss`'s default).
   """
   apply_fn = make_apply_fn(model)
   tx = make_base_optimizer(recipe)
+  objective = MeanLoss(per_example_loss(recipe, loss))
 
   def init_one(init_key):
     return _init_params(model, init_key, input_shape)
@@ -201,7 +131,7 @@ def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: 
   def opt_init_one(params):
     return tx.init(params), jnp.zeros((), jnp.int32)
 
-  epoch_one = functools.partial(_one_member_epoch, apply_fn, tx, recipe)
+  epoch_one = functools.partial(member_epoch, apply_fn, tx, recipe, objective)
   # args: carry, x, y, subset, mask, data_key, epoch, num_epochs
   epoch_all = _batched(epoch_one, strategy, (0, None, None, 0, 0, 0, None, None))
   init_all = _batched(init_one, strategy, (0,))
@@ -229,6 +159,12 @@ def _check_inputs(x, y, subsets, masks, keys, input_shape):
     raise ConfigError(f'training subset(s) {empty.tolist()} are empty')
 
 
+def as_targets(y) -> jax.Array:
+  """Device targets: floating arrays keep their dtype, anything else becomes int32."""
+  y = y if isinstance(y, jax.Array) else np.asarray(y)
+  return jnp.asarray(y) if jnp.issubdtype(y.dtype, jnp.floating) else jnp.asarray(y, jnp.int32)
+
+
 def as_keys(keys) -> jax.Array:
   """Accepts typed keys (K,), raw uint32 keys (K, 2) or a list of ints (seeds)."""
   if isinstance(keys, (list, tuple)) and keys and isinstance(keys[0], (int, np.integer)):
@@ -242,13 +178,15 @@ def as_keys(keys) -> jax.Array:
 def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
                    subset_masks=None, init_params: Params | None = None,
                    strategy: str = 'auto', input_shape: tuple[int, ...] | None = None,
-                   callback: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
+                   callback: Callable[[int, np.ndarray], None] | None = None,
+                   loss: Callable | None = None) -> TrainResult:
   """Trains K models, each on its own subset with its own key.
 
   Args:
     model: a Linen module (hashable; keys the compiled-program cache).
     x: (N, *input_shape) float32 training pool (numpy or device array).
-    y: (N,) int labels.
+    y: (N, ...) targets: int labels (cast to int32), or floating targets
+      (kept in their dtype) for a ``loss`` that reads them.
     subsets: (K, M) int indices into the pool, or a list of K ragged arrays.
     keys: (K,) PRNG keys (or K integer seeds); member k uses keys[k] for its
       initialisation and data order, so it equals a lone run with that key.
@@ -259,6 +197,12 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
     strategy: ``vmap``, ``map`` or ``auto`` (see :func:`default_strategy`).
     input_shape: shape of one record (default ``x.shape[1:]``).
     callback: called after each epoch with (epoch, losses (K,)).
+    loss: per-example loss ``(outputs (B, ...), targets (B, ...)) -> (B,)``, a
+      hashable callable (it keys the compiled programs: pass a function or a
+      frozen dataclass, not a fresh lambda or ``functools.partial`` per call);
+      default: softmax cross-entropy with ``recipe.label_smoothing``
+      (:class:`jaxaudit.train.loop.SoftmaxCE`). The training loss is its
+      weighted mean over each batch.
   Returns:
     TrainResult(params stacked (K, ...), losses (epochs, K)).
   """
@@ -276,14 +220,14 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
 
   steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
   init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy, steps,
-                                                input_shape)
+                                                input_shape, loss)
   split = jax.vmap(member_keys)(keys)
   init_keys, data_keys = split
   params = init_all(init_keys) if init_params is None else jax.tree.map(jnp.array, init_params)
   opt_state, t = opt_init_all(params)
   carry = (params, opt_state, t)
   x = jnp.asarray(x, jnp.float32)
-  y = jnp.asarray(y, jnp.int32)
+  y = as_targets(y)
   subsets_d = jnp.asarray(subsets, jnp.int32)
   masks_d = jnp.asarray(masks)
   losses, bads = [], []
@@ -307,7 +251,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
 
 def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,
                 init_params: Params | None = None, strategy: str = 'auto',
-                callback: Callable[[int, np.ndarray], None] | None = None) -> TrainResult:
+                callback: Callable[[int, np.ndarray], None] | None = None,
+                loss: Callable | None = None) -> TrainResult:
   """Trains one model on ``x[subset]``; returns unstacked params, losses (epochs,).
 
   This is a K = 1 ensemble run with the same per-member program, so member k of
@@ -318,7 +263,8 @@ def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,
   if isinstance(key, (int, np.integer)):
     key = jax.random.key(int(key))
   res = train_ensemble(model, x, y, subset[None], as_keys(jnp.asarray(key)[None]), recipe,
-                       init_params=stacked_init, strategy=strategy, callback=callback)
+                       init_params=stacked_init, strategy=strategy, callback=callback,
+                       loss=loss)
   return TrainResult(jax.tree.map(lambda p: p[0], res.params), res.losses[:, 0],
                      res.nonfinite_step)
 

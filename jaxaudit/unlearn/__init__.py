@@ -1,7 +1,7 @@
 """Unlearning methods: a registry of factories returning pure functions.
 
 ``get_method(name, **hparams).fn(params, model, data, key) -> params``; see
-:mod:`jaxaudit.unlearn.base` for the contract, :mod:`jaxaudit.unlearn.loops`
+:mod:`jaxaudit.unlearn.base` for the contract, :mod:`jaxaudit.train.loop`
 for the shared jitted training loop and one module per family for the
 methods. Importing this package registers every method (and the
 curvature-based ones of :mod:`jaxaudit.unlearn.curvature_methods` when that
@@ -28,7 +28,7 @@ from jaxaudit.unlearn.base import (EmptySetError, MethodInfo, UnlearnData, Unlea
                                    Unlearner, check_data, coerce_hparams, get_method,
                                    list_methods, make_unlearn_data, method_names, register,
                                    run_method, seed_keys)
-from jaxaudit.unlearn.loops import Batch, FitResult, StepInfo, fit, make_spec, mean_gradient
+from jaxaudit.train.loop import Batch, FitResult, StepInfo, fit, make_spec, mean_gradient
 from jaxaudit.unlearn import challenge as _challenge  # noqa: F401  (registers methods)
 from jaxaudit.unlearn import deoptimisation as _deoptimisation  # noqa: F401
 from jaxaudit.unlearn import distillation as _distillation  # noqa: F401

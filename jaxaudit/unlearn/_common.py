@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import init_params
-from jaxaudit.unlearn import loops
+from jaxaudit.train import loop as loops
 from jaxaudit.unlearn.objectives import CrossEntropy
 
 Params = Any

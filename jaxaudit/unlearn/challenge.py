@@ -28,7 +28,8 @@ import numpy as np
 
 from jaxaudit.errors import ConfigError
 from jaxaudit.unlearn import _common as C
-from jaxaudit.unlearn import loops, paramtree
+from jaxaudit.train import loop as loops
+from jaxaudit.unlearn import paramtree
 from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import (ClassWeightedCE, CrossEntropy, Distill,
                                          EntropyMatchCE, ForgetContrastive, UniformKL)

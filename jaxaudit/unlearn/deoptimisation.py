@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 
 from jaxaudit.unlearn import _common as C
-from jaxaudit.unlearn import loops
+from jaxaudit.train import loop as loops
 from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import CrossEntropy, NegGradPlus
 

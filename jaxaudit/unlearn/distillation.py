@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxaudit.unlearn import _common as C
-from jaxaudit.unlearn import loops
+from jaxaudit.train import loop as loops
 from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import BadTeacherKL, ScrubMax, ScrubMin
 

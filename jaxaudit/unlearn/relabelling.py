@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxaudit.unlearn import _common as C
-from jaxaudit.unlearn import loops, paramtree
+from jaxaudit.train import loop as loops
+from jaxaudit.unlearn import paramtree
 from jaxaudit.unlearn.base import register
 from jaxaudit.unlearn.objectives import CrossEntropy, RandomLabelCE, random_wrong_labels
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from jaxaudit.audit.decision import (TestSettings, class_matched_sample, forgetting_score,
+from jaxaudit.audit.decision import (TestSettings, matched_sample, forgetting_score,
                                      ignorance_test)
 from jaxaudit.errors import AuditError
 
@@ -96,15 +96,15 @@ def test_forgetting_score_anchors():
   assert abs(forgetting_score(rng.normal(size=5000) + 1.0, ref, mem)) < 0.05
 
 
-def test_class_matched_sample():
+def test_matched_sample():
   y_du = np.array([3] * 10 + [5] * 30)
   pool = np.arange(1000)
   y_pool = np.arange(1000) % 10
-  idx, matched = class_matched_sample(y_du, pool, y_pool, 200, 0)
+  idx, matched = matched_sample(y_du, pool, y_pool, 200, 0)
   assert matched
   counts = np.bincount(y_pool[idx], minlength=10)
   assert abs(counts[3] * 3 - counts[5]) <= 3 and counts.sum() == counts[3] + counts[5]
-  idx, matched = class_matched_sample(np.array([3, 3]), pool[y_pool != 3], y_pool[y_pool != 3], 50, 0)
+  idx, matched = matched_sample(np.array([3, 3]), pool[y_pool != 3], y_pool[y_pool != 3], 50, 0)
   assert not matched and len(idx) == 50
 
 
@@ -134,7 +134,7 @@ def test_regression_calibration_removes_output_scale():
 
 
 def test_class_level_test_against_naive_binomial():
-  from jaxaudit.audit.decision import class_level_test
+  from jaxaudit.tasks.classification import class_level_test
   rng = np.random.default_rng(7)
   ct = rng.random(40) < 0.3
   cv = rng.random((3, 40)) < 0.05
@@ -150,23 +150,23 @@ def test_class_level_test_against_naive_binomial():
 
 def test_class_level_decisions():
   """Whole-class forgetting: the record test has no signal; the class test decides."""
-  from jaxaudit.audit.decision import class_level_test
+  from jaxaudit.tasks.classification import class_level_test
   rng = np.random.default_rng(8)
   du, ref, mem, vdu, vref = _null_draw(rng, n_du=30, n_ref=30)
   weak_members = rng.normal(size=(3, 40)) + 0.05          # record test: no power
   never_saw = rng.random((4, 50)) < 0.0
   remembers = class_level_test(rng.random(50) < 0.97, never_saw, alpha=0.05, margin=0.05)
-  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=remembers,
-                     class_only=True)
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST,
+                     extra_test=dict(remembers, direction='remembers_class'), extra_only=True)
   assert r['decision'] == 'not_forgotten' and r['direction'] == 'remembers_class'
   assert r['p_value'] <= 2 * remembers['p_value'] + 1e-12
   ignorant = class_level_test(rng.random(50) < 0.0, never_saw, alpha=0.05, margin=0.05)
-  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=ignorant,
-                     class_only=True)
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, extra_test=ignorant,
+                     extra_only=True)
   assert r['decision'] == 'forgotten' and r['class_level']['power'] >= 0.8
   # Not every Du record is in a forgotten class: the class test alone is no evidence.
-  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, class_level=ignorant,
-                     class_only=False)
+  r = ignorance_test(du, ref, weak_members, vdu, vref, FAST, extra_test=ignorant,
+                     extra_only=False)
   assert r['decision'] == 'inconclusive'
 
 

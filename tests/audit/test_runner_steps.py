@@ -43,7 +43,7 @@ def test_steps_compose_to_audit(digits, request_):
   acc = runner.accuracies(p, q, sig, target, model, SETTINGS, memo=memo)
   assert set(acc['target']) == {'retain_members', 'forget', 'ref', 'test'}
   assert len(acc['verifiers']['test']) == k
-  cls = runner.class_level(p, q, acc, target, model, SETTINGS, memo=memo)
+  cls = runner.extra_test(p, q, acc, target, model, SETTINGS, memo=memo)
   assert cls == (None, False)                                # random Du: no whole class
   res, cal, betas = runner.test(p, q, sig, acc, cls, SETTINGS)
   assert betas.shape == (a,) and set(cal) == set(q.sets)
@@ -56,7 +56,7 @@ def test_steps_compose_to_audit(digits, request_):
   assert result.details['tests'] == whole.details['tests']
 
 
-def test_class_level_step_on_a_whole_class(digits, request_):
+def test_extra_test_step_is_the_whole_class_test(digits, request_):
   _, model, recipe, _ = request_
   split = make_split(digits, seed=2, ref_fraction=0.3, forget_classes=(3,))
   mu = train_model(model, digits.x_train, digits.y_train, split.retain, 0, recipe).params
@@ -66,7 +66,7 @@ def test_class_level_step_on_a_whole_class(digits, request_):
   q = runner.query(p, v, target, model, SETTINGS)
   sig = runner.signals(p, q)
   acc = runner.accuracies(p, q, sig, target, model, SETTINGS)
-  result, class_only = runner.class_level(p, q, acc, target, model, SETTINGS)
+  result, class_only = runner.extra_test(p, q, acc, target, model, SETTINGS)
   assert class_only and result['classes'] == [3] and 0 <= result['p_value'] <= 1
   assert result['held_out_records'] == int(np.sum(digits.y_train[split.ref] == 3))
 

@@ -10,7 +10,7 @@ import pytest
 from jaxaudit.errors import ConfigError
 from jaxaudit.train import train_model
 from jaxaudit import unlearn as U
-from jaxaudit.unlearn import loops
+from jaxaudit.train import loop as loops
 from jaxaudit.unlearn.objectives import CrossEntropy
 from tests.unlearn.conftest import (accuracy_on, assert_trees_close, assert_trees_equal, ce_on,
                                     compile_count)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxaudit.audit import signals
+from jaxaudit.tasks import classification as signals
 from jaxaudit.errors import AuditError
 
 
