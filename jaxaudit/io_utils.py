@@ -200,14 +200,31 @@ def jsonable(obj: Any) -> Any:
   return obj
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` atomically (temporary file + rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes ``data`` to ``path`` atomically: a unique temporary sibling, fsync, rename.
+
+  Readers see the old file or the new one, never a partial file; the parent
+  directory is created if needed. Returns ``path``.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return path
+
+
+def write_text(path: str, text: str) -> str:
+  """Writes ``text`` (UTF-8) to ``path`` atomically (:func:`write_bytes`)."""
+  return write_bytes(path, text.encode('utf-8'))
 
 
 def write_json(path: str, obj: Any) -> None:

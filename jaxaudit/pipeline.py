@@ -128,15 +128,11 @@ def prepare(config, workdir: str, log: Callable[[str], None] = log_to_stdout, *,
     splits_lib.save_split(split_path, split)
     save_config = True
   if save_config:
-    _atomic_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+    io_utils.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
   log(f'data {dataset.name} ({dataset.source}): pool {len(dataset.y_train)}, '
       f'|D|={len(split.train)} |Du|={len(split.forget)} |Dr|={len(split.retain)} '
       f'|D_ref|={len(split.ref)} |test|={len(split.test)}, {dataset.num_classes} classes')
   return dataset, split
-
-
-def _atomic_json(path: str, obj: Any) -> None:
-  io_utils.write_json(path, obj)
 
 
 def preflight(config, workdir: str, batch_sizes: tuple[int, ...] = (), num_models: int = 1

@@ -22,15 +22,16 @@ so an edited or damaged file is rejected.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
-import uuid
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.data.types import AuditSplit, Dataset
 from jaxaudit.data.validate import as_index_array, check_fraction, check_int
 from jaxaudit.errors import SplitError
@@ -351,8 +352,8 @@ def split_hash(split: AuditSplit) -> str:
 def save_split(path: str | os.PathLike[str], split: AuditSplit) -> str:
   """Validates and writes a split to an ``.npz`` file atomically.
 
-  The archive is written to a temporary file in the same directory and moved
-  over ``path`` with ``os.replace``, so readers never see a partial file.
+  The archive is written atomically (:func:`jaxaudit.io_utils.write_bytes`),
+  so readers never see a partial file.
 
   Args:
     path: destination (written exactly there; no suffix is added).
@@ -366,8 +367,6 @@ def save_split(path: str | os.PathLike[str], split: AuditSplit) -> str:
   """
   validate_split(split)
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
   payload = {f: np.asarray(getattr(split, f), np.int64) for f in ARRAY_FIELDS}
   payload.update(
       seed=np.asarray(split.seed, np.int64),
@@ -376,17 +375,9 @@ def save_split(path: str | os.PathLike[str], split: AuditSplit) -> str:
       dataset_fingerprint=np.asarray(str(split.dataset_fingerprint)),
       split_hash=np.asarray(split_hash(split)),
       format=np.asarray(SPLIT_FORMAT))
-  tmp = os.path.join(
-      directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+  buf = io.BytesIO()
+  np.savez(buf, **payload)
+  io_utils.write_bytes(path, buf.getvalue())
   return path
 
 
