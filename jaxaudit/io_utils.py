@@ -27,7 +27,7 @@ import numpy as np
 from jaxaudit.errors import ConfigError, OutputError
 
 MARKER = '.jaxaudit'
-_NAME = re.compile(r'^[A-Za-z0-9_.-]{1,128}$')
+_NAME = re.compile(r'[A-Za-z0-9_.-]{1,128}')
 
 
 def check_name(name: str, what: str = 'name') -> str:
@@ -36,7 +36,7 @@ def check_name(name: str, what: str = 'name') -> str:
   A name holds 1–128 letters, digits, ``_``, ``-`` or ``.`` and is not ``.``
   or ``..``: it can never resolve outside the directory it is joined to.
   """
-  if not isinstance(name, str) or not _NAME.match(name) or name in ('.', '..'):
+  if not isinstance(name, str) or not _NAME.fullmatch(name) or name in ('.', '..'):
     raise OutputError(f'{what} {name!r} is not allowed: use 1-128 letters, digits, "_", "-" '
                       'or "." (one path component, not "." or "..")')
   return name
