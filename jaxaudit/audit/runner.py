@@ -318,7 +318,7 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
       vs = get_verifiers(verifier_model, p.dataset, p.split, p.recipe,
                          num_verifiers=settings.num_verifiers, ratio=ratio,
                          member_sample=settings.member_sample, seed=settings.seed,
-                         cache_dir=cache_dir, log=log)
+                         cache_dir=cache_dir, loss=p.task.loss(), log=log)
       models_trained += 0 if vs.from_cache else vs.num_models
       candidates.append(vs)
       if memo is not None:
