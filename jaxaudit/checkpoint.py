@@ -370,11 +370,7 @@ def load_arrays(path: str, name: str, meta: Mapping[str, Any] | None = None
   if _sha256(fpath) != want:
     raise CheckpointError(f'checkpoint {path} is corrupt: {name}.npz differs from the file '
                           'that was saved (SHA-256 mismatch)')
-  try:
-    with np.load(fpath, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
-  except Exception as e:  # zip / format errors
-    raise CheckpointError(f'cannot read {fpath}: {type(e).__name__}: {e}') from e
+  return io_utils.read_npz(fpath, CheckpointError, 'checkpoint file')
 
 
 def restore_model(path: str, *, expect: Mapping[str, Any] | None = None):

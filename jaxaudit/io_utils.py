@@ -178,6 +178,29 @@ def remove_dir(path: str) -> None:
   shutil.rmtree(path)
 
 
+def read_npz(path: str, error: type = ConfigError, what: str = 'npz file') -> dict[str, np.ndarray]:
+  """Every array of an ``.npz`` archive (no pickles), or one clear ``error``.
+
+  The file is opened (and closed) here: numpy leaks the descriptor when it
+  opens a damaged archive itself.
+  """
+  import zipfile
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise error(f'{what} {path!r} does not exist')
+  try:
+    with open(path, 'rb') as fh:
+      loaded = np.load(fh, allow_pickle=False)
+      if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise error(f'{what} {path!r} holds a single array, not an .npz archive')
+      with loaded:
+        return {k: loaded[k] for k in loaded.files}
+  except error:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise error(f'cannot read {what} {path!r}: {e}') from e
+
+
 def jsonable(obj: Any) -> Any:
   """A JSON-safe copy: str keys, lists for tuples and arrays, Python numbers, NaN/inf as None.
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import zipfile
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError, DataError
 
@@ -212,19 +212,7 @@ def load_reference_file(path: str, dataset: Dataset, *, units: str | None = None
       labels or non-finite values.
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise AuditError(f'reference file {path!r} does not exist')
-  try:
-    with open(path, 'rb') as fh:
-      loaded = np.load(fh, allow_pickle=False)
-      if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise AuditError(f'reference file {path!r} holds a single array, not an .npz with x and y')
-      with loaded:
-        table = {k: loaded[k] for k in loaded.files}
-  except AuditError:
-    raise
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise AuditError(f'cannot read reference file {path!r}: {e}') from e
+  table = io_utils.read_npz(path, AuditError, 'reference file')
   missing = [k for k in ('x', 'y') if k not in table]
   if missing:
     raise AuditError(f'reference file {path!r} lacks the array(s) {missing} (has {sorted(table)}); '

@@ -152,7 +152,8 @@ def _check_open_unit(value: Any, name: str) -> float:
   return v
 
 
-def _check_closed_unit(value: Any, name: str) -> float:
+def check_unit(value: Any, name: str) -> float:
+  """A float in the closed interval [0, 1]; AuditError otherwise."""
   try:
     v = float(value)
   except (TypeError, ValueError) as e:
@@ -430,7 +431,7 @@ def mwu_power(auc_alt: float, n1: int, n2: int, alpha: float = 0.05) -> float:
   Returns:
     The approximate power in [0, 1] (equal to `alpha` at auc_alt = 1/2).
   """
-  a = _check_closed_unit(auc_alt, 'auc_alt')
+  a = check_unit(auc_alt, 'auc_alt')
   n1 = _check_int(n1, 'n1', minimum=1)
   n2 = _check_int(n2, 'n2', minimum=1)
   alpha = _check_open_unit(alpha, 'alpha')
@@ -500,7 +501,7 @@ def binomial_test_greater(k: int, n: int, p0: float) -> float:
   k = _check_int(k, 'k', minimum=0)
   if k > n:
     raise AuditError(f'k must be <= n; got k={k}, n={n}')
-  p0 = _check_closed_unit(p0, 'p0')
+  p0 = check_unit(p0, 'p0')
   if k == 0:
     return 1.0
   return float(np.clip(sps.binom.sf(k - 1, n, p0), 0.0, 1.0))
@@ -522,8 +523,8 @@ def binomial_power(n: int, p0: float, p1: float, alpha: float = 0.05) -> float:
     The power in [0, 1].
   """
   n = _check_int(n, 'n', minimum=1)
-  p0 = _check_closed_unit(p0, 'p0')
-  p1 = _check_closed_unit(p1, 'p1')
+  p0 = check_unit(p0, 'p0')
+  p1 = check_unit(p1, 'p1')
   alpha = _check_open_unit(alpha, 'alpha')
   ks = np.arange(1, n + 1)
   reject = sps.binom.sf(ks - 1, n, p0) <= alpha

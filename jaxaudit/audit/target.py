@@ -30,8 +30,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxaudit.tasks.classification import VIEWS, Classification
+from jaxaudit import io_utils
 from jaxaudit.errors import AuditError
+from jaxaudit.tasks.classification import VIEWS, Classification
 
 
 class Target:
@@ -56,11 +57,7 @@ class Target:
   def from_logits_file(cls, path: str, name: str | None = None) -> 'Target':
     if not os.path.isfile(path):
       raise AuditError(f'logits file {path} does not exist')
-    try:
-      with np.load(path, allow_pickle=False) as f:
-        table = {k: f[k] for k in f.files}
-    except Exception as e:
-      raise AuditError(f'cannot read logits file {path}: {e}') from e
+    table = io_utils.read_npz(path, AuditError, 'logits file')
     validate_logits_table(table, path)
     if 'view_names' in table:
       table['view_names'] = np.asarray(table['view_names']).astype(str)

@@ -20,11 +20,11 @@ import hashlib
 import importlib.util
 import os
 import types
-import zipfile
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from jaxaudit import io_utils
 from jaxaudit.data import validate
 from jaxaudit.data.types import Dataset
 from jaxaudit.errors import DataError
@@ -171,27 +171,12 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, ...]:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f'npz file not found: {path!r}')
-  # numpy leaks the descriptor when it opens a damaged archive itself, so the
-  # file is opened (and closed) here.
-  try:
-    with open(path, 'rb') as fh:
-      loaded = np.load(fh, allow_pickle=False)
-      if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataError(
-            f'{path!r} holds a single array, not an npz archive with '
-            f'{", ".join(NPZ_KEYS)}')
-      with loaded:
-        missing = [k for k in NPZ_KEYS if k not in loaded.files]
-        if missing:
-          raise DataError(
-              f'npz file {path!r} lacks {", ".join(missing)}; it holds '
-              f'{sorted(loaded.files)} but an npz data set needs '
-              f'{", ".join(NPZ_KEYS)}')
-        return tuple(loaded[k] for k in NPZ_KEYS)
-  except DataError:
-    raise
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f'cannot read npz file {path!r}: {e}') from e
+  loaded = io_utils.read_npz(path, DataError)
+  missing = [k for k in NPZ_KEYS if k not in loaded]
+  if missing:
+    raise DataError(f'npz file {path!r} lacks {", ".join(missing)}; it holds {sorted(loaded)} '
+                    f'but an npz data set needs {", ".join(NPZ_KEYS)}')
+  return tuple(loaded[k] for k in NPZ_KEYS)
 
 
 def load_npz(path: str | os.PathLike[str], name: str | None = None, *,

@@ -27,11 +27,12 @@ import numpy as np
 
 from jaxaudit import checkpoint
 from jaxaudit.audit import stats
-from jaxaudit.tasks.classification import check_logits, query_views
+from jaxaudit.audit.stats import check_unit
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.data.splits import validate_split
 from jaxaudit.errors import AuditError, JaxAuditError
+from jaxaudit.tasks.classification import check_logits, query_views
 from jaxaudit.train import Recipe, predict_logits, train_ensemble
 
 DECISIONS = ('forgotten', 'not_forgotten')
@@ -156,17 +157,6 @@ def as_float_array(x: Any, name: str, *, ndim: int | None = None,
     raise AuditError(f'{name} contains non-finite values ({int(np.sum(np.isnan(arr)))} NaN, '
                      f'{int(np.sum(np.isinf(arr)))} inf)')
   return arr
-
-
-def check_unit(value: Any, name: str) -> float:
-  """A float in the closed interval [0, 1]; AuditError otherwise."""
-  try:
-    v = float(value)
-  except (TypeError, ValueError) as e:
-    raise AuditError(f'{name} must be a number in [0, 1]; got {value!r}') from e
-  if not 0.0 <= v <= 1.0:
-    raise AuditError(f'{name} must be in [0, 1]; got {value!r}')
-  return v
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
