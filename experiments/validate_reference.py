@@ -8,7 +8,7 @@ Reports per condition the fractions invalid_reference / forgotten /
 not_forgotten / inconclusive with Clopper–Pearson intervals, and on the same
 pool the self-check's firing rate and the audit's false-alarm rate.
 Resumable (WORKDIR/results.jsonl); WORKDIR/summary.md is rewritten atomically
-after every draw. The logic lives in :mod:`jaxaudit.audit.validation`.
+after every draw. The logic lives in :mod:`jaxaudit.study.reference_validation`.
 
   python experiments/validate_reference.py --draws=100 --shift_draws=20 \\
       --workdir=runs/validate_reference
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags
 
-from jaxaudit.audit.validation import run_validation
+from jaxaudit import cli
+from jaxaudit.study.reference_validation import run_validation
+from jaxaudit.study.script import check_main_args
 
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
 flags.DEFINE_string('npz', os.path.join(SHARED, 'mnist.npz'), 'MNIST npz.')
@@ -35,8 +37,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
+  check_main_args(argv, FLAGS, required=())
   table = run_validation(npz=FLAGS.npz, workdir=FLAGS.workdir, draws=FLAGS.draws,
                          shift_draws=FLAGS.shift_draws, first_draw=FLAGS.first_draw,
                          train_size=FLAGS.train_size, forget_size=FLAGS.forget_size,
@@ -46,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_script(main)

@@ -5,9 +5,9 @@ programs) called as
 
     ``loss(apply_fn, params, batches, key, aux, info) -> scalar``
 
-with ``batches`` a tuple of :class:`jaxaudit.unlearn.loops.Batch` (one per
+with ``batches`` a tuple of :class:`jaxaudit.train.loop.Batch` (one per
 stream), ``aux`` a dict of run-time arrays and ``info`` a
-:class:`jaxaudit.unlearn.loops.StepInfo`. A loss whose class attribute
+:class:`jaxaudit.train.loop.StepInfo`. A loss whose class attribute
 ``stochastic`` is False receives ``key=None`` (no per-step keys are
 generated). Every mean is weighted by the batch weights, so padding never
 contributes.
