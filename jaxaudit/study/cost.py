@@ -40,8 +40,8 @@ def model_flops(model, input_shape: Sequence[int], num_classes: int, recipe) -> 
   """
   import jax
   import jax.numpy as jnp
-  import optax
-  from jaxaudit.models import init_params
+  from jaxaudit.models import init_params, make_apply_fn
+  from jaxaudit.train import loop
   from jaxaudit.train.recipe import make_optimizer
   del num_classes   # the model's output size; kept for the callers' signature
   params = jax.eval_shape(lambda: init_params(model, jax.random.key(0), tuple(input_shape)))
@@ -50,14 +50,12 @@ def model_flops(model, input_shape: Sequence[int], num_classes: int, recipe) -> 
   b = int(recipe.batch_size)
   xb = jax.ShapeDtypeStruct((b,) + tuple(input_shape), jnp.float32)
   yb = jax.ShapeDtypeStruct((b,), jnp.int32)
+  objective = loop.MeanLoss(loop.SoftmaxCE(recipe.label_smoothing))
+  apply_fn = make_apply_fn(model)
 
-  def step(p, s, x, y):
-    def loss(q):
-      lg = model.apply({'params': q}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(lg, y).mean()
-    val, g = jax.value_and_grad(loss)(p)
-    upd, s = tx.update(g, s, p)
-    return optax.apply_updates(p, upd), s, val
+  def step(p, s, x, y):   # the one training step of jaxaudit (jaxaudit.train.loop)
+    batch = loop.Batch(x, y, jnp.ones((b,), jnp.float32), jnp.zeros((b,), jnp.int32))
+    return loop.train_step(apply_fn, tx, objective, p, s, (batch,))
 
   step_f = _flops_of(jax.jit(step).lower(params, opt_state, xb, yb).compile())
   fwd_f = _flops_of(jax.jit(lambda p, x: model.apply({'params': p}, x)).lower(params, xb).compile())

@@ -50,6 +50,7 @@ The command line is ``experiments/fake_unlearning.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -180,6 +181,43 @@ def laundered_params(g, seed: int, copies: int, noise: float, log):
   return params
 
 
+@dataclasses.dataclass(frozen=True)
+class AdaptiveObjective:
+  """The informed owner's objective (:func:`adaptive_params`), for the one training step.
+
+  Keep M on Dr (``keep='ce'``: cross-entropy; ``'distill'``: KL to M plus the
+  squared φ difference) and pull Du's φ to ``a_lvl + b_lvl · φ_V`` of the
+  owner's verifiers, weighted by ``lam``. Batches: (Dr batch, Du batch);
+  aux: (M's params, the owner's verifier params stacked (K, ...)).
+  """
+  keep: str
+  lam: float
+  a_lvl: float
+  b_lvl: float
+
+  stochastic = False
+
+  def __call__(self, apply_fn, params, batches, key, aux, info):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jaxaudit.tasks.classification import logit_confidence
+    (xr, yr), (xu, yu) = (batches[0].x, batches[0].y), (batches[1].x, batches[1].y)
+    p0, vp = aux
+    lr_ = apply_fn(params, xr)
+    if self.keep == 'ce':
+      kept = optax.softmax_cross_entropy_with_integer_labels(lr_, yr).mean()
+    else:   # M's outputs on Dr: its distribution (KL) and, in φ's units, its confidence
+      t_logits = jax.lax.stop_gradient(apply_fn(p0, xr))
+      teacher = jax.nn.log_softmax(t_logits)
+      kept = (jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - jax.nn.log_softmax(lr_)), -1))
+              + jnp.mean((logit_confidence(lr_, yr) - logit_confidence(t_logits, yr)) ** 2))
+    phi_u = logit_confidence(apply_fn(params, xu), yu)
+    phi_v = jax.vmap(lambda q: logit_confidence(apply_fn(q, xu), yu))(vp).mean(0)
+    target = jax.lax.stop_gradient(self.a_lvl + self.b_lvl * phi_v)
+    return kept + self.lam * jnp.mean((phi_u - target) ** 2)
+
+
 def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment: bool,
                     keep: str, log, level: str = 'verifiers'):
   """Fine-tunes M on KEEP(Dr) + λ (φ_Mu − t)² on Du (optionally on augmented Du).
@@ -194,8 +232,10 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   import jax.numpy as jnp
   import optax
   from jaxaudit import checkpoint, pipeline
-  from jaxaudit.tasks.classification import NOISE_STD, logit_confidence
   from jaxaudit.audit.verifiers import get_verifiers
+  from jaxaudit.models import make_apply_fn
+  from jaxaudit.tasks.classification import NOISE_STD, logit_confidence
+  from jaxaudit.train import loop
   if keep not in ('distill', 'ce'):
     raise ValueError(f"keep must be 'distill' or 'ce', got {keep!r}")
   if level not in ('verifiers', 'unseen'):
@@ -210,7 +250,6 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   own = get_verifiers(g.model, g.dataset, g.split, g.vrecipe, num_verifiers=2, ratio=0.15,
                       member_sample=0, seed=seed + 7919,
                       cache_dir=os.path.join(g.wd, 'fakes_owner_verifiers'), log=log)
-  apply = lambda p, x: g.model.apply({'params': p}, x)
   tx = optax.adam(lr)
   image = g.dataset.is_image
   a_lvl, b_lvl = 0.0, 1.0
@@ -222,18 +261,8 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
         predict_logits(g.model, own.params, xt, ensemble=True), yt)).mean(0)
     b_lvl, a_lvl = (float(c) for c in np.polyfit(phi_v, phi_m, 1))
 
-  def loss_fn(p, p0, vp, xr, yr, xu, yu):
-    lr_ = apply(p, xr)
-    if keep == 'ce':
-      kept = optax.softmax_cross_entropy_with_integer_labels(lr_, yr).mean()
-    else:   # M's outputs on Dr: its distribution (KL) and, in φ's units, its confidence
-      t_logits = jax.lax.stop_gradient(apply(p0, xr))
-      teacher = jax.nn.log_softmax(t_logits)
-      kept = (jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - jax.nn.log_softmax(lr_)), -1))
-              + jnp.mean((logit_confidence(lr_, yr) - logit_confidence(t_logits, yr)) ** 2))
-    phi_u = logit_confidence(apply(p, xu), yu)
-    phi_v = jax.vmap(lambda q: logit_confidence(apply(q, xu), yu))(vp).mean(0)
-    return kept + lam * jnp.mean((phi_u - jax.lax.stop_gradient(a_lvl + b_lvl * phi_v)) ** 2)
+  objective = AdaptiveObjective(keep=keep, lam=float(lam), a_lvl=a_lvl, b_lvl=b_lvl)
+  apply_fn = make_apply_fn(g.model)
 
   @jax.jit
   def step(p, s, p0, vp, xr, yr, xu, yu, key):
@@ -244,9 +273,9 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
         xu = jnp.roll(xu, (dy, dx), axis=(1, 2))
       use_noise = jax.random.bernoulli(k2, 0.5)
       xu = xu + use_noise * NOISE_STD * jax.random.normal(k3, xu.shape)
-    val, grads = jax.value_and_grad(loss_fn)(p, p0, vp, xr, yr, xu, yu)
-    upd, s = tx.update(grads, s, p)
-    return optax.apply_updates(p, upd), s, val
+    ones, idx = jnp.ones(xr.shape[:1], jnp.float32), jnp.zeros(xr.shape[:1], jnp.int32)
+    batches = (loop.Batch(xr, yr, ones, idx), loop.Batch(xu, yu, ones, idx))
+    return loop.train_step(apply_fn, tx, objective, p, s, batches, aux=(p0, vp))
 
   x, y = g.dataset.x_train, g.dataset.y_train
   retain, forget = np.asarray(g.split.retain), np.asarray(g.split.forget)
