@@ -6,10 +6,22 @@ override fields; each accepts ``local`` (laptop/CI size) or ``full``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
+import jax
+
+from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
+from jaxaudit.data import splits as splits_lib
 from jaxaudit.errors import ConfigError
+from jaxaudit.models import get_model
+from jaxaudit.train.devices import check_strategy, resolve_strategy
 from jaxaudit.train.recipe import Recipe
+from jaxaudit.train.sisa import default_slice_epochs
+
+# fold_in tags of the root key (config.seed), one stream per role.
+KEY_ORIGINAL, KEY_RETRAIN, KEY_UNLEARN, KEY_SISA = 1, 2, 4, 6
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -116,3 +128,129 @@ def validate_config(cfg: ml_collections.ConfigDict, *, training: bool = False) -
   _int_field(recipe.batch_size, 'train.batch_size', 1)
   if training and recipe.epochs == 0:
     raise ConfigError('train.epochs must be >= 1: an untrained model is not a result')
+
+
+def root_key(config) -> jax.Array:
+  return jax.random.key(int(config.seed))
+
+
+def role_key(config, role: int) -> jax.Array:
+  return jax.random.fold_in(root_key(config), role)
+
+
+def load_data(config) -> Dataset:
+  """The data set a config names (embedded, npz, or TFDS from data_dir)."""
+  return load_dataset(config.dataset, data_dir=config.get('data_dir'), npz=config.get('npz'),
+                      num_classes=config.get('num_classes'))
+
+
+def _forget_classes(value):
+  if value is None or value == '':
+    return None
+  if isinstance(value, str):
+    try:
+      return tuple(int(v) for v in value.replace(' ', '').split(',') if v)
+    except ValueError as e:
+      raise ConfigError(f'split.forget_classes must be comma-separated integers, got {value!r}') from e
+  return tuple(int(v) for v in value)
+
+
+def split_from_config(config, dataset: Dataset) -> AuditSplit:
+  """Draws the audit split a config describes (pure function of config + data)."""
+  s = config.split
+  forget_indices = None
+  if s.get('forget_indices_file'):
+    forget_indices = splits_lib.read_index_file(s.forget_indices_file)
+  return make_split(dataset, seed=int(s.seed), ref_fraction=s.get('ref_fraction', 0.1),
+                    train_size=s.get('train_size'), forget_fraction=s.get('forget_fraction', 0.1),
+                    forget_size=s.get('forget_size'),
+                    forget_classes=_forget_classes(s.get('forget_classes')),
+                    forget_indices=forget_indices, test_size=s.get('test_size'))
+
+
+def model_from_config(config, dataset: Dataset):
+  return get_model(config.model, dataset.num_classes, dataset.input_shape,
+                   **config.model_kwargs.to_dict())
+
+
+def sisa_settings(config, model=None) -> dict[str, Any] | None:
+  """The SISA training settings of ``config.sisa``, resolved; None when SISA is off.
+
+  Returns:
+    dict(shards=S, slices=R, slice_epochs=E, strategy=...) with ``slice_epochs``
+    None replaced by :func:`jaxaudit.train.sisa.default_slice_epochs` and
+    ``strategy='auto'`` by the backend's default (when ``model`` is given).
+  Raises:
+    ConfigError: negative shards, slices < 1, slice_epochs < 1 or an unknown strategy.
+  """
+  s = config.get('sisa')
+  if s is None:
+    return None
+  shards = int(s.get('shards', 0) or 0)
+  if shards < 0:
+    raise ConfigError(f'sisa.shards must be >= 0 (0: no SISA original), got {shards}')
+  if shards == 0:
+    return None
+  slices = int(s.get('slices', 4))
+  if slices < 1:
+    raise ConfigError(f'sisa.slices must be >= 1, got {slices}')
+  epochs = s.get('slice_epochs')
+  epochs = default_slice_epochs(recipe_from_config(config), slices) if epochs is None \
+      else int(epochs)
+  if epochs < 1:
+    raise ConfigError(f'sisa.slice_epochs must be >= 1, got {epochs}')
+  strategy = check_strategy(s.get('strategy', 'auto') or 'auto', 'sisa.strategy')
+  if strategy == 'auto' and model is not None:
+    strategy = resolve_strategy(strategy, model)
+  return dict(shards=shards, slices=slices, slice_epochs=epochs, strategy=strategy)
+
+
+def sisa_expect(config) -> dict[str, Any]:
+  """Metadata a SISA checkpoint must match when config.sisa asks for one (else {})."""
+  sett = sisa_settings(config)
+  if sett is None:
+    return {}
+  if sett['strategy'] == 'auto':   # the backend's choice: any is fine
+    del sett['strategy']
+  return sett
+
+
+def audit_settings(config):
+  """AuditSettings from config.audit."""
+  from jaxaudit.audit import AuditSettings, TestSettings
+  a = config.audit
+  ratio = a.get('subset_ratio', 0.15)
+  if isinstance(ratio, str):
+    ratio = tuple(float(v) for v in ratio.split(',')) if ',' in ratio else float(ratio)
+  views = a.get('augment', 'auto')
+  if views not in ('auto',):
+    views = ('identity',) if views in ('none', '', None) else tuple(v for v in views.split(','))
+  return AuditSettings(
+      num_verifiers=int(a.get('num_verifiers', 4)), subset_ratio=ratio, views=views,
+      flips=bool(a.get('flips', False)), ref_sample=int(a.get('ref_sample', 5000)),
+      member_sample=int(a.get('member_sample', 1000)),
+      test_sample=int(a.get('test_sample', 2000)),
+      verifier_epochs=a.get('verifier_epochs'), seed=int(a.get('seed', config.seed)),
+      test=TestSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05))))
+
+
+def method_key(config, name: str) -> jax.Array:
+  import zlib
+  return jax.random.fold_in(role_key(config, KEY_UNLEARN), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def config_hparams(config, method: str, overrides: dict | None = None) -> dict[str, Any]:
+  """Hyper-parameters of ``method``: ``config.unlearn.hparams.METHOD``, then ``overrides``.
+
+  Args:
+    config: a jaxaudit config.
+    method: registered method name.
+    overrides: NAME -> value (e.g. from ``--hparam``), applied last.
+  Returns:
+    NAME -> value (registry defaults fill the rest in ``get_method``).
+  """
+  hp = (config.get('unlearn') or {}).get('hparams') or {}
+  hp = hp.get(method) or {}
+  out = dict(hp.to_dict() if hasattr(hp, 'to_dict') else hp)
+  out.update(overrides or {})
+  return out

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from jaxaudit import pipeline
+from jaxaudit import configs
+from jaxaudit import workdir as workdir_lib
 from jaxaudit.audit import AuditSettings, Target, audit
 from jaxaudit.commands.default_config import get_config
 from jaxaudit.configs import recipe_from_config
@@ -41,7 +43,7 @@ def test_train_is_resumable_and_checks_split(workdir):
   c = tiny_config()
   c.split.seed = 1
   with pytest.raises(SplitError, match='different split'):
-    pipeline.prepare(c, workdir, log=lambda s: None)
+    workdir_lib.prepare(c, workdir, log=lambda s: None)
 
 
 def test_audit_from_checkpoint_and_black_box_agree(workdir, tmp_path):
@@ -54,7 +56,7 @@ def test_audit_from_checkpoint_and_black_box_agree(workdir, tmp_path):
     assert key in rep
   assert os.path.exists(os.path.join(out, 'report.md')) and os.path.exists(os.path.join(out, 'scores.png'))
   # Black box: logits of every pool and test record in a file, exact view only.
-  ds, split = pipeline.prepare(c, workdir, log=lambda s: None)
+  ds, split = workdir_lib.prepare(c, workdir, log=lambda s: None)
   from jaxaudit import checkpoint
   model, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'retrain'))
   path = str(tmp_path / 'logits.npz')
@@ -78,8 +80,8 @@ def test_same_seed_same_decision(workdir, tmp_path):
 
 def test_bad_audit_inputs(workdir, tmp_path, digits):
   c = tiny_config()
-  ds, split = pipeline.prepare(c, workdir, log=lambda s: None)
-  model = pipeline.model_from_config(c, ds)
+  ds, split = workdir_lib.prepare(c, workdir, log=lambda s: None)
+  model = configs.model_from_config(c, ds)
   recipe = recipe_from_config(c).replace(epochs=1)
   from jaxaudit import checkpoint
   _, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'retrain'))
@@ -110,7 +112,7 @@ def test_bad_audit_inputs(workdir, tmp_path, digits):
   with pytest.raises(AuditError, match='overlap Du'):
     check_disjoint(split, np.stack([split.retain[:10], split.forget[:10]]))
   with pytest.raises(CheckpointError):
-    pipeline.resolve_target(c, ds, split, workdir, 'does-not-exist')
+    workdir_lib.resolve_target(c, ds, split, workdir, 'does-not-exist')
 
 
 def _cli(*args, cwd=None):
@@ -120,12 +122,12 @@ def _cli(*args, cwd=None):
 
 def test_config_hparams_precedence():
   c = get_config('tiny')
-  assert pipeline.config_hparams(c, 'gradient_ascent') == {'lr': 0.08}
-  assert pipeline.config_hparams(c, 'gradient_ascent', {'lr': '0.01', 'epochs': '2'}) == {
+  assert configs.config_hparams(c, 'gradient_ascent') == {'lr': 0.08}
+  assert configs.config_hparams(c, 'gradient_ascent', {'lr': '0.01', 'epochs': '2'}) == {
       'lr': '0.01', 'epochs': '2'}
-  assert pipeline.config_hparams(c, 'finetune') == {}
+  assert configs.config_hparams(c, 'finetune') == {}
   c.unlearn.hparams.finetune = {'epochs': 2}
-  assert pipeline.config_hparams(c, 'finetune', {'lr': 0.1}) == {'epochs': 2, 'lr': 0.1}
+  assert configs.config_hparams(c, 'finetune', {'lr': 0.1}) == {'epochs': 2, 'lr': 0.1}
 
 
 def test_cli_train_unlearn_audit(tmp_path):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from jaxaudit import checkpoint, pipeline
+from jaxaudit import configs
+from jaxaudit import workdir as workdir_lib
 from jaxaudit.commands.default_config import get_config
 from jaxaudit.configs import recipe_from_config
 from jaxaudit.errors import CheckpointError, ConfigError
@@ -55,12 +57,12 @@ def workdir(tmp_path_factory):
 
 def test_train_saves_and_reloads_sisa_state(workdir):
   c = sisa_config()
-  ds, split = pipeline.prepare(c, workdir, log=QUIET)
+  ds, split = workdir_lib.prepare(c, workdir, log=QUIET)
   path = os.path.join(workdir, 'models', 'sisa')
   meta = json.load(open(os.path.join(path, 'meta.json')))
   assert meta['kind'] == 'sisa' and meta['aggregate'] == 'mean_softmax'
   assert (meta['ensemble_size'], meta['stages'], meta['slice_epochs']) == (2, 2, 2)
-  model, state, _ = pipeline.load_sisa_state(path, expect=pipeline.expected_meta(c, ds, split),
+  model, state, _ = workdir_lib.load_sisa_state(path, expect=workdir_lib.expected_meta(c, ds, split),
                                              train_indices=split.train)
   assert all(p.shape[:2] == (2, 2) for p in jax.tree.leaves(state.params))
   np.testing.assert_array_equal(state.layout.records(), np.sort(split.train))
@@ -79,10 +81,10 @@ def test_unlearn_sisa_equals_sisa_retraining_and_audits(workdir):
   meta = checkpoint.load_meta(res['path'])
   assert meta['method'] == 'sisa' and meta['ensemble_size'] == 2 and meta['wall_time_s'] > 0
   assert meta['aggregate'] == 'mean_softmax' and meta['accuracy']['test'] > 0.5
-  ds, split = pipeline.prepare(c, workdir, log=QUIET)
-  model, state, _ = pipeline.load_sisa_state(os.path.join(workdir, 'models', 'sisa'))
+  ds, split = workdir_lib.prepare(c, workdir, log=QUIET)
+  model, state, _ = workdir_lib.load_sisa_state(os.path.join(workdir, 'models', 'sisa'))
   _, unlearned, _ = checkpoint.restore_model(res['path'])
-  scratch = train_sisa(model, ds.x_train, ds.y_train, None, pipeline.role_key(c, pipeline.KEY_SISA),
+  scratch = train_sisa(model, ds.x_train, ds.y_train, None, configs.role_key(c, configs.KEY_SISA),
                        recipe_from_config(c), shards=2, slices=2, slice_epochs=2, strategy='map',
                        layout=state.layout.without(split.forget))
   for a, b in zip(jax.tree.leaves(unlearned), jax.tree.leaves(scratch.final_params)):
@@ -96,7 +98,7 @@ def test_unlearn_sisa_equals_sisa_retraining_and_audits(workdir):
   rep = json.load(open(os.path.join(out, 'report.json')))
   assert rep['decision'] == result.decision and out.endswith('unlearned_sisa')
   # The SISA original itself is auditable too (its last-stage constituents).
-  tgt = pipeline.resolve_target(c, ds, split, workdir, 'sisa')
+  tgt = workdir_lib.resolve_target(c, ds, split, workdir, 'sisa')
   x = ds.x_train[split.forget[:5]]
   probs = np.exp(tgt.fn(x))
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
@@ -117,12 +119,12 @@ def test_missing_or_corrupt_sisa_state(workdir, tmp_path):
     shutil.copytree(src, cases[name])
   os.remove(os.path.join(cases['missing'], 'sisa_state.npz'))
   with pytest.raises(CheckpointError, match='missing'):
-    pipeline.load_sisa_state(cases['missing'])
+    workdir_lib.load_sisa_state(cases['missing'])
   with open(os.path.join(cases['corrupt'], 'sisa_state.npz'), 'r+b') as f:
     f.seek(100)
     f.write(b'\x00garbage\x00')
   with pytest.raises(CheckpointError, match='corrupt'):
-    pipeline.load_sisa_state(cases['corrupt'])
+    workdir_lib.load_sisa_state(cases['corrupt'])
   # A readable state whose layout does not fit the params (3 shards for 2 models).
   npz = os.path.join(cases['mismatch'], 'sisa_state.npz')
   with np.load(npz) as f:
@@ -135,10 +137,10 @@ def test_missing_or_corrupt_sisa_state(workdir, tmp_path):
   meta['extra_files']['sisa_state'] = checkpoint._sha256(npz)
   json.dump(meta, open(mpath, 'w'))
   with pytest.raises(CheckpointError, match='does not match'):
-    pipeline.load_sisa_state(cases['mismatch'])
+    workdir_lib.load_sisa_state(cases['mismatch'])
   # An ordinary checkpoint is not a SISA one.
   with pytest.raises(CheckpointError, match='not a SISA checkpoint'):
-    pipeline.load_sisa_state(os.path.join(workdir, 'models', 'original'))
+    workdir_lib.load_sisa_state(os.path.join(workdir, 'models', 'original'))
 
 
 @pytest.mark.slow   # ~10 s: a CLI process (JAX start-up and compilation)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np

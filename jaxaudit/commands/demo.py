@@ -7,13 +7,13 @@ and prints a table of decisions. Reports go to WORKDIR/audits/*/report.md.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from absl import flags
 
 from jaxaudit import io_utils, pipeline
+from jaxaudit import configs
 from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
@@ -31,7 +31,7 @@ def run_demo(config, workdir: str, methods, log=pipeline.log_to_stdout) -> list[
   rows = []
   targets = [('original', 'original (no unlearning)')]
   for m in methods:
-    pipeline.run_unlearn(config, workdir, m, pipeline.config_hparams(config, m), log=log)
+    pipeline.run_unlearn(config, workdir, m, configs.config_hparams(config, m), log=log)
     targets.append((f'unlearned/{m}', m))
   for target, label in targets:
     result, out = pipeline.run_audit(config, workdir, target=target, log=log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from absl import flags
 
 from jaxaudit import pipeline
+from jaxaudit import configs
 from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
@@ -42,7 +43,7 @@ def parse_hparams(items) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {argv[1:]}')
-  hparams = pipeline.config_hparams(FLAGS.config, FLAGS.method, parse_hparams(FLAGS.hparam))
+  hparams = configs.config_hparams(FLAGS.config, FLAGS.method, parse_hparams(FLAGS.hparam))
   res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method, hparams,
                              out_name=FLAGS.name, init_checkpoint=FLAGS.init_checkpoint,
                              overwrite=FLAGS.overwrite)

@@ -51,6 +51,10 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   """
   import jax
   from jaxaudit import checkpoint, pipeline
+  from jaxaudit import configs
+  from jaxaudit import workdir as workdir_lib
+  from jaxaudit.train import sisa as sisa_lib
+  from jaxaudit.train import evaluate
   from jaxaudit.configs import recipe_from_config
   from jaxaudit.study.method_table import ensure_pretrained
   from jaxaudit.unlearn import get_method, list_methods, make_unlearn_data
@@ -58,7 +62,7 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   cfg.sisa.shards = int(sisa_shards)
   cfg.sisa.slices = int(sisa_slices)
   pipeline.train_and_evaluate(cfg, workdir, log=lambda s: None)
-  ds, split = pipeline.prepare(cfg, workdir, log=lambda s: None)
+  ds, split = workdir_lib.prepare(cfg, workdir, log=lambda s: None)
   model, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'original'))
   pre = ensure_pretrained(cfg, workdir, epochs=pretrain_epochs, source='auto', size=None,
                           log=lambda s: None)
@@ -67,8 +71,8 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   data = make_unlearn_data(ds, split, recipe, init_checkpoint_params=init_params)
   sisa_state = None
   if cfg.sisa.shards:
-    _, sisa_state, _ = pipeline.load_sisa_state(
-        os.path.join(workdir, 'models', pipeline.SISA_DIR), train_indices=split.train)
+    _, sisa_state, _ = workdir_lib.load_sisa_state(
+        os.path.join(workdir, 'models', workdir_lib.SISA_DIR), train_indices=split.train)
   names = list(methods) or [m.name for m in list_methods()]
   if not cfg.sisa.shards:
     names = [n for n in names if n != 'sisa']
@@ -80,7 +84,7 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   for name in names:
     is_sisa = name == 'sisa'
     try:
-      meth = get_method(name, **pipeline.config_hparams(cfg, name))
+      meth = get_method(name, **configs.config_hparams(cfg, name))
       d = make_unlearn_data(ds, split, recipe, sisa=sisa_state) if is_sisa else data
       new, wall, walls, first = _timed_method(
           meth, sisa_state.final_params if is_sisa else params, model, d, repeats, warmup)
@@ -90,14 +94,14 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
       continue
     if name == 'retrain':
       t_retrain = wall
-    accs = pipeline.evaluate_sets(model, new, ds, split,
-                                  aggregate=pipeline.MEAN_SOFTMAX if is_sisa else None)
+    accs = evaluate.evaluate_sets(model, new, ds, split,
+                                  aggregate=sisa_lib.MEAN_SOFTMAX if is_sisa else None)
     row = dict(method=name, family=meth.family, wall_s=wall, walls_s=walls,
                compile_and_first_s=first - wall,
                rte=(t_retrain / wall) if t_retrain else None, accuracy=accs)
     rows.append(row)
     log(f'{name:20s} {meth.family:16s} {wall:7.2f}s  RTE {row["rte"] or float("nan"):7.1f}  '
-        f'{pipeline.format_accs(accs)}')
+        f'{evaluate.format_accs(accs)}')
   return rows
 
 

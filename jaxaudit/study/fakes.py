@@ -158,7 +158,9 @@ def perturb(x: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray
 def laundered_params(g, seed: int, copies: int, noise: float, log):
   """Retrain from scratch on Dr ∪ perturbed copies of Du (checkpointed)."""
   import jax
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import checkpoint
+  from jaxaudit import configs
+  from jaxaudit import workdir as workdir_lib
   from jaxaudit.train import train_model
   path = os.path.join(g.wd, 'models', 'fakes', f'laundering-c{copies}-n{noise:g}')
   if checkpoint.exists(path):
@@ -174,9 +176,9 @@ def laundered_params(g, seed: int, copies: int, noise: float, log):
   subset = np.concatenate([g.split.retain, np.arange(n, n + len(extra_x))])
   log(f'[fake] laundering: retraining on |Dr| + {len(extra_x)} perturbed copies of Du')
   t0 = time.time()
-  key = jax.random.fold_in(pipeline.role_key(g.cfg, pipeline.KEY_UNLEARN), 777)
+  key = jax.random.fold_in(configs.role_key(g.cfg, configs.KEY_UNLEARN), 777)
   params = jax.block_until_ready(train_model(g.model, x, y, subset, key, g.recipe).params)
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
+  checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
       g.cfg, g.dataset, g.split, 'fake', fake='laundering', wall_time_s=time.time() - t0))
   return params
 
@@ -231,7 +233,8 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   import jax
   import jax.numpy as jnp
   import optax
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import checkpoint
+  from jaxaudit import workdir as workdir_lib
   from jaxaudit.audit.verifiers import get_verifiers
   from jaxaudit.models import make_apply_fn
   from jaxaudit.tasks.classification import NOISE_STD, logit_confidence
@@ -296,7 +299,7 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
       steps += 1
     log(f'[fake] {name}: epoch {e + 1}/{epochs} loss {float(val):.4f}')
   params = jax.block_until_ready(p)
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
+  checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
       g.cfg, g.dataset, g.split, 'fake', fake=name, wall_time_s=time.time() - t0))
   return params
 

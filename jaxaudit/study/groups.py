@@ -37,6 +37,8 @@ class Group:
   def __init__(self, config, workdir: str, group: tuple[str, str, int],
                log: Callable[[str], None]):
     from jaxaudit import checkpoint, pipeline
+    from jaxaudit import configs
+    from jaxaudit import workdir as workdir_lib
     from jaxaudit.audit.verifiers import get_verifiers
     from jaxaudit.configs import recipe_from_config
     from jaxaudit.peers import train_shadows
@@ -48,15 +50,15 @@ class Group:
     self.log = log
     self.peers = cells_lib.peer_settings(config, self.entry)
     self.summary = pipeline.train_and_evaluate(self.cfg, self.wd, log)
-    self.dataset, self.split = pipeline.prepare(self.cfg, self.wd, lambda s: None)
-    self.model = pipeline.model_from_config(self.cfg, self.dataset)
+    self.dataset, self.split = workdir_lib.prepare(self.cfg, self.wd, lambda s: None)
+    self.model = configs.model_from_config(self.cfg, self.dataset)
     self.recipe = recipe_from_config(self.cfg)
-    self.settings = pipeline.audit_settings(self.cfg)
+    self.settings = configs.audit_settings(self.cfg)
     self.vrecipe = (self.recipe.replace(epochs=int(self.settings.verifier_epochs))
                     if self.settings.verifier_epochs else self.recipe)
     _, self.params, _ = checkpoint.restore_model(
         os.path.join(self.wd, 'models', 'original'),
-        expect=pipeline.expected_meta(self.cfg, self.dataset, self.split))
+        expect=workdir_lib.expected_meta(self.cfg, self.dataset, self.split))
     self.verifier_dir = os.path.join(self.wd, 'verifiers')
     self.peer_dir = os.path.join(self.wd, 'peers')
     # Verifiers (jaxaudit's audit): one ensemble per ratio, trained once.
@@ -123,8 +125,8 @@ class Group:
   def method_key(self, method: str):
     """The PRNG key of ``method`` in this workdir (the unlearn key folded with its name)."""
     import jax
-    from jaxaudit import pipeline
-    return jax.random.fold_in(pipeline.role_key(self.cfg, pipeline.KEY_UNLEARN),
+    from jaxaudit import configs
+    return jax.random.fold_in(configs.role_key(self.cfg, configs.KEY_UNLEARN),
                               zlib.crc32(method.encode()) & 0x7FFFFFFF)
 
   def sizes(self) -> dict[str, int]:

@@ -180,29 +180,32 @@ def ensure_pretrained(config, workdir: str, *, epochs: int, source: str, size: i
                       log: Callable[[str], None] = print) -> str:
   """WORKDIR/models/pretrained: the model trained on records outside D (reused if there)."""
   import jax
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import checkpoint
+  from jaxaudit import configs
+  from jaxaudit import workdir as workdir_lib
+  from jaxaudit.train import evaluate
   from jaxaudit.configs import recipe_from_config
   from jaxaudit.train import train_model
   path = os.path.join(workdir, 'models', PRETRAINED)
   if checkpoint.exists(path):
     log(f'[cli_methods] reusing {path}')
     return path
-  dataset, split = pipeline.prepare(config, workdir, lambda s: None)
+  dataset, split = workdir_lib.prepare(config, workdir, lambda s: None)
   idx, used = pretrain_records(dataset, split, source, size, int(config.seed))
-  model = pipeline.model_from_config(config, dataset)
+  model = configs.model_from_config(config, dataset)
   recipe = recipe_from_config(config).replace(epochs=int(epochs))
   log(f'[cli_methods] pretraining {config.model} on {idx.size} {used} records '
       f'(outside D) for {epochs} epochs')
   t0 = time.time()
-  key = jax.random.fold_in(pipeline.root_key(config), KEY_PRETRAINED)
+  key = jax.random.fold_in(configs.root_key(config), KEY_PRETRAINED)
   params = jax.block_until_ready(
       train_model(model, dataset.x_train, dataset.y_train, idx, key, recipe).params)
   wall = time.time() - t0
-  accs = pipeline.evaluate_sets(model, params, dataset, split)
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
+  accs = evaluate.evaluate_sets(model, params, dataset, split)
+  checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
       config, dataset, split, 'pretrained', accuracy=accs, wall_time_s=wall,
       pretrain_source=used, pretrain_records=int(idx.size), pretrain_epochs=int(epochs)))
-  log(f'[cli_methods] pretrained in {wall:.1f}s: {pipeline.format_accs(accs)}')
+  log(f'[cli_methods] pretrained in {wall:.1f}s: {evaluate.format_accs(accs)}')
   return path
 
 
@@ -339,7 +342,8 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
             timeout: float | None = None,
             log: Callable[[str], None] = print) -> tuple[list[dict], str]:
   """Trains M if needed, builds the pretrained model, runs every method; (rows, table)."""
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import checkpoint
+  from jaxaudit import workdir as workdir_lib
   from jaxaudit import unlearn as unlearn_lib
   from jaxaudit.errors import ConfigError
   hparams = hparams or {}
@@ -365,7 +369,7 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
     log(f'[cli_methods] trained in {wall:.1f}s')
   pre = ensure_pretrained(config, workdir, epochs=pretrain_epochs, source=pretrain_source,
                           size=pretrain_size, log=log)
-  dataset, split = pipeline.prepare(config, workdir, lambda s: None)
+  dataset, split = workdir_lib.prepare(config, workdir, lambda s: None)
 
   results = os.path.join(workdir, RESULTS_FILE)
   rows = io_utils.read_jsonl(results, repair=True, log=lambda s: log(f'[cli_methods] {s}'))

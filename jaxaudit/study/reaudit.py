@@ -41,7 +41,7 @@ def targets_of(wd: str) -> list[str]:
 def reaudit(config, workdir: str, group: tuple[str, str, int], out: str,
             log: Callable[[str], None] = print) -> list[dict]:
   """Audits every checkpoint of ``group`` that has no row in ``out`` yet; returns all rows."""
-  from jaxaudit import pipeline
+  from jaxaudit import workdir as workdir_lib
   rows = io_utils.read_jsonl(out, repair=True, log=lambda s: log(f'[reaudit] {s}'))
   done = {r['target'] for r in rows}
   g = Group(config, workdir, group, log)
@@ -50,7 +50,7 @@ def reaudit(config, workdir: str, group: tuple[str, str, int], out: str,
       continue
     row = dict(target=name, group='/'.join(map(str, group)), error=None)
     try:
-      r = g.audit(pipeline.resolve_target(g.cfg, g.dataset, g.split, g.wd, name))
+      r = g.audit(workdir_lib.resolve_target(g.cfg, g.dataset, g.split, g.wd, name))
       cl = r.details.get('class_level') or {}
       row.update(decision=r.decision + (f' ({r.direction})' if r.direction else ''),
                  p=r.p_value, p_record=r.details.get('p_record'),

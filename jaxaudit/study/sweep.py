@@ -83,7 +83,8 @@ def neurips23_group(g: Group, meth, name: str, base: str, hp: dict, n: int):
     (stacked params of the N models, wall seconds of unlearning them).
   """
   import jax
-  from jaxaudit import checkpoint, pipeline
+  from jaxaudit import checkpoint
+  from jaxaudit import workdir as workdir_lib
   from jaxaudit import unlearn as unlearn_lib
   path = os.path.join(g.wd, 'models', 'unlearned_group', f'{name}-x{n}')
   method = base
@@ -100,7 +101,7 @@ def neurips23_group(g: Group, meth, name: str, base: str, hp: dict, n: int):
   params = jax.block_until_ready(unlearn_lib.run_method(
       meth, g.params, g.model, g.unlearn_data, g.method_key(base), seeds=list(range(1, n + 1))))
   wall = time.time() - t0
-  checkpoint.save_checkpoint(path, params, pipeline.checkpoint_meta(
+  checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
       g.cfg, g.dataset, g.split, 'unlearned_group', ensemble_size=n, method=method,
       hparams=io_utils.jsonable(hp), wall_time_s=wall))
   return params, wall
@@ -117,6 +118,7 @@ def _fail(row: dict, where: str, e: Exception, log, key: str) -> dict:
 def _unlearn(g: Group, cell: Cell, base: str, hp: dict, row: dict, log):
   """Runs the cell's method; returns (method, target), or None with ``row['error']`` set."""
   from jaxaudit import pipeline
+  from jaxaudit import workdir as workdir_lib
   from jaxaudit import unlearn as unlearn_lib
   from jaxaudit.audit import Target
   if base == ORIGINAL:   # the reference row: M itself, no unlearning
@@ -138,7 +140,7 @@ def _unlearn(g: Group, cell: Cell, base: str, hp: dict, row: dict, log):
     row['timing'].update(unlearn_s=time.time() - t0, method_wall_s=res.get('wall_time_s'))
     # resolve_target checks the checkpoint against this request and audits an ensemble
     # (method "sisa") as one black box: the log of its mean softmax.
-    target = pipeline.resolve_target(g.cfg, g.dataset, g.split, g.wd, target=res['path'])
+    target = workdir_lib.resolve_target(g.cfg, g.dataset, g.split, g.wd, target=res['path'])
     target.name = cell.method
   except Exception as e:   # noqa: BLE001 — a failing method is a result, not a crash
     _fail(row, 'unlearn', e, log, cell.key)

@@ -28,7 +28,7 @@ direction ``remembers_class``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -36,7 +36,7 @@ import numpy as np
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
-from jaxaudit.train.devices import STRATEGIES, default_strategy, resolve_strategy
+from jaxaudit.train.devices import resolve_strategy
 from jaxaudit.train.loop import MeanLoss, SoftmaxCE, member_epoch
 from jaxaudit.train.memory import check_fits
 from jaxaudit.train.recipe import Recipe, make_base_optimizer

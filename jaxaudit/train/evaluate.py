@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn
 from jaxaudit.train.devices import resolve_strategy
 
@@ -65,3 +66,34 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
 def accuracy(logits, y) -> np.ndarray:
   """Top-1 accuracy. logits (..., N, C), y (N,) -> (...)."""
   return np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y), axis=-1)
+
+
+def evaluate_sets(model, params, dataset, split, *, ensemble=False,
+                  aggregate: str | None = None) -> dict[str, Any]:
+  """Accuracy on Dr, Du, D_ref and test.
+
+  Args:
+    params: one model's params, or stacked (K, ...) with ``ensemble`` or ``aggregate``.
+    ensemble: accuracy of every member (lists of K floats).
+    aggregate: ``'mean_softmax'``: accuracy of the K stacked models' mean
+      softmax (a SISA ensemble), one float per set.
+  """
+  from jaxaudit.train import sisa as sisa_lib   # sisa imports this module
+  if aggregate not in (None, sisa_lib.MEAN_SOFTMAX):
+    raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {sisa_lib.MEAN_SOFTMAX!r}')
+  out = {}
+  for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
+                     ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
+                     ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
+                     ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
+    if aggregate:
+      out[name] = float(accuracy(sisa_lib.sisa_logits(model, params, x), y))
+      continue
+    acc = accuracy(predict_logits(model, params, x, ensemble=ensemble), y)
+    out[name] = acc.tolist() if ensemble else float(acc)
+  return out
+
+
+def format_accs(accs: dict[str, float]) -> str:
+  """'retain  98.0%  forget  97.1%  ...' for a dict of accuracies in [0, 1]."""
+  return '  '.join(f'{k} {100 * v:5.1f}%' for k, v in accs.items())

@@ -41,6 +41,8 @@ from jaxaudit.train.ensemble import train_ensemble
 from jaxaudit.train.evaluate import predict_logits
 from jaxaudit.train.recipe import Recipe
 
+MEAN_SOFTMAX = 'mean_softmax'   # the aggregate of a SISA ensemble: the mean of its softmax outputs
+
 Params = Any
 _INIT_TAG = 2**20
 
