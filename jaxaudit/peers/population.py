@@ -54,6 +54,7 @@ from jaxaudit.peers.base import PeerResult, as_float_array, check_choice, check_
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError
+from jaxaudit.tasks.classification import true_label_log_probs
 
 REFERENCES = ('ref', 'test')
 TESTS = ('binomial', 'permutation')
@@ -69,8 +70,7 @@ _TINY_L2 = 1e-6
 
 def losses_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Per-record cross-entropy in float64. logits (n, C), labels (n,) -> (n,)."""
-  logp = special.log_softmax(np.asarray(logits, np.float64), axis=-1)
-  return -logp[np.arange(len(labels)), np.asarray(labels, np.int64)]
+  return -true_label_log_probs(logits, labels)
 
 
 def indiscernibility(acc: float) -> float:

@@ -49,7 +49,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-from scipy import special
 
 from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_choice, check_int, \
     check_level, \
@@ -58,6 +57,7 @@ from jaxaudit.peers.base import MIA_RULE, PeerResult, ShadowSet, check_choice, c
 from jaxaudit.audit.target import Target
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError
+from jaxaudit.tasks.classification import true_label_log_probs
 from jaxaudit.train import Recipe
 
 POPULATIONS = ('test', 'ref')
@@ -138,10 +138,7 @@ def rmia_scores(p_target_x: Any, p_refs_x: Any, p_target_z: Any, p_refs_z: Any, 
 
 def _true_label_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """(..., n, C) logits -> (..., n) softmax probability of the true label, float64."""
-  logp = special.log_softmax(np.asarray(logits, np.float64), axis=-1)
-  return np.exp(np.take_along_axis(
-      logp, np.broadcast_to(np.asarray(labels, np.int64)[:, None], logp.shape[:-1] + (1,)),
-      axis=-1)[..., 0])
+  return np.exp(true_label_log_probs(logits, labels))
 
 
 def rmia(target: Target, dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *,

@@ -202,13 +202,13 @@ class AdaptiveObjective:
   def __call__(self, apply_fn, params, batches, key, aux, info):
     import jax
     import jax.numpy as jnp
-    import optax
     from jaxaudit.tasks.classification import logit_confidence
+    from jaxaudit.train.losses import per_example_ce
     (xr, yr), (xu, yu) = (batches[0].x, batches[0].y), (batches[1].x, batches[1].y)
     p0, vp = aux
     lr_ = apply_fn(params, xr)
     if self.keep == 'ce':
-      kept = optax.softmax_cross_entropy_with_integer_labels(lr_, yr).mean()
+      kept = per_example_ce(lr_, yr).mean()
     else:   # M's outputs on Dr: its distribution (KL) and, in φ's units, its confidence
       t_logits = jax.lax.stop_gradient(apply_fn(p0, xr))
       teacher = jax.nn.log_softmax(t_logits)

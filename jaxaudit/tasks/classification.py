@@ -86,6 +86,20 @@ def logit_confidence(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
   return zy - others
 
 
+def true_label_log_probs(logits, labels) -> np.ndarray:
+  """Host-side, float64 log-probability of the true label (minus the cross-entropy).
+
+  The peers' statistics (population MIA losses, RMIA probabilities) follow
+  their float64 reference code; training and the audit's signals use
+  :func:`jaxaudit.train.losses.per_example_ce`. logits (..., n, C), labels (n,)
+  -> (..., n) float64.
+  """
+  from scipy import special
+  logp = special.log_softmax(np.asarray(logits, np.float64), axis=-1)
+  idx = np.broadcast_to(np.asarray(labels, np.int64)[:, None], logp.shape[:-1] + (1,))
+  return np.take_along_axis(logp, idx, axis=-1)[..., 0]
+
+
 def kl_divergence(logits_p: jnp.ndarray, logits_q: jnp.ndarray) -> jnp.ndarray:
   """KL(p ‖ q) per record. (..., n, C), (..., n, C) -> (..., n)."""
   lp = jax.nn.log_softmax(logits_p, axis=-1)
