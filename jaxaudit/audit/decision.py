@@ -408,6 +408,43 @@ def reference_check(statistics: dict[str, tuple[np.ndarray, np.ndarray]], *, alp
               auc=tests[worst]['auc'])
 
 
+def utility_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray, *,
+                     alpha: float, margin: float, alt_accuracy: float | None = None
+                     ) -> dict[str, Any]:
+  """Is Mu more useful on some held-out records than models that never saw their kind?
+
+  The exact one-sided binomial test of a task's extra test (classification:
+  does Mu still recognise classes that only Du held? see
+  :mod:`jaxaudit.tasks.classification`).
+
+  Args:
+    correct_target: (n,) bool, Mu is right on each held-out record (e.g. top-1
+      on records of the forgotten classes).
+    correct_verifiers: (K, n) bool, the same for the verifiers (which never
+      saw records of that kind).
+    alpha: level used for the power estimate.
+    margin: slack added to the verifiers' best accuracy: H0 is
+      ``accuracy <= max_k acc_k + margin``.
+    alt_accuracy: Mu's accuracy under the alternative "remembers the classes
+      like its training classes" (default 1), for the power estimate.
+  Returns:
+    dict(p_value, accuracy, verifier_accuracy (K,), threshold, n, power).
+  """
+  ct = np.asarray(correct_target, bool).reshape(-1)
+  cv = np.asarray(correct_verifiers, bool)
+  if cv.ndim != 2 or cv.shape[1] != ct.shape[0] or ct.shape[0] < 1:
+    raise AuditError(f'the utility-level test needs (n,) and (K, n) correctness arrays with n >= 1; '
+                     f'got {ct.shape} and {cv.shape}')
+  n = int(ct.shape[0])
+  acc_v = cv.mean(axis=1)
+  p0 = float(min(1.0, float(acc_v.max()) + margin))
+  p_value = stats.binomial_test_greater(int(ct.sum()), n, p0)
+  alt = 1.0 if alt_accuracy is None or not np.isfinite(alt_accuracy) else float(alt_accuracy)
+  power = stats.binomial_power(n, p0, max(alt, p0), alpha) if p0 < 1 else 0.0
+  return dict(p_value=float(p_value), accuracy=float(ct.mean()),
+              verifier_accuracy=acc_v.tolist(), threshold=p0, n=n, power=float(power))
+
+
 def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
                    ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
                    *, acc_target_ref: float | None = None,

@@ -418,8 +418,15 @@ def extra_test(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
         verifier_model, q.vs.params, x[idx], ensemble=True))
     return tl, vl
 
-  return p.task.extra_test(p.dataset, p.split, settings, query_exact,
-                           acc['target'].get('retain_members'))
+  extra, covers_all = p.task.extra_test(p.dataset, p.split, settings, query_exact,
+                                       acc['target'].get('retain_members'))
+  if extra is None:
+    return None, covers_all
+  meta = {k: v for k, v in extra.items() if k not in ('correct_target', 'correct_verifiers')}
+  result = decision_lib.utility_level_test(
+      extra['correct_target'], extra['correct_verifiers'], alpha=settings.test.alpha,
+      margin=settings.test.class_margin, alt_accuracy=acc['target'].get('retain_members'))
+  return dict(result, **meta), covers_all
 
 
 def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,

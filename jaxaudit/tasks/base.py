@@ -122,9 +122,12 @@ class Task(abc.ABC):
         diverged Mu stops the audit with a collapse verdict).
       alt_utility: Mu's utility on its members (the alternative's level).
     Returns:
-      (a dict with at least ``p_value``, ``power`` and ``direction`` — its p
-      joins the record test by Bonferroni — or None; whether it covers every
-      record of Du, so that its pass alone is evidence).
+      (None, or a dict with ``correct_target`` (m,) and ``correct_verifiers``
+      (K, m) bool — the runner tests them with
+      :func:`jaxaudit.audit.decision.utility_level_test`, whose p joins the
+      record test by Bonferroni — plus ``direction`` and any metadata to
+      report; whether it covers every record of Du, so that its pass alone is
+      evidence).
     """
     del dataset, split, settings, query, alt_utility
     return None, False

@@ -17,7 +17,7 @@ for the untouched original too (it generalises to the class), so the record
 test has no power. :meth:`Classification.extra_test` then asks the class-level
 question instead: does Mu still recognise the forgotten classes? Its top-1
 accuracy on held-out records of those classes is tested (exact one-sided
-binomial, :func:`class_level_test`) against the best accuracy of the
+binomial, :func:`jaxaudit.audit.decision.utility_level_test`) against the best accuracy of the
 verifiers — models that never saw a record of those classes — plus
 ``class_margin``. This test is not exact like the record test: it assumes a
 model that never saw a class recognises it no better than the verifiers do
@@ -28,13 +28,10 @@ direction ``remembers_class``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxaudit.audit import stats
 from jaxaudit.errors import AuditError
 from jaxaudit.tasks.base import Signals, Task
 from jaxaudit.train.losses import per_example_ce
@@ -220,39 +217,6 @@ def query_views(x: np.ndarray, record_ids: np.ndarray, views: tuple[str, ...], *
   return np.stack(out)
 
 
-def class_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray, *,
-                     alpha: float, margin: float, alt_accuracy: float | None = None
-                     ) -> dict[str, Any]:
-  """Does Mu still recognise classes that only Du held? (see the module docstring)
-
-  Args:
-    correct_target: (n,) bool, Mu's top-1 prediction is right on held-out
-      records of the forgotten classes.
-    correct_verifiers: (K, n) bool, the same for the verifiers (which never
-      saw a record of these classes).
-    alpha: level used for the power estimate.
-    margin: slack added to the verifiers' best accuracy: H0 is
-      ``accuracy <= max_k acc_k + margin``.
-    alt_accuracy: Mu's accuracy under the alternative "remembers the classes
-      like its training classes" (default 1), for the power estimate.
-  Returns:
-    dict(p_value, accuracy, verifier_accuracy (K,), threshold, n, power).
-  """
-  ct = np.asarray(correct_target, bool).reshape(-1)
-  cv = np.asarray(correct_verifiers, bool)
-  if cv.ndim != 2 or cv.shape[1] != ct.shape[0] or ct.shape[0] < 1:
-    raise AuditError(f'class-level test needs (n,) and (K, n) correctness arrays with n >= 1; '
-                     f'got {ct.shape} and {cv.shape}')
-  n = int(ct.shape[0])
-  acc_v = cv.mean(axis=1)
-  p0 = float(min(1.0, float(acc_v.max()) + margin))
-  p_value = stats.binomial_test_greater(int(ct.sum()), n, p0)
-  alt = 1.0 if alt_accuracy is None or not np.isfinite(alt_accuracy) else float(alt_accuracy)
-  power = stats.binomial_power(n, p0, max(alt, p0), alpha) if p0 < 1 else 0.0
-  return dict(p_value=float(p_value), accuracy=float(ct.mean()),
-              verifier_accuracy=acc_v.tolist(), threshold=p0, n=n, power=float(power))
-
-
 def _roughness(x: np.ndarray) -> np.ndarray:
   """(n, H, W, C) images -> (n,) mean absolute difference of adjacent pixels."""
   x = np.asarray(x, np.float64)
@@ -317,7 +281,9 @@ class Classification(Task):
     return {'verifiers_energy': _logsumexp(np.asarray(verifier_outputs, np.float64)).mean(0)}
 
   def extra_test(self, dataset, split, settings, query, alt_utility):
-    """The whole-class test when Du holds every training record of some classes."""
+    """The whole-class test when Du holds every training record of some classes: Mu's and
+    the verifiers' top-1 correctness on held-out records of those classes, for
+    :func:`jaxaudit.audit.decision.utility_level_test`."""
     y = dataset.y_train
     if not settings.class_test:
       return None, False
@@ -332,10 +298,8 @@ class Classification(Task):
     if not len(held):
       return None, class_only
     tl, vl = query(held, 'held_classes' + str(tuple(forgotten.tolist())))
-    result = class_level_test(
-        np.argmax(tl, -1) == y[held], np.argmax(vl, -1) == y[held][None],
-        alpha=settings.test.alpha, margin=settings.test.class_margin, alt_accuracy=alt_utility)
-    result.update(classes=forgotten.tolist(), held_out_records=int(len(held)),
-                  direction='remembers_class')
-    return result, class_only
+    return dict(correct_target=np.argmax(tl, -1) == y[held],
+                correct_verifiers=np.argmax(vl, -1) == y[held][None],
+                classes=forgotten.tolist(), held_out_records=int(len(held)),
+                direction='remembers_class'), class_only
 

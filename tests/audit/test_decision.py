@@ -134,7 +134,7 @@ def test_regression_calibration_removes_output_scale():
 
 
 def test_class_level_test_against_naive_binomial():
-  from jaxaudit.tasks.classification import class_level_test
+  from jaxaudit.audit.decision import utility_level_test as class_level_test
   rng = np.random.default_rng(7)
   ct = rng.random(40) < 0.3
   cv = rng.random((3, 40)) < 0.05
@@ -150,7 +150,7 @@ def test_class_level_test_against_naive_binomial():
 
 def test_class_level_decisions():
   """Whole-class forgetting: the record test has no signal; the class test decides."""
-  from jaxaudit.tasks.classification import class_level_test
+  from jaxaudit.audit.decision import utility_level_test as class_level_test
   rng = np.random.default_rng(8)
   du, ref, mem, vdu, vref = _null_draw(rng, n_du=30, n_ref=30)
   weak_members = rng.normal(size=(3, 40)) + 0.05          # record test: no power
