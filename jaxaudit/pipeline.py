@@ -25,7 +25,7 @@ from jaxaudit.errors import CheckpointError, ConfigError, TrainingError
 from jaxaudit.train import train_model
 from jaxaudit.train import sisa as sisa_lib
 from jaxaudit.train.evaluate import evaluate_sets, format_accs
-from jaxaudit.train.sisa import MEAN_SOFTMAX
+from jaxaudit.train.evaluate import MEAN_SOFTMAX
 from jaxaudit.workdir import (SISA_ARRAYS, SISA_DIR, checkpoint_meta, expected_meta,
                               load_sisa_state, preflight, prepare, resolve_target,
                               save_sisa_state, target_path)

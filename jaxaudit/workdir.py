@@ -44,7 +44,7 @@ from jaxaudit.data import splits as splits_lib
 from jaxaudit.errors import CheckpointError, ConfigError, OutputError, SplitError
 from jaxaudit.train import Recipe
 from jaxaudit.train import sisa as sisa_lib
-from jaxaudit.train.sisa import MEAN_SOFTMAX
+from jaxaudit.train.evaluate import MEAN_SOFTMAX
 
 CONFIG_FILE = 'config.json'
 SPLIT_FILE = 'split.npz'

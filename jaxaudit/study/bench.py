@@ -50,12 +50,10 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
     rte (None before retrain ran), accuracy; or method and error.
   """
   import jax
-  from jaxaudit import checkpoint, pipeline
-  from jaxaudit import configs
+  from jaxaudit import checkpoint, configs, pipeline
   from jaxaudit import workdir as workdir_lib
-  from jaxaudit.train import sisa as sisa_lib
-  from jaxaudit.train import evaluate
   from jaxaudit.configs import recipe_from_config
+  from jaxaudit.train import evaluate
   from jaxaudit.study.method_table import ensure_pretrained
   from jaxaudit.unlearn import get_method, list_methods, make_unlearn_data
   cfg.train_retrain = False
@@ -95,7 +93,7 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
     if name == 'retrain':
       t_retrain = wall
     accs = evaluate.evaluate_sets(model, new, ds, split,
-                                  aggregate=sisa_lib.MEAN_SOFTMAX if is_sisa else None)
+                                  aggregate=evaluate.MEAN_SOFTMAX if is_sisa else None)
     row = dict(method=name, family=meth.family, wall_s=wall, walls_s=walls,
                compile_and_first_s=first - wall,
                rte=(t_retrain / wall) if t_retrain else None, accuracy=accs)

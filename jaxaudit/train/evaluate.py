@@ -68,6 +68,28 @@ def accuracy(logits, y) -> np.ndarray:
   return np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y), axis=-1)
 
 
+MEAN_SOFTMAX = 'mean_softmax'   # the aggregate of a SISA ensemble: the mean of its softmax outputs
+
+
+def sisa_predict_proba(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
+  """Aggregated SISA prediction: mean of the constituents' softmax.
+
+  Args:
+    model: the Linen module.
+    params: constituent params stacked (S, ...) (e.g. ``state.final_params``).
+    x: (N, *input_shape) inputs.
+  Returns:
+    (N, C) float32 probabilities.
+  """
+  logits = predict_logits(model, params, x, batch_size=batch_size, ensemble=True)
+  return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits), axis=-1), axis=0))
+
+
+def sisa_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
+  """log of :func:`sisa_predict_proba`, usable wherever logits are expected. (N, C)."""
+  return np.log(np.maximum(sisa_predict_proba(model, params, x, batch_size=batch_size), 1e-30))
+
+
 def evaluate_sets(model, params, dataset, split, *, ensemble=False,
                   aggregate: str | None = None) -> dict[str, Any]:
   """Accuracy on Dr, Du, D_ref and test.
@@ -78,16 +100,15 @@ def evaluate_sets(model, params, dataset, split, *, ensemble=False,
     aggregate: ``'mean_softmax'``: accuracy of the K stacked models' mean
       softmax (a SISA ensemble), one float per set.
   """
-  from jaxaudit.train import sisa as sisa_lib   # sisa imports this module
-  if aggregate not in (None, sisa_lib.MEAN_SOFTMAX):
-    raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {sisa_lib.MEAN_SOFTMAX!r}')
+  if aggregate not in (None, MEAN_SOFTMAX):
+    raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {MEAN_SOFTMAX!r}')
   out = {}
   for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
                      ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
                      ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
                      ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
     if aggregate:
-      out[name] = float(accuracy(sisa_lib.sisa_logits(model, params, x), y))
+      out[name] = float(accuracy(sisa_logits(model, params, x), y))
       continue
     acc = accuracy(predict_logits(model, params, x, ensemble=ensemble), y)
     out[name] = acc.tolist() if ensemble else float(acc)

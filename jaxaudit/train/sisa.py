@@ -38,10 +38,9 @@ from jaxaudit.errors import ConfigError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.train.devices import resolve_strategy
 from jaxaudit.train.ensemble import train_ensemble
-from jaxaudit.train.evaluate import predict_logits
+from jaxaudit.train.evaluate import sisa_logits, sisa_predict_proba
 from jaxaudit.train.recipe import Recipe
 
-MEAN_SOFTMAX = 'mean_softmax'   # the aggregate of a SISA ensemble: the mean of its softmax outputs
 
 Params = Any
 _INIT_TAG = 2**20
@@ -351,25 +350,6 @@ def state_from_arrays(params: Params, arrays, *, key_impl: str, recipe: Recipe,
     raise ConfigError(f'slice_epochs must be >= 1, got {slice_epochs}')
   return SisaState(jax.tree.map(np.asarray, params), SisaLayout(slots.astype(np.int32), mask),
                    keys, recipe, int(slice_epochs), str(strategy), tuple(input_shape))
-
-
-def sisa_predict_proba(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
-  """Aggregated SISA prediction: mean of the constituents' softmax.
-
-  Args:
-    model: the Linen module.
-    params: constituent params stacked (S, ...) (e.g. ``state.final_params``).
-    x: (N, *input_shape) inputs.
-  Returns:
-    (N, C) float32 probabilities.
-  """
-  logits = predict_logits(model, params, x, batch_size=batch_size, ensemble=True)
-  return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits), axis=-1), axis=0))
-
-
-def sisa_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
-  """log of :func:`sisa_predict_proba`, usable wherever logits are expected. (N, C)."""
-  return np.log(np.maximum(sisa_predict_proba(model, params, x, batch_size=batch_size), 1e-30))
 
 
 __all__ = ['SisaLayout', 'SisaState', 'make_layout', 'train_sisa', 'sisa_unlearn',
