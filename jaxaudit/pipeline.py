@@ -22,7 +22,7 @@ from jaxaudit.configs import (KEY_ORIGINAL, KEY_RETRAIN, KEY_SISA, audit_setting
                               model_from_config, recipe_from_config, role_key, sisa_expect,
                               sisa_settings, validate_config)
 from jaxaudit.errors import CheckpointError, ConfigError, TrainingError
-from jaxaudit.train import train_model
+from jaxaudit.train import loop, train_model
 from jaxaudit.train import sisa as sisa_lib
 from jaxaudit.train.evaluate import evaluate_sets, format_accs
 from jaxaudit.train.evaluate import MEAN_SOFTMAX
@@ -38,13 +38,18 @@ def log_to_stdout(msg: str) -> None:
   print(msg, flush=True)
 
 
-def check_finite(params, what: str) -> None:
-  """Raises TrainingError when any parameter of ``params`` is NaN or infinite."""
+def check_finite(params, what: str, where: str | None = None) -> None:
+  """Raises TrainingError when any parameter of ``params`` is NaN or infinite.
+
+  ``where``: the step where the loss first became non-finite, if known
+  (:func:`jaxaudit.train.loop.divergence_probe`).
+  """
   bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
          if not np.all(np.isfinite(np.asarray(v)))]
   if bad:
+    at = f'; the loss became non-finite at {where}' if where else ''
     raise TrainingError(f'{what} produced non-finite parameters ({len(bad)} array(s), e.g. '
-                        f'{bad[0]}); nothing was saved. Lower the learning rate.')
+                        f'{bad[0]}){at}; nothing was saved. Lower the learning rate.')
 
 
 def _diverged_message(kind: str, step: int, steps_per_epoch: int) -> str:
@@ -293,9 +298,10 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
                                        init_checkpoint_params=init_params, sisa=state)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')
   t0 = time.time()
-  new = jax.block_until_ready(meth.fn(params, model, data, method_key(config, method)))
+  with loop.divergence_probe() as probe:
+    new = jax.block_until_ready(meth.fn(params, model, data, method_key(config, method)))
   wall = time.time() - t0
-  check_finite(new, f'unlearning with {method} ({hp})')
+  check_finite(new, f'unlearning with {method} ({hp})', probe.describe())
   if not is_sisa and all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                          zip(jax.tree.leaves(new), jax.tree.leaves(params))):
     raise TrainingError(f'{method} with {hp} left every parameter of the original unchanged; '

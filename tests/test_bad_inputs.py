@@ -209,7 +209,7 @@ CASES = [
     ('unlearn_epochs_0', ['unlearn', f'--workdir={W}', '--method=finetune', '--hparam=epochs=0'],
      _nothing, r'epochs=0 does no training'),
     ('unlearn_lr_1e30', ['unlearn', f'--workdir={W}', '--method=finetune', '--hparam=lr=1e30'],
-     _nothing, r'non-finite'),
+     _nothing, r'non-finite at step \d+ of \d+ in epoch'),
     ('train_lr_1e30', ['train', '--workdir={T}/new', C, '--config.train.learning_rate=1e30'],
      _nothing, r'diverged: the loss became non-finite at step \d+'),
     ('logits_float_indices', ['audit', f'--workdir={W}', '--logits={T}/mu.npz'], _logits('float'),

@@ -42,6 +42,8 @@ loss (random number generation is slow to compile on CPU), and losses marked
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -345,11 +347,12 @@ def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_e
         return (params, opt_state), value
 
       carry, values = jax.lax.scan(step, carry, (jnp.arange(steps), keys))
-      return carry, jnp.mean(values)
+      bad = ~jnp.isfinite(values)
+      return carry, (jnp.mean(values), jnp.where(jnp.any(bad), jnp.argmax(bad), -1))
 
-    (params, opt_state), losses = jax.lax.scan(
+    (params, opt_state), (losses, bad) = jax.lax.scan(
         one_epoch, (params, opt_state), (jnp.arange(num_epochs), layouts, step_keys))
-    return params, opt_state, losses
+    return params, opt_state, losses, bad
 
   return jax.jit(run)
 
@@ -418,8 +421,61 @@ def fit(model: nn.Module, params: Params, x, y, streams: Sequence, key: jax.Arra
     # Eager on purpose: zeros of the params' shapes, compiled once per shape for every
     # optimiser, where a jitted init would compile once per spec.
     opt_state = make_optimizer(spec, steps * spec.epochs).init(params)
-  return FitResult(*program(params, opt_state, x, y, layouts, step_keys, aux, update_scale,
-                            start))
+  params, opt_state, losses, bad = program(params, opt_state, x, y, layouts, step_keys, aux,
+                                          update_scale, start)
+  probe = _PROBE.get()
+  if probe is not None and not isinstance(bad, jax.core.Tracer):
+    probe.record(np.asarray(bad), start_epoch, steps)
+  return FitResult(params, opt_state, losses)
+
+
+class DivergenceProbe:
+  """Where the first non-finite loss of the :func:`fit` calls inside a probe was.
+
+  Attributes:
+    phase: index of the fit call (0 = the first one run inside the probe), or None.
+    epoch: its absolute epoch; step: the step within that epoch (0-based).
+    steps_per_epoch: steps of that call's epochs.
+  """
+
+  def __init__(self):
+    self.calls = 0
+    self.phase = self.epoch = self.step = self.steps_per_epoch = None
+
+  def record(self, bad: np.ndarray, start_epoch: int, steps: int) -> None:
+    """Notes one fit call's (E,) first-bad-step-per-epoch array (-1: finite)."""
+    hit = np.flatnonzero(np.asarray(bad) >= 0)
+    if self.phase is None and hit.size:
+      e = int(hit[0])
+      self.phase, self.epoch = self.calls, int(start_epoch) + e
+      self.step, self.steps_per_epoch = int(bad[e]), int(steps)
+    self.calls += 1
+
+  def describe(self) -> str | None:
+    """'step S of epoch E (phase P)' or None when every loss was finite."""
+    if self.phase is None:
+      return None
+    return (f'step {self.step + 1} of {self.steps_per_epoch} in epoch {self.epoch + 1} of '
+            f'training phase {self.phase + 1}')
+
+
+_PROBE: contextvars.ContextVar[DivergenceProbe | None] = contextvars.ContextVar(
+    'jaxaudit_divergence_probe', default=None)
+
+
+@contextlib.contextmanager
+def divergence_probe():
+  """Records where the loss of :func:`fit` first became non-finite, for the calls made inside.
+
+  Costs one small device-to-host copy per fit call (the per-epoch first-bad
+  step), only while a probe is active; calls traced under jit/vmap are skipped.
+  """
+  probe = DivergenceProbe()
+  token = _PROBE.set(probe)
+  try:
+    yield probe
+  finally:
+    _PROBE.reset(token)
 
 
 @functools.lru_cache(maxsize=64)
@@ -476,4 +532,4 @@ def mean_gradient(model: nn.Module, params: Params, x, y, indices, loss: LossFn,
 
 __all__ = ['Batch', 'StepInfo', 'FitResult', 'SoftmaxCE', 'MeanLoss', 'epoch_batches',
            'augment_images', 'gather_batch', 'train_step', 'member_epoch', 'make_spec',
-           'steps_per_epoch', 'fit', 'mean_gradient']
+           'steps_per_epoch', 'fit', 'mean_gradient', 'divergence_probe', 'DivergenceProbe']

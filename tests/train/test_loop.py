@@ -155,3 +155,26 @@ def test_integer_targets_become_int32(digits):
   assert as_targets(np.arange(3, dtype=np.uint8)).dtype == jnp.int32
   assert as_targets(np.ones(3, np.float32)).dtype == jnp.float32
   assert as_targets(jnp.ones((3, 2), jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_divergence_probe_names_the_first_non_finite_step(digits):
+  model = get_model('mlp', 10, hidden=(16,))
+  params = init_params(model, jax.random.key(0), digits.input_shape)
+  x, y = jnp.asarray(digits.x_train), jnp.asarray(digits.y_train)
+  idx = np.arange(256)
+  ok = loop.make_spec(epochs=2, lr=1e-3, batch_size=64)
+  bad = loop.make_spec(epochs=2, lr=1e30, batch_size=64)
+  with loop.divergence_probe() as probe:
+    loop.fit(model, params, x, y, [idx], jax.random.key(1), ok, CrossEntropy())
+    res = loop.fit(model, params, x, y, [idx], jax.random.key(1), bad, CrossEntropy())
+  losses = np.asarray(res.losses)
+  assert probe.phase == 1 and probe.steps_per_epoch == 4       # the second call diverged
+  assert not np.isfinite(losses[probe.epoch])
+  assert np.all(np.isfinite(losses[:probe.epoch]))
+  assert probe.describe().startswith(f'step {probe.step + 1} of 4 in epoch {probe.epoch + 1}')
+  with loop.divergence_probe() as clean:
+    loop.fit(model, params, x, y, [idx], jax.random.key(1), ok, CrossEntropy())
+  assert clean.describe() is None and clean.calls == 1
+  # Outside a probe nothing is recorded and nothing is fetched.
+  loop.fit(model, params, x, y, [idx], jax.random.key(1), bad, CrossEntropy())
+  assert probe.calls == 2
