@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from jaxaudit import checkpoint
+from jaxaudit import checkpoint, io_utils
 from jaxaudit.audit import stats
 from jaxaudit.audit.stats import check_unit
 from jaxaudit.audit.target import Target
@@ -47,23 +47,6 @@ Params = Any
 # -----------------------------------------------------------------------------
 # Result type.
 # -----------------------------------------------------------------------------
-
-
-def _jsonable(obj: Any) -> Any:
-  """Converts NumPy scalars/arrays and tuples into JSON-serialisable values."""
-  if isinstance(obj, dict):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
-  if isinstance(obj, np.ndarray):
-    return _jsonable(obj.tolist())
-  if isinstance(obj, (np.bool_,)):
-    return bool(obj)
-  if isinstance(obj, np.integer):
-    return int(obj)
-  if isinstance(obj, np.floating):
-    return float(obj)
-  return obj
 
 
 @dataclasses.dataclass
@@ -91,13 +74,13 @@ class PeerResult:
     if self.decision is not None and self.decision not in DECISIONS:
       raise AuditError(f'decision must be one of {DECISIONS} or None, got {self.decision!r}')
     self.score = float(self.score)
-    self.details = _jsonable(self.details)
+    self.details = io_utils.jsonable(self.details)
     self.cost = dict(models_trained=int(self.cost.get('models_trained', 0)),
                      wall_time_s=float(self.cost.get('wall_time_s', 0.0)))
 
   def to_dict(self) -> dict[str, Any]:
     """A JSON-serialisable dict of every field."""
-    return _jsonable(dataclasses.asdict(self))
+    return io_utils.jsonable(dataclasses.asdict(self))
 
   def summary(self) -> str:
     d = self.decision if self.decision is not None else 'no decision'

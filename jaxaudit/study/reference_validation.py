@@ -134,11 +134,6 @@ def run_draw(r: int, ds: Dataset, model, recipe, split_kw: dict, settings: Audit
   return row
 
 
-def load_rows(path: str) -> list[dict]:
-  """Rows of the JSON-lines results file (a cut last line is ignored and repaired)."""
-  return io_utils.read_jsonl(path, repair=True)
-
-
 def summarise(rows: list[dict], *, alpha: float, self_check_alpha: float) -> str:
   """The Markdown tables: outcome fractions per condition with Clopper–Pearson 95% intervals."""
   def frac(k, n):
@@ -224,7 +219,7 @@ def run_validation(*, npz: str, workdir: str, draws: int, shift_draws: int, firs
   ds, model, recipe, split_kw = mnist_setup(npz, train_size=train_size, forget_size=forget_size)
   settings = settings or AuditSettings(num_verifiers=num_verifiers)
   moments = reference_lib.dataset_standardisation(ds)
-  done = {r['draw'] for r in load_rows(path)}
+  done = {r['draw'] for r in io_utils.read_jsonl(path, repair=True)}
   todo = [r for r in range(first_draw, first_draw + draws) if r not in done]
   log(f'{len(done)} draws done, {len(todo)} to go -> {path}')
   t0 = time.time()
@@ -243,7 +238,7 @@ def run_validation(*, npz: str, workdir: str, draws: int, shift_draws: int, firs
 
 def _write_summary(workdir, path, first_draw, draws, shift_draws, train_size, forget_size,
                    settings) -> str:
-  rows = load_rows(path)   # every finished draw of the workdir, from all runs into it
+  rows = io_utils.read_jsonl(path, repair=True)   # every finished draw of the workdir, from all runs into it
   if not rows:
     return ''
   table = summarise(rows, alpha=settings.test.alpha, self_check_alpha=settings.test.self_check_alpha)
