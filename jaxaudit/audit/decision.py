@@ -100,11 +100,15 @@ from typing import Any
 
 import numpy as np
 
+from jaxaudit.audit import evidence
 from jaxaudit.audit import stats
 from jaxaudit.errors import AuditError
+from jaxaudit.tasks.base import Signals
 
 DECISIONS = ('forgotten', 'not_forgotten', 'inconclusive', 'invalid_reference')
 SELF_CHECK_GROUPS = ('loo', 'verifiers', 'inputs')
+# The record statistics of the ignorance test (see :mod:`jaxaudit.audit.evidence`).
+DEFAULT_STATISTICS = ('exact', 'neighbours', 'gap', 'correct', 'kl', 'kl_neighbours')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +128,10 @@ class TestSettings:
       ``bonferroni`` (for the reference check, ``maxt`` is a permutation max-T).
     self_check: groups of statistics of the reference check, from
       ``('loo', 'verifiers', 'inputs')`` (see :func:`reference_check`).
+    statistics: the record statistics of the ignorance test, names from
+      :data:`jaxaudit.audit.evidence.STATISTICS` (``exact`` first); those
+      not defined for an audit (neighbour statistics without neighbour views,
+      signal statistics without the task's signals) are left out.
     self_check_perms: permutations of the reference check's max-T.
     n_boot: bootstrap resamples for the forgetting-score interval.
     seed: bootstrap seed.
@@ -137,12 +145,14 @@ class TestSettings:
   class_margin: float = 0.05
   combine: str = 'maxt'
   self_check: tuple[str, ...] = ('loo', 'verifiers', 'inputs')
+  statistics: tuple[str, ...] = DEFAULT_STATISTICS
   self_check_perms: int = 2000
   n_boot: int = 500
   seed: int = 0
 
   def __post_init__(self):
     bad = [g for g in self.self_check if g not in SELF_CHECK_GROUPS]
+    object.__setattr__(self, 'statistics', evidence.check_names(self.statistics))
     if bad or not self.self_check:
       raise AuditError(f'self_check must be a non-empty subset of {SELF_CHECK_GROUPS}, '
                        f'got {self.self_check!r}')
@@ -216,16 +226,6 @@ def neighbour_residual(phi_target: dict[str, np.ndarray], phi_verifiers: dict[st
   return {k: np.asarray(phi_target[k], np.float64)[0] - z(xs[k]) @ coef for k in names}
 
 
-def _scores(calibrated: np.ndarray, gap: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """Test statistics per record from calibrated scores (A, n) (and the fitted gap (n,))."""
-  out = {'exact': calibrated[0]}
-  if calibrated.shape[0] > 1:
-    neighbours = calibrated[1:].mean(0)
-    out['neighbours'] = neighbours
-    out['gap'] = calibrated[0] - neighbours if gap is None else np.asarray(gap, np.float64)
-  return out
-
-
 FORGETTING_SCORE_METHOD = (
     'FS = (AUC_mem - AUC_du) / (AUC_mem - 1/2) on the exact calibrated score (AUCs against '
     'D_ref), clipped to [0, 1] (0 = as remembered as Mu\'s members, 1 = as unseen as D_ref; '
@@ -258,16 +258,23 @@ def forgetting_score(du: np.ndarray, ref: np.ndarray, members: np.ndarray, *,
 
 
 def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, bool]:
-  """Direction of a rejection: ('remembers' | 'damaged', exact_inputs_masked).
+  """Direction of a rejection: ('remembers' | 'damaged' | 'altered', exact_inputs_masked).
 
-  Neighbours that look familiar mean Du is remembered even when the exact
-  inputs look unfamiliar (then the exact inputs are masked). Otherwise the
-  exact view decides; if only the exact-vs-neighbour gap is significant, a
-  positive gap (exact inputs more familiar than their neighbours) is
-  memorisation, a negative one masking of the exact inputs.
+  The φ statistics decide when one of them is significant. Neighbours that
+  look familiar mean Du is remembered even when the exact inputs look
+  unfamiliar (then the exact inputs are masked). Otherwise the exact view
+  decides; if only the exact-vs-neighbour gap is significant, a positive gap
+  (exact inputs more familiar than their neighbours) is memorisation, a
+  negative one masking of the exact inputs. When only other statistics are
+  significant, the most significant one names the direction
+  (:func:`jaxaudit.audit.evidence.direction`).
   """
   sig = {k: t['p_adjusted'] <= level for k, t in tests.items()}
   up = {k: t['auc'] > 0.5 for k, t in tests.items()}
+  if not any(sig.get(k) for k in evidence.PHI_STATISTICS):
+    best = min(tests, key=lambda k: tests[k]['p_adjusted'])
+    if best not in evidence.PHI_STATISTICS:
+      return evidence.direction(best, up[best]), False
   gap_masks = sig.get('gap', False) and not up['gap']
   if sig.get('neighbours') and up['neighbours']:
     return 'remembers', bool(gap_masks or (sig['exact'] and not up['exact']))
@@ -280,7 +287,8 @@ def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, b
   if sig.get('neighbours'):
     return 'damaged', False
   # Only the gap (or only the combination) is significant.
-  best = min(tests, key=lambda k: tests[k]['p_adjusted'])
+  best = min((k for k in tests if k in evidence.PHI_STATISTICS),
+             key=lambda k: tests[k]['p_adjusted'])
   if best == 'gap':
     return 'remembers', not up['gap']
   return ('remembers' if up[best] else 'damaged'), False
@@ -347,7 +355,9 @@ def loo_statistics(phi_verifiers: dict[str, np.ndarray], du: str = 'forget', ref
     cal_v = {s: np.asarray(v, np.float64)[:, others].mean(1) for s, v in phi_verifiers.items()}
     cal, _ = regression_calibrate(tgt, cal_v)
     gap = neighbour_residual(tgt, cal_v)
-    sc = {s: _scores(cal[s], None if gap is None else gap[s]) for s in (du, ref)}
+    phi = evidence.family(evidence.PHI_STATISTICS, cal[du].shape[0], False)
+    sc = {s: evidence.compute(phi, evidence.RecordSet(cal[s], None if gap is None else gap[s],
+                                                      None)) for s in (du, ref)}
     out.update(_stat_dict(sc, f'loo{k}_', du, ref))
   return out
 
@@ -445,6 +455,72 @@ def utility_level_test(correct_target: np.ndarray, correct_verifiers: np.ndarray
               verifier_accuracy=acc_v.tolist(), threshold=p0, n=n, power=float(power))
 
 
+def record_family_test(s_du: dict[str, np.ndarray], s_ref: dict[str, np.ndarray], *,
+                       combine: str, alpha: float) -> dict[str, Any]:
+  """Two-sided Mann–Whitney tests of Du vs D_ref under each statistic, adjusted as a family.
+
+  Args:
+    s_du: statistic name -> (n_du,) per-record values on Du
+      (:func:`jaxaudit.audit.evidence.compute`).
+    s_ref: the same names -> (n_ref,) on D_ref.
+    combine: ``maxt`` (:func:`jaxaudit.audit.stats.maxt_adjusted_mwu`) or ``bonferroni``.
+    alpha: the family's level (for ``test_level``).
+  Returns:
+    dict(tests: name -> dict(p_value, auc, p_adjusted), p_value (the family's,
+    min adjusted), combine (the adjustment used), test_level (the raw level
+    at which one test rejects, :func:`jaxaudit.audit.stats.maxt_critical_level`;
+    ``alpha / T`` for Bonferroni)).
+  """
+  for name in s_du:
+    if not (np.all(np.isfinite(s_du[name])) and np.all(np.isfinite(s_ref[name]))):
+      raise AuditError(f'the {name} statistic holds NaN or inf values')
+  tests = {}
+  for name in s_du:
+    r = stats.mann_whitney(s_du[name], s_ref[name])
+    tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
+  raw = [tests[k]['p_value'] for k in tests]
+  n_du, n_ref = len(next(iter(s_du.values()))), len(next(iter(s_ref.values())))
+  combine_used = combine
+  live = [k for k in tests if np.ptp(np.concatenate([s_du[k], s_ref[k]])) > 0]
+  if combine == 'maxt' and (len(live) <= 1 or min(n_du, n_ref) < 20):
+    combine_used = 'bonferroni'   # where maxt_adjusted_mwu falls back to Bonferroni
+  x_stack = np.stack([s_du[k] for k in tests])
+  y_stack = np.stack([s_ref[k] for k in tests])
+  if combine == 'maxt':
+    adjusted = stats.maxt_adjusted_mwu(x_stack, y_stack, raw)
+    test_level = stats.maxt_critical_level(x_stack, y_stack, alpha)
+  else:
+    adjusted = stats.bonferroni_adjusted(raw)
+    test_level = alpha / len(tests)
+  for k, pa in zip(tests, adjusted):
+    tests[k]['p_adjusted'] = float(pa)
+  return dict(tests=tests, p_value=float(np.min(adjusted)), combine=combine_used,
+              test_level=float(test_level))
+
+
+def verdict(*, reference_ok: bool, rejected: bool, collapse: bool, power: float,
+            power_target: float, extra_evidence: bool = False) -> str:
+  """The decision ladder (module docstring, "Decision").
+
+  Args:
+    reference_ok: the reference check passed.
+    rejected: the test rejected H0 at α.
+    collapse: Mu's utility collapsed.
+    power: estimated power of the record test (NaN: unknown).
+    power_target: the power a pass needs to count as evidence.
+    extra_evidence: a task's extra test covers every record of Du and has the power.
+  Returns:
+    one of :data:`DECISIONS`.
+  """
+  if not reference_ok:
+    return 'invalid_reference'
+  if rejected or collapse:
+    return 'not_forgotten'
+  if (np.isfinite(power) and power >= power_target) or extra_evidence:
+    return 'forgotten'
+  return 'inconclusive'
+
+
 def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
                    ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
                    *, acc_target_ref: float | None = None,
@@ -452,7 +528,9 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                    extra_test: dict[str, Any] | None = None,
                    extra_only: bool = False, gap_du: np.ndarray | None = None,
                    gap_ref: np.ndarray | None = None,
-                   reference: dict[str, Any] | None = None) -> dict[str, Any]:
+                   reference: dict[str, Any] | None = None,
+                   signals_du: Signals | None = None,
+                   signals_ref: Signals | None = None) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
@@ -476,9 +554,14 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     reference: the result of :func:`reference_check` (the audit runner's
       full check); None: the single-statistic check of ``ver_du`` vs
       ``ver_ref`` (two-sided MWU at ``self_check_alpha``).
+    signals_du: the task's Signals of Du (A views, n_du records), for the
+      statistics beyond φ (``settings.statistics``); None: φ statistics only.
+    signals_ref: the same for D_ref (given together with ``signals_du``).
   Returns:
-    A JSON-serialisable dict: decision, direction, p_value, tests, effect_auc
-    (+ CI), forgetting_score (+ CI), power, per-record p-values.
+    A JSON-serialisable dict: decision, direction, p_value, tests (per
+    statistic: raw and family-adjusted p, AUC), test_level, record_statistics
+    (per set and statistic, the per-record values tested), effect_auc (+ CI),
+    forgetting_score (+ CI), power, per-record p-values.
   """
   cal_du, cal_ref = np.asarray(cal_du, np.float64), np.asarray(cal_ref, np.float64)
   if cal_du.ndim != 2 or cal_ref.ndim != 2 or cal_du.shape[0] != cal_ref.shape[0]:
@@ -496,27 +579,15 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                              or np.shape(gap_ref) != (cal_ref.shape[1],)):
     raise AuditError(f'gap statistics must have shapes ({cal_du.shape[1]},) and '
                      f'({cal_ref.shape[1]},); got {np.shape(gap_du)}, {np.shape(gap_ref)}')
+  if (signals_du is None) != (signals_ref is None):
+    raise AuditError('signals_du and signals_ref must be given together')
   s = settings
-  s_du, s_ref = _scores(cal_du, gap_du), _scores(cal_ref, gap_ref)
-  for name in s_du:
-    if not (np.all(np.isfinite(s_du[name])) and np.all(np.isfinite(s_ref[name]))):
-      raise AuditError(f'the {name} statistic holds NaN or inf values')
-  tests = {}
-  for name in s_du:
-    r = stats.mann_whitney(s_du[name], s_ref[name])
-    tests[name] = dict(p_value=float(r.p_value), auc=float(r.auc))
-  raw = [tests[k]['p_value'] for k in tests]
-  combine_used = s.combine
-  if s.combine == 'maxt' and (len(tests) == 1 or min(cal_du.shape[1], cal_ref.shape[1]) < 20 or any(
-      np.ptp(np.concatenate([s_du[k], s_ref[k]])) == 0 for k in tests)):
-    combine_used = 'bonferroni'   # where maxt_adjusted_mwu falls back to Bonferroni
-  if s.combine == 'maxt':
-    adjusted = stats.maxt_adjusted_mwu(np.stack([s_du[k] for k in tests]),
-                                       np.stack([s_ref[k] for k in tests]), raw)
-  else:
-    adjusted = stats.bonferroni_adjusted(raw)
-  for k, pa in zip(tests, adjusted):
-    tests[k]['p_adjusted'] = float(pa)
+  names = evidence.family(s.statistics, cal_du.shape[0], signals_du is not None)
+  s_du = evidence.compute(names, evidence.RecordSet(cal_du, gap_du, signals_du))
+  s_ref = evidence.compute(names, evidence.RecordSet(cal_ref, gap_ref, signals_ref))
+  fam = record_family_test(s_du, s_ref, combine=s.combine, alpha=s.alpha)
+  tests, combine_used, test_level = fam['tests'], fam['combine'], fam['test_level']
+  adjusted = [tests[k]['p_adjusted'] for k in tests]
   p_record = float(np.min(adjusted))
   n_tests = len(tests)
   p_value = p_record
@@ -540,7 +611,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     cal_members = np.asarray(cal_members, np.float64)
     member_auc = stats.auc(cal_members[0], cal_ref[0])
     power = float(stats.mwu_power(max(member_auc, 1 - member_auc), cal_du.shape[1],
-                                  cal_ref.shape[1], s.alpha / n_tests))
+                                  cal_ref.shape[1], test_level))
     fs = forgetting_score(cal_du[0], cal_ref[0], cal_members[0])
     if np.isfinite(fs):
       fs_ci = forgetting_score_ci(cal_du[0], cal_ref[0], cal_members[0], n_boot=s.n_boot,
@@ -558,27 +629,25 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   rejected = p_value <= s.alpha
   direction = None
   masked = False
-  if not reference_ok:
-    decision = 'invalid_reference'
-  elif rejected:
-    decision = 'not_forgotten'
+  decision = verdict(reference_ok=reference_ok, rejected=rejected, collapse=collapse,
+                     power=power, power_target=s.power_target,
+                     extra_evidence=bool(extra_only and extra_test is not None
+                                         and extra_test['power'] >= s.power_target))
+  if decision == 'not_forgotten' and rejected:
     if extra_test is not None and extra_test['p_value'] <= s.alpha / 2 and (
         p_record > s.alpha / 2 or extra_test['p_value'] <= p_record):
       direction = extra_test.get('direction', 'remembers_class')
     else:
       level = s.alpha / (2 if extra_test is not None else 1)
       direction, masked = _direction(tests, level)
-  elif collapse:
-    decision, direction = 'not_forgotten', 'collapse'
-  elif np.isfinite(power) and power >= s.power_target:
-    decision = 'forgotten'
-  elif extra_only and extra_test is not None and extra_test['power'] >= s.power_target:
-    decision = 'forgotten'
-  else:
-    decision = 'inconclusive'
+  elif decision == 'not_forgotten':
+    direction = 'collapse'
   return dict(decision=decision, direction=direction, p_value=float(p_value), rejected=bool(rejected),
               p_record=float(p_record), class_level=extra_test,
               alpha=s.alpha, tests=tests, n_tests=n_tests, combine=combine_used,
+              test_level=float(test_level),
+              record_statistics=dict(forget={k: v.tolist() for k, v in s_du.items()},
+                                     ref={k: v.tolist() for k, v in s_ref.items()}),
               exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,

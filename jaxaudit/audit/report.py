@@ -43,6 +43,7 @@ def report_dict(result: AuditResult) -> dict[str, Any]:
   d = result.to_dict()
   d.pop('scores', None)
   d.pop('raw_phi', None)
+  d.pop('record_statistics', None)
   return io_utils.jsonable(d)
 
 

@@ -461,7 +461,7 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
       extra_test=extra, extra_only=extra_only,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
-      reference=ref_check)
+      reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'])
   return res, cal, betas
 
 
@@ -502,7 +502,8 @@ def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: di
   forget = np.asarray(p.split.forget)
   flagged = forget[np.asarray(res['per_record']['flagged'], bool)].tolist()
   res['per_record']['indices'] = forget.tolist()
-  keys = ('tests', 'combine', 'n_tests', 'forgetting_score_method', 'rejected',
+  keys = ('tests', 'combine', 'n_tests', 'test_level', 'record_statistics',
+          'forgetting_score_method', 'rejected',
           'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_target',
           'reference_check', 'utility_collapse', 'per_record')
   n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
@@ -560,6 +561,35 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   The named steps, in order: :func:`plan` → :func:`train_verifiers` →
   :func:`query` → :func:`signals` → :func:`accuracies` → :func:`extra_test` →
   :func:`test` → :func:`evidence` (or :func:`collapse` for non-finite outputs).
+
+  Threat model. The owner who hands over Mu (or answers its queries) knows
+  the protocol and its defaults (K, the 15% subsets, the views, the family of
+  record statistics), trains verifiers of its own (other seeds, other subsets
+  of Dr), may fine-tune or distil M anywhere except on Du, may rewrite Mu's
+  outputs on Du's exact records and on their augmented neighbours so that any
+  one per-record statistic it can compute matches a target (its verifiers'
+  level, or M's level on unseen records of the same difficulty: φ, the whole
+  output distribution, correctness), and wants to keep M's accuracy. It does
+  not know the auditor's seed: which records the verifiers train on, which
+  records of the pool form the D_ref sample, which noise the views draw.
+
+  What the audit guarantees: (1) an honest Mu — any model whose training did
+  not depend on which records of Du ∪ D_ref were labelled "forget" — is
+  refused with probability ≤ α, whatever the owner's procedure, because every
+  statistic of the family is exchangeable between Du and D_ref under H0 and
+  the family is adjusted by max-T (:mod:`jaxaudit.audit.evidence`); (2) a
+  rewrite confined to Du is caught when it leaves Du unlike D_ref on *any* of
+  the family's statistics (Mu's confidence beyond the verifiers', on the exact
+  record and its neighbours, its correctness beyond theirs, the divergence of
+  its whole output distribution from theirs), with power growing with |Du|.
+  What it cannot guarantee: a model that is indistinguishable from a model that
+  never saw Du on every signal the auditor can query *is*, for a black-box
+  audit, ignorant of Du — an owner who can produce such outputs on Du (e.g.
+  by answering Du from a retrain) passes, and should; weights that still
+  encode Du without showing it in any queried output (recoverable by
+  relearning, or by inputs the auditor never queries) are outside a
+  black-box audit. Measured robustness, and the fakes tried, are in
+  BUILD_NOTES.md ("Fake robustness").
 
   Args:
     target: Mu (see :class:`Target`).

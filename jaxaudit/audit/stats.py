@@ -588,6 +588,58 @@ def combine_bonferroni(p_values: Any) -> float:
   return float(np.min(bonferroni_adjusted(p_values)))
 
 
+def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+  """(T, T) correlation of the pooled (midrank) vectors of T scores; None if one is constant."""
+  t = x.shape[0]
+  ranks = np.stack([sps.rankdata(r) for r in np.concatenate([x, y], axis=1)])
+  ranks -= ranks.mean(1, keepdims=True)
+  norm = np.sqrt(np.sum(ranks * ranks, axis=1))
+  if np.any(norm == 0):
+    return None
+  corr = (ranks @ ranks.T) / np.outer(norm, norm)
+  return 0.5 * (corr + corr.T) + 1e-9 * np.eye(t)
+
+
+def maxt_critical_level(x: Any, y: Any, alpha: float, *, min_size: int = 20) -> float:
+  """The raw two-sided level at which one test of a max-T family rejects.
+
+  The level ℓ with ``P(max_i |Z_i| >= z) = alpha`` for Z ~ N(0, R) (R the
+  rank correlation of :func:`maxt_adjusted_mwu`) and ``z`` its normal quantile
+  ``isf(ℓ / 2)``: a test whose raw p-value is ≤ ℓ has max-T adjusted p ≤
+  alpha. Between ``alpha / T`` (independent statistics: Bonferroni) and
+  ``alpha`` (identical ones); ``alpha / T`` where :func:`maxt_adjusted_mwu`
+  falls back to Bonferroni. Used for power estimates of the family.
+
+  Args:
+    x: (T, n1) scores of the first set.
+    y: (T, n2) scores of the second set.
+    alpha: family-wise level in (0, 1).
+    min_size: as in :func:`maxt_adjusted_mwu`.
+  Returns:
+    ℓ in [alpha / T, alpha].
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  alpha = _check_open_unit(alpha, 'alpha')
+  if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 1:
+    raise AuditError(f'maxt_critical_level expects (T, n1) and (T, n2); got {x.shape}, {y.shape}')
+  live = np.ptp(np.concatenate([x, y], axis=1), axis=1) > 0   # as in maxt_adjusted_mwu
+  if live.any() and not live.all():
+    x, y = x[live], y[live]
+  t = x.shape[0]
+  if t == 1:
+    return float(alpha)
+  if min(x.shape[1], y.shape[1]) < min_size:
+    return float(alpha / t)
+  corr = _rank_correlation(x, y)
+  # The (1 − alpha) quantile of max_i |Z_i| from 50,000 fixed-seed draws of N(0, R)
+  # (deterministic; the Monte Carlo error of the quantile moves the level by ~2% of itself).
+  w, v = np.linalg.eigh(corr)
+  root = v * np.sqrt(np.clip(w, 0.0, None))
+  z = np.random.default_rng(12345).standard_normal((50_000, t)) @ root.T
+  hi = float(np.quantile(np.abs(z).max(axis=1), 1.0 - alpha))
+  return float(np.clip(2.0 * sps.norm.sf(hi), alpha / t, alpha))
+
+
 def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> np.ndarray:
   """Single-step max-T adjusted p-values of T two-sided Mann–Whitney tests on one split.
 
@@ -602,6 +654,8 @@ def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> n
   of SciPy's multivariate normal integral, fixed seed: deterministic). Correlated statistics thus cost less than
   Bonferroni's factor T. Falls back to Bonferroni when either set has fewer
   than ``min_size`` records (where exact MWU p-values are not normal quantiles).
+  A statistic constant over the pooled records (p = 1 under any labelling)
+  gets adjusted p 1 and leaves the family.
 
   Args:
     x: (T, n1) scores of the first set (one row per statistic).
@@ -617,17 +671,19 @@ def maxt_adjusted_mwu(x: Any, y: Any, p_values: Any, *, min_size: int = 20) -> n
   if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] != p.size:
     raise AuditError(f'maxt_adjusted_mwu expects (T, n1), (T, n2) and (T,); got {x.shape}, '
                      f'{y.shape}, {p.shape}')
+  # A statistic constant over the pooled records cannot reject (p = 1 whatever the labels):
+  # it leaves the family, and the others are adjusted among themselves.
+  live = np.ptp(np.concatenate([x, y], axis=1), axis=1) > 0
+  if not live.all():
+    out = np.ones(p.size)
+    if live.any():
+      out[live] = maxt_adjusted_mwu(x[live], y[live], p[live], min_size=min_size)
+    return out
   t = p.size
   bonf = bonferroni_adjusted(p)
   if t == 1 or min(x.shape[1], y.shape[1]) < min_size:
     return bonf
-  ranks = np.stack([sps.rankdata(r) for r in np.concatenate([x, y], axis=1)])
-  ranks -= ranks.mean(1, keepdims=True)
-  norm = np.sqrt(np.sum(ranks * ranks, axis=1))
-  if np.any(norm == 0):   # a constant statistic: its test has no evidence, keep Bonferroni
-    return bonf
-  corr = (ranks @ ranks.T) / np.outer(norm, norm)
-  corr = 0.5 * (corr + corr.T) + 1e-9 * np.eye(t)
+  corr = _rank_correlation(x, y)
   mvn = sps.multivariate_normal(mean=np.zeros(t), cov=corr, allow_singular=True)
   out = np.empty(t)
   for j in range(t):

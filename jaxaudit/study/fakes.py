@@ -40,6 +40,25 @@ Fakes (settings in ``config.fake``):
                 the weaker verifiers' level: the owner imitates a non-member, not a
                 verifier.
   adaptive_aug_unseen  adaptive_unseen with the matching on augmented copies too.
+  adaptive_kl   as adaptive, but Du's whole output distribution is pulled to the
+                owner's verifiers' mean distribution (KL(V̄ ‖ Mu) on Du), not only
+                the true class's confidence: the answers, the confidences and the
+                other classes' mass all look like a model that never saw Du.
+  adaptive_kl_aug  adaptive_kl on Du and on its neighbours (random shifts of up to
+                2 px, as the audit queries, and Gaussian noise).
+  adaptive_correct  matches correctness as well as confidence: Du's φ pulled to
+                M's unseen level (as adaptive_unseen) and, on the hardest records
+                of Du by the owner's verifiers, M taught the verifiers' most likely
+                wrong class, so that Du's accuracy falls to M's accuracy on unseen
+                data (the held-out test split).
+  adaptive_full the combination: KL on Du and its neighbours to the verifiers'
+                distribution sharpened by a temperature fitted on the test split
+                so that its mean φ is M's unseen level, M kept on Dr by distillation.
+  adaptive_full_ce  adaptive_full with the CE keep term.
+
+Every adaptive fake uses the owner's own verifiers: as many as the auditor's K,
+on 15% of Dr like the audit's, with another seed (the owner knows the protocol
+and its defaults; the auditor's seed is its own).
 
 A fake is *flagged* by jaxaudit when the decision is not ``forgotten`` (the
 owner gets no certificate); the table also gives the ``not_forgotten`` rate.
@@ -65,13 +84,42 @@ from jaxaudit.study.groups import Group
 from jaxaudit.study.schema import FAKE_AUDITORS, FAKES, fake_flagged
 from jaxaudit.study.tables import fmt_duration
 
-# The adaptive fakes: name → (augment, keep term, level of Du's confidence).
-ADAPTIVE = {'adaptive': (False, 'distill', 'verifiers'),
-            'adaptive_aug': (True, 'distill', 'verifiers'),
-            'adaptive_ce': (False, 'ce', 'verifiers'),
-            'adaptive_aug_ce': (True, 'ce', 'verifiers'),
-            'adaptive_unseen': (False, 'distill', 'unseen'),
-            'adaptive_aug_unseen': (True, 'distill', 'unseen')}
+@dataclasses.dataclass(frozen=True)
+class AdaptiveSpec:
+  """One adaptive fake: what the owner matches on Du, where, and how M is kept elsewhere.
+
+  Attributes:
+    shift: 0 (exact records of Du only) or the largest random shift in pixels of
+      the augmented copies of Du the matching also runs on (with noise).
+    keep: ``distill`` (M's outputs on Dr) or ``ce`` (cross-entropy on Dr).
+    level: target of Du's confidence, ``verifiers`` (the owner's verifiers'
+      level) or ``unseen`` (M's level on unseen records of the same difficulty).
+    match: ``phi`` (the true class's confidence φ), ``kl`` (the whole output
+      distribution), ``correct`` (φ plus M's unseen accuracy on Du).
+  """
+  shift: int
+  keep: str
+  level: str
+  match: str = 'phi'
+
+
+ADAPTIVE = {'adaptive': AdaptiveSpec(0, 'distill', 'verifiers'),
+            'adaptive_aug': AdaptiveSpec(1, 'distill', 'verifiers'),
+            'adaptive_ce': AdaptiveSpec(0, 'ce', 'verifiers'),
+            'adaptive_aug_ce': AdaptiveSpec(1, 'ce', 'verifiers'),
+            'adaptive_unseen': AdaptiveSpec(0, 'distill', 'unseen'),
+            'adaptive_aug_unseen': AdaptiveSpec(1, 'distill', 'unseen'),
+            'adaptive_kl': AdaptiveSpec(0, 'distill', 'verifiers', 'kl'),
+            'adaptive_kl_aug': AdaptiveSpec(2, 'distill', 'verifiers', 'kl'),
+            'adaptive_correct': AdaptiveSpec(0, 'distill', 'unseen', 'correct'),
+            'adaptive_full': AdaptiveSpec(2, 'distill', 'unseen', 'kl'),
+            'adaptive_full_ce': AdaptiveSpec(2, 'ce', 'unseen', 'kl')}
+
+
+# Settings of the fakes that rewrite a whole distribution or the answers on Du (match 'kl'
+# or 'correct'): 3 epochs at λ = 1, enough to move φ, leave the KL to the target at ~80% of
+# M's on digits; an owner who wants the match trains longer and weighs it more.
+MATCH_DEFAULTS = dict(epochs=10, lr=1e-3, **{'lambda': 5.0})
 
 
 def default_fake_settings():
@@ -90,6 +138,10 @@ def default_fake_settings():
   f.adaptive_epochs = 3
   f.adaptive_lr = 1e-3
   f.adaptive_lambda = 1.0
+  f.peers = True                  # run the peer auditors on every fake
+  f.match_epochs = MATCH_DEFAULTS['epochs']
+  f.match_lr = MATCH_DEFAULTS['lr']
+  f.match_lambda = MATCH_DEFAULTS['lambda']
   return f
 
 
@@ -188,14 +240,21 @@ class AdaptiveObjective:
   """The informed owner's objective (:func:`adaptive_params`), for the one training step.
 
   Keep M on Dr (``keep='ce'``: cross-entropy; ``'distill'``: KL to M plus the
-  squared φ difference) and pull Du's φ to ``a_lvl + b_lvl · φ_V`` of the
-  owner's verifiers, weighted by ``lam``. Batches: (Dr batch, Du batch);
-  aux: (M's params, the owner's verifier params stacked (K, ...)).
+  squared φ difference) and, weighted by ``lam``, rewrite Du:
+  ``match='phi'``: φ pulled to ``a_lvl + b_lvl · φ_V``; ``'correct'``: the same
+  on records of weight 1 and cross-entropy towards the batch's label (a wrong
+  class) on records of weight 0; ``'kl'``: KL(q ‖ Mu) with q the owner's
+  verifiers' mean distribution, sharpened by ``temp`` (softmax(temp · log q)).
+  Batches: (Dr batch, Du batch) — the Du batch's ``y`` is the label to match and
+  its ``w`` the correctness flag; aux: (M's params, the owner's verifier params
+  stacked (K, ...)).
   """
   keep: str
   lam: float
   a_lvl: float
   b_lvl: float
+  match: str = 'phi'
+  temp: float = 1.0
 
   stochastic = False
 
@@ -204,7 +263,8 @@ class AdaptiveObjective:
     import jax.numpy as jnp
     from jaxaudit.tasks.classification import logit_confidence
     from jaxaudit.train.losses import per_example_ce
-    (xr, yr), (xu, yu) = (batches[0].x, batches[0].y), (batches[1].x, batches[1].y)
+    (xr, yr), (xu, yu, wu) = (batches[0].x, batches[0].y), (batches[1].x, batches[1].y,
+                                                             batches[1].w)
     p0, vp = aux
     lr_ = apply_fn(params, xr)
     if self.keep == 'ce':
@@ -214,21 +274,86 @@ class AdaptiveObjective:
       teacher = jax.nn.log_softmax(t_logits)
       kept = (jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - jax.nn.log_softmax(lr_)), -1))
               + jnp.mean((logit_confidence(lr_, yr) - logit_confidence(t_logits, yr)) ** 2))
-    phi_u = logit_confidence(apply_fn(params, xu), yu)
-    phi_v = jax.vmap(lambda q: logit_confidence(apply_fn(q, xu), yu))(vp).mean(0)
-    target = jax.lax.stop_gradient(self.a_lvl + self.b_lvl * phi_v)
-    return kept + self.lam * jnp.mean((phi_u - target) ** 2)
+    lu = apply_fn(params, xu)
+    v_logits = jax.lax.stop_gradient(jax.vmap(lambda q: apply_fn(q, xu))(vp))   # (K, B, C)
+    if self.match == 'kl':
+      log_q = jax.nn.logsumexp(jax.nn.log_softmax(v_logits), axis=0) - jnp.log(v_logits.shape[0])
+      log_q = jax.nn.log_softmax(self.temp * log_q)
+      rewrite = jnp.mean(jnp.sum(jnp.exp(log_q) * (log_q - jax.nn.log_softmax(lu)), -1))
+    else:
+      phi_u = logit_confidence(lu, yu)
+      phi_v = logit_confidence(v_logits, yu).mean(0)
+      target = self.a_lvl + self.b_lvl * phi_v
+      sq = (phi_u - target) ** 2
+      if self.match == 'correct':
+        rewrite = jnp.mean(wu * sq + (1.0 - wu) * per_example_ce(lu, yu))
+      else:
+        rewrite = jnp.mean(sq)
+    return kept + self.lam * rewrite
 
 
-def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment: bool,
-                    keep: str, log, level: str = 'verifiers'):
-  """Fine-tunes M on KEEP(Dr) + λ (φ_Mu − t)² on Du (optionally on augmented Du).
+def _unseen_levels(g, own, spec: AdaptiveSpec) -> dict:
+  """What the owner knows of M on unseen data (the held-out test split), for the target.
 
-  ``keep``: ``distill`` (KL(M ‖ Mu) + (φ_Mu − φ_M)² on Dr: M's outputs kept) or
-  ``ce`` (CE on Dr). ``level``: the target t(x) of Du's confidence, ``verifiers``
-  (φ_V(x), the owner's verifiers' mean) or ``unseen`` (a + b·φ_V(x), the line
-  of M's φ on φ_V fitted on the held-out test split: M's level on unseen
-  records of the same difficulty).
+  Returns dict(a, b: the line of M's φ on the owner's φ_V; temp: the temperature
+  of the verifiers' mean log-distribution whose mean φ is M's; accuracy: M's).
+  """
+  from scipy import optimize, special
+  from jaxaudit.tasks.classification import logit_confidence
+  from jaxaudit.train import predict_logits
+  xt, yt = g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test]
+  lm = np.asarray(predict_logits(g.model, g.params, xt))
+  phi_m = np.asarray(logit_confidence(lm, yt))
+  lv = np.asarray(predict_logits(g.model, own.params, xt, ensemble=True), np.float64)
+  phi_v = np.asarray(logit_confidence(lv, yt)).mean(0)
+  b, a = (float(c) for c in np.polyfit(phi_v, phi_m, 1))
+  log_q = special.logsumexp(special.log_softmax(lv, -1), axis=0) - np.log(len(lv))
+
+  def mean_phi(t):
+    return float(np.mean(logit_confidence(t * log_q, yt)))
+  target = float(phi_m.mean())
+  temp = 1.0
+  if spec.level == 'unseen' and spec.match == 'kl':
+    lo, hi = 0.05, 50.0
+    if (mean_phi(lo) - target) * (mean_phi(hi) - target) < 0:
+      temp = float(optimize.brentq(lambda t: mean_phi(t) - target, lo, hi, xtol=1e-4))
+  return dict(a=a, b=b, temp=temp, accuracy=float(np.mean(np.argmax(lm, -1) == yt)))
+
+
+def _correctness_targets(g, own, accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+  """Per training record: the label to teach on Du and whether to keep it right.
+
+  The hardest records of Du by the owner's verifiers' mean φ get the verifiers'
+  most likely wrong class, as many as bring Du's accuracy to ``accuracy``.
+  Returns (labels (n_train,) int32, keep_right (n_train,) float32).
+  """
+  from jaxaudit.tasks.classification import logit_confidence
+  from jaxaudit.train import predict_logits
+  y = np.asarray(g.dataset.y_train, np.int32).copy()
+  w = np.ones(len(y), np.float32)
+  forget = np.asarray(g.split.forget)
+  xu, yu = g.dataset.x_train[forget], y[forget]
+  lv = np.asarray(predict_logits(g.model, own.params, xu, ensemble=True)).mean(0)
+  phi_v = np.asarray(logit_confidence(lv, yu))
+  n_wrong = int(round((1.0 - accuracy) * len(forget)))
+  hardest = np.argsort(phi_v, kind='stable')[:n_wrong]
+  masked = lv.copy()
+  masked[np.arange(len(yu)), yu] = -np.inf
+  y[forget[hardest]] = np.argmax(masked[hardest], -1)
+  w[forget[hardest]] = 0.0
+  return y, w
+
+
+def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, spec: AdaptiveSpec,
+                    log):
+  """Fine-tunes M on KEEP(Dr) + λ · REWRITE(Du) (:class:`AdaptiveObjective`, :class:`AdaptiveSpec`).
+
+  ``spec.keep``: ``distill`` (KL(M ‖ Mu) + (φ_Mu − φ_M)² on Dr: M's outputs
+  kept) or ``ce`` (CE on Dr). ``spec.level``: the target of Du's confidence,
+  ``verifiers`` (φ_V(x), the owner's verifiers' mean) or ``unseen`` (a + b·φ_V(x),
+  the line of M's φ on φ_V fitted on the held-out test split: M's level on
+  unseen records of the same difficulty). ``spec.match`` and ``spec.shift``:
+  see :class:`AdaptiveSpec`.
   """
   import jax
   import jax.numpy as jnp
@@ -237,47 +362,52 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
   from jaxaudit import workdir as workdir_lib
   from jaxaudit.audit.verifiers import get_verifiers
   from jaxaudit.models import make_apply_fn
-  from jaxaudit.tasks.classification import NOISE_STD, logit_confidence
+  from jaxaudit.tasks.classification import NOISE_STD
   from jaxaudit.train import loop
-  if keep not in ('distill', 'ce'):
-    raise ValueError(f"keep must be 'distill' or 'ce', got {keep!r}")
-  if level not in ('verifiers', 'unseen'):
-    raise ValueError(f"level must be 'verifiers' or 'unseen', got {level!r}")
-  name = (f'adaptive{"_aug" if augment else ""}-e{epochs}-lr{lr:g}-l{lam:g}'
-          + ('-kd' if keep == 'distill' else '') + ('-unseen' if level == 'unseen' else ''))
+  if spec.keep not in ('distill', 'ce'):
+    raise ValueError(f"keep must be 'distill' or 'ce', got {spec.keep!r}")
+  if spec.level not in ('verifiers', 'unseen'):
+    raise ValueError(f"level must be 'verifiers' or 'unseen', got {spec.level!r}")
+  if spec.match not in ('phi', 'kl', 'correct'):
+    raise ValueError(f"match must be 'phi', 'kl' or 'correct', got {spec.match!r}")
+  name = (f'adaptive{"_aug" if spec.shift == 1 else ""}'
+          + (f'_aug{spec.shift}' if spec.shift > 1 else '')
+          + ('' if spec.match == 'phi' else f'_{spec.match}')
+          + f'-e{epochs}-lr{lr:g}-l{lam:g}'
+          + ('-kd' if spec.keep == 'distill' else '')
+          + ('-unseen' if spec.level == 'unseen' else ''))
   path = os.path.join(g.wd, 'models', 'fakes', name)
   if checkpoint.exists(path):
     params, _ = checkpoint.load_checkpoint(path)
     return params
-  # The owner's own verifier-like models (not the auditor's: another seed).
-  own = get_verifiers(g.model, g.dataset, g.split, g.vrecipe, num_verifiers=2, ratio=0.15,
+  # The owner's own verifier-like models (not the auditor's: another seed), as many as K.
+  own = get_verifiers(g.model, g.dataset, g.split, g.vrecipe,
+                      num_verifiers=int(g.settings.num_verifiers), ratio=0.15,
                       member_sample=0, seed=seed + 7919,
                       cache_dir=os.path.join(g.wd, 'fakes_owner_verifiers'), log=log)
   tx = optax.adam(lr)
   image = g.dataset.is_image
-  a_lvl, b_lvl = 0.0, 1.0
-  if level == 'unseen':   # M's φ on unseen records as a line in the owner's φ_V
-    from jaxaudit.train import predict_logits
-    xt, yt = g.dataset.x_test[g.split.test], g.dataset.y_test[g.split.test]
-    phi_m = np.asarray(logit_confidence(predict_logits(g.model, g.params, xt), yt))
-    phi_v = np.asarray(logit_confidence(
-        predict_logits(g.model, own.params, xt, ensemble=True), yt)).mean(0)
-    b_lvl, a_lvl = (float(c) for c in np.polyfit(phi_v, phi_m, 1))
-
-  objective = AdaptiveObjective(keep=keep, lam=float(lam), a_lvl=a_lvl, b_lvl=b_lvl)
+  lv = _unseen_levels(g, own, spec)
+  a_lvl, b_lvl = (lv['a'], lv['b']) if spec.level == 'unseen' else (0.0, 1.0)
+  y_target, w_target = (_correctness_targets(g, own, lv['accuracy']) if spec.match == 'correct'
+                        else (np.asarray(g.dataset.y_train, np.int32),
+                              np.ones(len(g.dataset.y_train), np.float32)))
+  objective = AdaptiveObjective(keep=spec.keep, lam=float(lam), a_lvl=a_lvl, b_lvl=b_lvl,
+                                match=spec.match, temp=lv['temp'])
   apply_fn = make_apply_fn(g.model)
+  shift = int(spec.shift)
 
   @jax.jit
-  def step(p, s, p0, vp, xr, yr, xu, yu, key):
-    if augment:
+  def step(p, s, p0, vp, xr, yr, xu, yu, wu, key):
+    if shift:
       k1, k2, k3 = jax.random.split(key, 3)
       if image:
-        dy, dx = jax.random.randint(k1, (2,), -1, 2)
+        dy, dx = jax.random.randint(k1, (2,), -shift, shift + 1)
         xu = jnp.roll(xu, (dy, dx), axis=(1, 2))
       use_noise = jax.random.bernoulli(k2, 0.5)
       xu = xu + use_noise * NOISE_STD * jax.random.normal(k3, xu.shape)
     ones, idx = jnp.ones(xr.shape[:1], jnp.float32), jnp.zeros(xr.shape[:1], jnp.int32)
-    batches = (loop.Batch(xr, yr, ones, idx), loop.Batch(xu, yu, ones, idx))
+    batches = (loop.Batch(xr, yr, ones, idx), loop.Batch(xu, yu, wu, idx))
     return loop.train_step(apply_fn, tx, objective, p, s, batches, aux=(p0, vp))
 
   x, y = g.dataset.x_train, g.dataset.y_train
@@ -295,7 +425,8 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, augment
     for i in range(0, len(order) - b + 1, b):
       r = order[i:i + b]
       u = rng.choice(forget, b, replace=len(forget) < b)
-      p, s, val = step(p, s, p0, vp, x[r], y[r], x[u], y[u], jax.random.fold_in(key, steps))
+      p, s, val = step(p, s, p0, vp, x[r], y[r], x[u], y_target[u], w_target[u],
+                       jax.random.fold_in(key, steps))
       steps += 1
     log(f'[fake] {name}: epoch {e + 1}/{epochs} loss {float(val):.4f}')
   params = jax.block_until_ready(p)
@@ -334,10 +465,15 @@ def make_fake(g, name: str, fs, seed: int, log):
     return Target.from_params(m, laundered_params(g, seed, int(fs.launder_copies),
                                                   float(fs.launder_noise), log), name=name)
   if name in ADAPTIVE:
-    augment, keep, level = ADAPTIVE[name]
+    spec = ADAPTIVE[name]
+    if spec.match == 'phi':
+      epochs, lr, lam = fs.adaptive_epochs, fs.adaptive_lr, fs.adaptive_lambda
+    else:   # a whole distribution or the answers: a longer, heavier rewrite
+      epochs = fs.get('match_epochs', MATCH_DEFAULTS['epochs'])
+      lr = fs.get('match_lr', MATCH_DEFAULTS['lr'])
+      lam = fs.get('match_lambda', MATCH_DEFAULTS['lambda'])
     return Target.from_params(m, adaptive_params(
-        g, seed, epochs=int(fs.adaptive_epochs), lr=float(fs.adaptive_lr),
-        lam=float(fs.adaptive_lambda), augment=augment, keep=keep, level=level, log=log),
+        g, seed, epochs=int(epochs), lr=float(lr), lam=float(lam), spec=spec, log=log),
         name=name)
   raise ValueError(f'unknown fake {name!r}; choose from {FAKES}')
 
@@ -353,6 +489,32 @@ def _target_accuracy(g, target) -> dict:
     lg = target.logits(x[None], np.arange(len(x)), ('identity',), g.dataset.num_classes)[0]
     out[set_name] = float(accuracy(lg, yv))
   return out
+
+
+def _family_inputs(r) -> dict:
+  """What a record-statistic family's verdict needs besides the statistics
+  (:func:`jaxaudit.study.robustness.family_verdict`)."""
+  d = r.details
+  ref = d.get('reference_check') or {}
+  return dict(member_auc=d.get('member_auc'), reference_ok=ref.get('ok'),
+              utility_collapse=d.get('utility_collapse'), n_tests=d.get('n_tests'),
+              test_level=d.get('test_level'), sizes=d.get('sizes'))
+
+
+def _save_statistics(g, name: str, r) -> str | None:
+  """Writes the audit's per-record statistics of Du and D_ref (``forget/NAME``,
+  ``ref/NAME`` arrays) to ``GROUP_WD/fake_statistics/FAKE.npz``; returns its path
+  relative to the group workdir (None when the audit ran no test)."""
+  import io
+  rs = r.details.get('record_statistics')
+  if not rs:
+    return None
+  buf = io.BytesIO()
+  np.savez(buf, **{f'{k}/{n}': np.asarray(v, np.float64) for k, per in rs.items()
+                   for n, v in per.items()})
+  rel = os.path.join('fake_statistics', f'{name}.npz')
+  io_utils.write_bytes(os.path.join(g.wd, rel), buf.getvalue())
+  return rel
 
 
 def audit_fake(g, name: str, fs, seed: int, log) -> dict:
@@ -373,11 +535,16 @@ def audit_fake(g, name: str, fs, seed: int, log) -> dict:
                        effect_auc=r.effect_auc, forgetting_score=r.forgetting_score,
                        forgetting_score_ci=r.forgetting_score_ci, power=r.power,
                        exact_inputs_masked=r.details.get('exact_inputs_masked'),
-                       tests=r.details.get('tests'))
+                       tests=r.details.get('tests'), **_family_inputs(r))
+    row['statistics_file'] = _save_statistics(g, name, r)
     row['timing']['audit_s'] = time.time() - t1
   except Exception as e:   # noqa: BLE001 — recorded, the experiment goes on
     row['error'] = f'{type(e).__name__}: {e}'
     log(f'[fake] {name}: {row["error"]}')
+    return row
+  if not fs.get('peers', True):
+    row['peers'] = {}
+    row['timing']['row_s'] = time.time() - t0
     return row
   req = peers_lib.PeerRequest(
       g.dataset, g.split, g.model, g.recipe, seed=seed, alpha=float(g.settings.test.alpha),

@@ -15,7 +15,8 @@ AUDITOR_ORDER = ('ours', 'population_mia', 'heuristics', 'rmia', 'lira', 'ulira'
 # The fakes of a dishonest model owner (``honest_retrain`` is the control).
 FAKES = ('honest_retrain', 'noop', 'lazy', 'mask_scale', 'mask_uniform', 'temperature', 'noise',
          'laundering', 'adaptive', 'adaptive_aug', 'adaptive_ce', 'adaptive_aug_ce',
-         'adaptive_unseen', 'adaptive_aug_unseen')
+         'adaptive_unseen', 'adaptive_aug_unseen', 'adaptive_kl', 'adaptive_kl_aug',
+         'adaptive_correct', 'adaptive_full', 'adaptive_full_ce')
 # The auditors run on every fake.
 FAKE_AUDITORS = ('ours', 'population_mia', 'lira', 'rmia', 'heuristics')
 # The method name of the reference row (M itself, no unlearning) and its family.

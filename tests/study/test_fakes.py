@@ -75,8 +75,11 @@ def test_unknown_fake_and_keep_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match='unknown fake'):
     fu.run_fakes(c, str(tmp_path), [0], log=lambda s: None)
   with pytest.raises(ValueError, match='keep must be'):
-    fu.adaptive_params(None, 0, epochs=1, lr=1e-3, lam=1.0, augment=False, keep='mse',
-                       log=print)
+    fu.adaptive_params(None, 0, epochs=1, lr=1e-3, lam=1.0,
+                       spec=fu.AdaptiveSpec(0, 'mse', 'verifiers'), log=print)
+  with pytest.raises(ValueError, match='match must be'):
+    fu.adaptive_params(None, 0, epochs=1, lr=1e-3, lam=1.0,
+                       spec=fu.AdaptiveSpec(0, 'ce', 'verifiers', 'logits'), log=print)
 
 
 def test_masked_fn_changes_only_exact_records():
