@@ -90,7 +90,8 @@ class AdaptiveSpec:
 
   Attributes:
     shift: 0 (exact records of Du only) or the largest random shift in pixels of
-      the augmented copies of Du the matching also runs on (with noise).
+      the augmented copies of Du the matching also runs on (with noise): every
+      step matches the exact records of its Du batch and one augmented copy of each.
     keep: ``distill`` (M's outputs on Dr) or ``ce`` (cross-entropy on Dr).
     level: target of Du's confidence, ``verifiers`` (the owner's verifiers'
       level) or ``unseen`` (M's level on unseen records of the same difficulty).
@@ -285,8 +286,10 @@ class AdaptiveObjective:
       phi_v = logit_confidence(v_logits, yu).mean(0)
       target = self.a_lvl + self.b_lvl * phi_v
       sq = (phi_u - target) ** 2
-      if self.match == 'correct':
-        rewrite = jnp.mean(wu * sq + (1.0 - wu) * per_example_ce(lu, yu))
+      if self.match == 'correct':   # each part averaged over its own records
+        rewrite = (jnp.sum(wu * sq) / jnp.maximum(jnp.sum(wu), 1.0)
+                   + jnp.sum((1.0 - wu) * per_example_ce(lu, yu))
+                   / jnp.maximum(jnp.sum(1.0 - wu), 1.0))
       else:
         rewrite = jnp.mean(sq)
     return kept + self.lam * rewrite
@@ -375,7 +378,9 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, spec: A
           + ('' if spec.match == 'phi' else f'_{spec.match}')
           + f'-e{epochs}-lr{lr:g}-l{lam:g}'
           + ('-kd' if spec.keep == 'distill' else '')
-          + ('-unseen' if spec.level == 'unseen' else ''))
+          + ('-unseen' if spec.level == 'unseen' else '')
+          + ('-x' if spec.shift else '')          # exact + augmented Du in every step
+          + ('-b' if spec.match == 'correct' else ''))   # balanced flip term
   path = os.path.join(g.wd, 'models', 'fakes', name)
   if checkpoint.exists(path):
     params, _ = checkpoint.load_checkpoint(path)
@@ -399,13 +404,16 @@ def adaptive_params(g, seed: int, *, epochs: int, lr: float, lam: float, spec: A
 
   @jax.jit
   def step(p, s, p0, vp, xr, yr, xu, yu, wu, key):
-    if shift:
+    if shift:   # the exact records and one augmented copy of each, every step
       k1, k2, k3 = jax.random.split(key, 3)
+      xa = xu
       if image:
         dy, dx = jax.random.randint(k1, (2,), -shift, shift + 1)
-        xu = jnp.roll(xu, (dy, dx), axis=(1, 2))
+        xa = jnp.roll(xa, (dy, dx), axis=(1, 2))
       use_noise = jax.random.bernoulli(k2, 0.5)
-      xu = xu + use_noise * NOISE_STD * jax.random.normal(k3, xu.shape)
+      xa = xa + use_noise * NOISE_STD * jax.random.normal(k3, xa.shape)
+      xu, yu, wu = (jnp.concatenate([xu, xa]), jnp.concatenate([yu, yu]),
+                    jnp.concatenate([wu, wu]))
     ones, idx = jnp.ones(xr.shape[:1], jnp.float32), jnp.zeros(xr.shape[:1], jnp.int32)
     batches = (loop.Batch(xr, yr, ones, idx), loop.Batch(xu, yu, wu, idx))
     return loop.train_step(apply_fn, tx, objective, p, s, batches, aux=(p0, vp))
