@@ -57,10 +57,14 @@ def get_config(arg: str = 'local'):
                                                          forget_settings='random30'))
   c.protocol = ml_collections.ConfigDict()
   c.protocol.family = 'all'            # used only when no development stage runs
+  # Fakes compared with the honest retrain model by model (the two that no family caught
+  # on the development rows): KL(retrain ‖ fake) on Du against M's on unseen records.
+  c.protocol.distance_fakes = 'adaptive_kl_aug,adaptive_full_ce'
   if arg == 'tiny':
     c.protocol.stages = ('development/digits_mlp/random30/0/honest_retrain+noop+adaptive_kl;'
                          'confirmation/digits_mlp/random30/100/honest_retrain+adaptive_correct')
     c.fake.match_epochs = 2
+    c.protocol.distance_fakes = 'adaptive_correct'
     return c
   if arg != 'local':
     raise ValueError(f'unknown robustness variant {arg!r}: local or tiny')

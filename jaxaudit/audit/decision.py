@@ -355,7 +355,7 @@ def loo_statistics(phi_verifiers: dict[str, np.ndarray], du: str = 'forget', ref
     cal_v = {s: np.asarray(v, np.float64)[:, others].mean(1) for s, v in phi_verifiers.items()}
     cal, _ = regression_calibrate(tgt, cal_v)
     gap = neighbour_residual(tgt, cal_v)
-    phi = evidence.family(evidence.PHI_STATISTICS, cal[du].shape[0], False)
+    phi = evidence.family(evidence.PHI_STATISTICS, cal[du].shape[0], None)
     sc = {s: evidence.compute(phi, evidence.RecordSet(cal[s], None if gap is None else gap[s],
                                                       None)) for s in (du, ref)}
     out.update(_stat_dict(sc, f'loo{k}_', du, ref))
@@ -582,9 +582,13 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   if (signals_du is None) != (signals_ref is None):
     raise AuditError('signals_du and signals_ref must be given together')
   s = settings
-  names = evidence.family(s.statistics, cal_du.shape[0], signals_du is not None)
-  s_du = evidence.compute(names, evidence.RecordSet(cal_du, gap_du, signals_du))
-  s_ref = evidence.compute(names, evidence.RecordSet(cal_ref, gap_ref, signals_ref))
+  # Every statistic the audit can compute is kept as evidence (record_statistics); the
+  # test uses the family of the settings.
+  every = evidence.family(tuple(evidence.STATISTICS), cal_du.shape[0], signals_du)
+  all_du = evidence.compute(every, evidence.RecordSet(cal_du, gap_du, signals_du))
+  all_ref = evidence.compute(every, evidence.RecordSet(cal_ref, gap_ref, signals_ref))
+  names = evidence.family(s.statistics, cal_du.shape[0], signals_du)
+  s_du, s_ref = evidence.with_spreads(names, all_du, all_ref)
   fam = record_family_test(s_du, s_ref, combine=s.combine, alpha=s.alpha)
   tests, combine_used, test_level = fam['tests'], fam['combine'], fam['test_level']
   adjusted = [tests[k]['p_adjusted'] for k in tests]
@@ -646,8 +650,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
               p_record=float(p_record), class_level=extra_test,
               alpha=s.alpha, tests=tests, n_tests=n_tests, combine=combine_used,
               test_level=float(test_level),
-              record_statistics=dict(forget={k: v.tolist() for k, v in s_du.items()},
-                                     ref={k: v.tolist() for k, v in s_ref.items()}),
+              record_statistics=dict(forget={k: v.tolist() for k, v in all_du.items()},
+                                     ref={k: v.tolist() for k, v in all_ref.items()}),
               exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
               member_auc=float(member_auc), power=power, power_target=s.power_target,

@@ -35,6 +35,9 @@ class Signals(NamedTuple):
     correct_target: (n,) in [0, 1], the audited model's per-record utility on
       the exact view (top-1 correctness for classifiers).
     correct_verifiers: (K, n) the same for each verifier.
+    kl_ensemble: (A, n) divergence of the audited model's output from the
+      verifier ensemble's (the mixture of their outputs), or None where the
+      task has no such notion.
   """
   phi_target: np.ndarray
   phi_verifiers: np.ndarray
@@ -44,6 +47,7 @@ class Signals(NamedTuple):
   kl: np.ndarray
   correct_target: np.ndarray
   correct_verifiers: np.ndarray
+  kl_ensemble: np.ndarray | None = None
 
 
 def nonfinite_records(outputs) -> np.ndarray:

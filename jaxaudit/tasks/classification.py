@@ -114,8 +114,13 @@ def _signals(target_logits, verifier_logits, labels):
   top_v = jnp.argmax(verifier_logits, -1)
   agreement = (top_v == top_t[:, None, :]).astype(jnp.float32)
   kl = kl_divergence(target_logits[:, None], verifier_logits)
+  # KL(Mu ‖ mixture of the verifiers' distributions).
+  log_mix = (jax.nn.logsumexp(jax.nn.log_softmax(verifier_logits, -1), axis=1)
+             - jnp.log(verifier_logits.shape[1]))
+  lt = jax.nn.log_softmax(target_logits, -1)
+  kl_ens = jnp.sum(jnp.exp(lt) * (lt - log_mix), axis=-1)
   return (phi_t, phi_v, calibrated, loss_t, agreement, kl,
-          (top_t[0] == labels), (top_v[0] == labels[None]))
+          (top_t[0] == labels), (top_v[0] == labels[None]), kl_ens)
 
 
 def check_logits(logits, num_classes: int, name: str, *, allow_nonfinite: bool = False

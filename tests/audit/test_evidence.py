@@ -28,11 +28,13 @@ def _set(rng, n, a=3, k=3, c=5, shift=None):
   return compute_signals(tl, vl, y), tl, vl, y
 
 
+def _logsm(z):
+  z = np.asarray(z, np.float64)
+  return z - np.log(np.sum(np.exp(z - z.max()))) - z.max()
+
+
 def _naive_kl(p_logits, q_logits):
-  def logsm(z):
-    z = np.asarray(z, np.float64)
-    return z - np.log(np.sum(np.exp(z - z.max())) ) - z.max()
-  lp, lq = logsm(p_logits), logsm(q_logits)
+  lp, lq = _logsm(p_logits), _logsm(q_logits)
   return float(np.sum(np.exp(lp) * (lp - lq)))
 
 
@@ -41,8 +43,14 @@ def test_each_statistic_equals_a_naive_loop():
   sig, tl, vl, y = _set(rng, 40, a=4, k=3)
   cal = rng.normal(size=(4, 40))
   rs = evidence.RecordSet(cal, None, sig)
-  got = evidence.compute(DEFAULT_STATISTICS, rs)
+  got = evidence.compute(tuple(evidence.STATISTICS), rs)
   for i in range(40):
+    mix = np.log(np.mean([np.exp(_logsm(vl[0, k, i])) for k in range(3)], axis=0))
+    lt = _logsm(tl[0, i])
+    assert got['kl_ensemble'][i] == pytest.approx(np.sum(np.exp(lt) * (lt - mix)), rel=1e-4,
+                                                  abs=1e-5)
+    agree = np.mean([np.argmax(vl[0, k, i]) == np.argmax(tl[0, i]) for k in range(3)])
+    assert got['agreement'][i] == pytest.approx(agree)
     right_t = float(np.argmax(tl[0, i]) == y[i])
     right_v = np.mean([float(np.argmax(vl[0, k, i]) == y[i]) for k in range(3)])
     assert got['correct'][i] == pytest.approx(right_t - right_v)
@@ -106,9 +114,16 @@ def test_an_output_rewrite_on_du_is_caught_as_altered():
 
 
 def test_family_without_signals_or_neighbours():
-  assert evidence.family(DEFAULT_STATISTICS, 1, False) == ('exact',)
-  assert evidence.family(DEFAULT_STATISTICS, 3, False) == ('exact', 'neighbours', 'gap')
-  assert evidence.family(DEFAULT_STATISTICS, 1, True) == ('exact', 'correct', 'kl')
+  rng = np.random.default_rng(0)
+  sig, *_ = _set(rng, 10)
+  every = tuple(evidence.STATISTICS)
+  assert evidence.family(every, 1, None) == ('exact', 'exact_spread')
+  assert evidence.family(every, 3, None) == ('exact', 'neighbours', 'gap', 'exact_spread',
+                                             'neighbours_spread', 'gap_spread')
+  assert evidence.family(every, 1, sig) == ('exact', 'correct', 'kl', 'kl_ensemble', 'agreement',
+                                            'exact_spread', 'kl_ensemble_spread')
+  # A task without the ensemble divergence (Signals.kl_ensemble None) leaves it out.
+  assert 'kl_ensemble' not in evidence.family(every, 3, sig._replace(kl_ensemble=None))
 
 
 def test_critical_level_between_bonferroni_and_alpha():
@@ -119,6 +134,34 @@ def test_critical_level_between_bonferroni_and_alpha():
   ind = stats.maxt_critical_level(rng.normal(size=(4, 300)), rng.normal(size=(4, 400)), 0.05)
   sidak = 1 - 0.95 ** 0.25
   assert ind == pytest.approx(sidak, rel=0.1) and 0.05 / 4 <= ind <= 0.05
+
+
+def test_spread_is_a_scale_test_on_the_pooled_median():
+  """B_spread = |B − pooled median|: a Du squeezed around the centre is caught, a shifted
+  one is not its business; both sets share one median."""
+  rng = np.random.default_rng(2)
+  du, ref = 0.4 * rng.normal(size=300), rng.normal(size=600)
+  s_du, s_ref = evidence.with_spreads(('exact', 'exact_spread'), {'exact': du}, {'exact': ref})
+  med = np.median(np.concatenate([du, ref]))
+  np.testing.assert_allclose(s_du['exact_spread'], np.abs(du - med))
+  np.testing.assert_allclose(s_ref['exact_spread'], np.abs(ref - med))
+  assert stats.mann_whitney(s_du['exact_spread'], s_ref['exact_spread']).p_value < 1e-6
+  assert stats.mann_whitney(du, ref).p_value > 0.01
+
+
+def test_maxt_matches_a_permutation_reference_for_many_statistics():
+  """The Monte Carlo max-T of 9 correlated statistics agrees with a permutation max-T."""
+  rng = np.random.default_rng(5)
+  base = rng.normal(size=(1, 700))
+  pool = np.concatenate([base + 0.7 * rng.normal(size=(6, 700)), rng.normal(size=(3, 700))])
+  pool[3] = np.round(pool[3])                    # ties
+  pool[:, :200] += 0.08
+  x, y = pool[:, :200], pool[:, 200:]
+  p = [stats.mann_whitney(a, b).p_value for a, b in zip(x, y)]
+  got = stats.maxt_adjusted_mwu(x, y, p)
+  ref = stats.permutation_maxt_mwu(x, y, n_perm=4000, seed=1)
+  np.testing.assert_allclose(got, ref, atol=0.03)
+  assert np.all(got >= np.asarray(p) - 1e-12) and np.all(got <= 9 * np.asarray(p) + 1e-12)
 
 
 def test_constant_statistic_leaves_the_family():

@@ -3,6 +3,7 @@ offline family verdict (equal to the live audit's) and the selection rule."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from jaxaudit.audit.decision import DEFAULT_STATISTICS
@@ -44,13 +45,19 @@ def test_report_has_both_phases_and_a_chosen_family(run):
   noop = next(t for t in out['development'] if t['fake'] == 'noop')
   assert noop['caught'] == 1 and noop['draws'] == 1
   assert '## Family selection' in out['markdown'] and 'Confirmation' in out['markdown']
+  # Every stored statistic has a mean AUC per fake; the retrain distance covers M and the fake.
+  assert {a['fake'] for a in out['aucs']} >= {'honest_retrain', 'noop', 'adaptive_kl'}
+  assert all(0.0 <= v <= 1.0 for a in out['aucs'] for v in a['auc'].values())
+  assert {d['model'] for d in out['retrain_distance']} == {'original', 'adaptive_correct'}
+  assert all(np.isfinite(d['kl_retrain_du']) and d['kl_retrain_du'] >= 0
+             for d in out['retrain_distance'])
 
 
 def test_selection_rule_prefers_detection_then_fewer_false_alarms():
-  cands = [dict(family='a', min_detection=0.9, fa_rate=0.1, statistics=[1, 2]),
-           dict(family='b', min_detection=0.9, fa_rate=0.0, statistics=[1, 2, 3]),
-           dict(family='c', min_detection=0.8, fa_rate=0.0, statistics=[1]),
-           dict(family='d', min_detection=0.9, fa_rate=0.0, statistics=[1, 2, 3, 4])]
+  c = lambda f, n90, mean, fa, k: dict(family=f, cells_at_90=n90, mean_detection=mean,
+                                       fa_rate=fa, statistics=list(range(k)))
+  cands = [c('a', 5, 0.90, 0.1, 2), c('b', 5, 0.90, 0.0, 3), c('c', 4, 0.99, 0.0, 1),
+           c('d', 5, 0.90, 0.0, 4), c('e', 5, 0.85, 0.0, 1)]
   assert max(cands, key=robustness.selection_key)['family'] == 'b'
 
 
