@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.audit.member_sample = 1000
   c.audit.test_sample = 2000
   c.audit.verifier_epochs = ml_collections.FieldReference(None, field_type=int)
+  # The record statistics of the ignorance test (jaxaudit.audit.evidence), comma-separated,
+  # 'exact' first; 'default' is decision.DEFAULT_STATISTICS.
+  c.audit.statistics = 'default'
   # SISA (Bourtoule et al. 2021; jaxaudit.train.sisa). With shards > 0,
   # `jaxaudit train` also trains a SISA original (WORKDIR/models/sisa): `shards`
   # constituent models, each trained on its shard of D in `slices` incremental
@@ -231,7 +234,15 @@ def audit_settings(config):
       member_sample=int(a.get('member_sample', 1000)),
       test_sample=int(a.get('test_sample', 2000)),
       verifier_epochs=a.get('verifier_epochs'), seed=int(a.get('seed', config.seed)),
-      test=TestSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05))))
+      test=TestSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05)),
+                        **_statistics(a.get('statistics', 'default'))))
+
+
+def _statistics(value) -> dict:
+  """``config.audit.statistics`` as TestSettings keywords ('default': none)."""
+  if value in (None, '', 'default'):
+    return {}
+  return dict(statistics=tuple(v.strip() for v in str(value).split(',') if v.strip()))
 
 
 def method_key(config, name: str) -> jax.Array:

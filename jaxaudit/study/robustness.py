@@ -102,7 +102,12 @@ def run_stage(config, workdir: str, stage: dict, log: Callable[[str], None] = pr
                              log=log)
   keys = {f'{stage["entry"]}/{stage["forget"]}/s{s}/fake:{n}' for s in stage['seeds']
           for n in stage['fakes']}
-  return [dict(r, stage_dir=sd, phase=stage['phase']) for r in rows if r.get('key') in keys]
+  out, seen = [], set()
+  for r in rows:   # one row per key (two writers of one results file may both finish one)
+    if r.get('key') in keys and r['key'] not in seen:
+      seen.add(r['key'])
+      out.append(dict(r, stage_dir=sd, phase=stage['phase']))
+  return out
 
 
 def load_statistics(row: dict) -> dict[str, dict[str, np.ndarray]] | None:
@@ -168,8 +173,10 @@ def rate_table(rows: list[dict]) -> list[dict]:
   """Per (setting, fake): caught k/n with a 95% Clopper–Pearson interval, the decisions,
   which statistics rejected in how many draws, and Du / test accuracy of the fake.
 
-  ``rows`` carry ``verdict`` (:func:`evaluate`). For the honest retrain "caught"
-  is the false-alarm rate.
+  ``rows`` carry ``verdict`` (:func:`evaluate`). "Caught" is any decision but
+  ``forgotten`` (no certificate); for the honest retrain the false-alarm rate
+  is the ``not_forgotten`` rate (a rejection of H0; ``inconclusive`` is a
+  lack of power, not an alarm).
   """
   out = []
   settings = sorted({(r['phase'], r['entry'], r['forget']) for r in rows})
@@ -191,8 +198,11 @@ def rate_table(rows: list[dict]) -> list[dict]:
       acc = {kk: (float(np.mean([a[kk] for a in accs if a.get(kk) is not None]))
                   if any(a.get(kk) is not None for a in accs) else None)
              for kk in ('forget', 'test')}
+      k_nf = int(decisions.get('not_forgotten', 0))
+      nf_ci = stats.clopper_pearson(k_nf, n) if n else (float('nan'), float('nan'))
       out.append(dict(phase=phase, setting=f'{entry}/{forget}', fake=f, caught=k, draws=n,
-                      rate=(k / n if n else float('nan')), ci=[lo, hi], decisions=decisions,
+                      rate=(k / n if n else float('nan')), ci=[lo, hi],
+                      not_forgotten=k_nf, not_forgotten_ci=list(nf_ci), decisions=decisions,
                       catching=catch, acc_forget=acc['forget'], acc_test=acc['test']))
   return out
 
@@ -278,7 +288,7 @@ def select_family(dev_rows: list[dict]) -> tuple[str, list[dict]]:
     fakes = [t for t in table if t['fake'] != 'honest_retrain' and t['draws']]
     honest = [t for t in table if t['fake'] == 'honest_retrain']
     worst = min(fakes, key=lambda t: t['rate']) if fakes else None
-    fa_k, fa_n = sum(t['caught'] for t in honest), sum(t['draws'] for t in honest)
+    fa_k, fa_n = sum(t['not_forgotten'] for t in honest), sum(t['draws'] for t in honest)
     summary.append(dict(family=name, statistics=list(fam),
                         cells_at_90=sum(t['rate'] >= 0.9 for t in fakes), cells=len(fakes),
                         mean_detection=float(np.mean([t['rate'] for t in fakes])) if fakes
@@ -300,14 +310,17 @@ def selection_key(summary: dict) -> tuple:
 
 def markdown(table: list[dict], *, title: str) -> str:
   """A rate table as markdown."""
-  lines = [f'### {title}', '', '| setting | fake | caught | 95% CI | decisions | caught by '
-           '(draws) | Du acc | test acc |', '|---|---|---|---|---|---|---|---|']
+  lines = [f'### {title}', '', '| setting | fake | caught | 95% CI | not_forgotten [95% CI] | '
+           'decisions | caught by (draws) | Du acc | test acc |',
+           '|---|---|---|---|---|---|---|---|---|']
   for t in table:
     dec = ', '.join(f'{k}: {v}' for k, v in sorted(t['decisions'].items(), key=lambda kv: -kv[1]))
     cat = ', '.join(f'{k} {v}' for k, v in sorted(t['catching'].items(), key=lambda kv: -kv[1]))
     fmt = lambda v: 'n/a' if v is None else f'{100 * v:.1f}%'
     lines.append(f'| {t["setting"]} | {t["fake"]} | {t["caught"]}/{t["draws"]} | '
-                 f'[{t["ci"][0]:.2f}, {t["ci"][1]:.2f}] | {dec} | {cat or "-"} | '
+                 f'[{t["ci"][0]:.2f}, {t["ci"][1]:.2f}] | {t["not_forgotten"]}/{t["draws"]} '
+                 f'[{t["not_forgotten_ci"][0]:.2f}, {t["not_forgotten_ci"][1]:.2f}] | '
+                 f'{dec} | {cat or "-"} | '
                  f'{fmt(t["acc_forget"])} | {fmt(t["acc_test"])} |')
   return '\n'.join(lines) + '\n'
 
