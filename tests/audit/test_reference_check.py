@@ -151,12 +151,12 @@ def test_combine_reports_the_bonferroni_fallback_of_maxt():
   rng = np.random.default_rng(9)
   small = ignorance_test(rng.normal(size=(2, 10)), rng.normal(size=(2, 30)), None, np.zeros(10),
                          np.zeros(30), TestSettings(n_boot=20))
-  assert small['combine'] == 'bonferroni' and small['n_tests'] == 3
+  assert small['combine'] == 'bonferroni' and small['n_tests'] == 6   # φ statistics + spreads
   big = ignorance_test(rng.normal(size=(2, 40)), rng.normal(size=(2, 60)), None, np.zeros(40),
                        np.zeros(60), TestSettings(n_boot=20))
   assert big['combine'] == 'maxt'
   one = ignorance_test(rng.normal(size=(1, 40)), rng.normal(size=(1, 60)), None, np.zeros(40),
-                       np.zeros(60), TestSettings(n_boot=20))
+                       np.zeros(60), TestSettings(n_boot=20, statistics=('exact',)))
   from jaxaudit.audit.report import combination_text
   assert combination_text(dict(n_tests=one['n_tests'], combine=one['combine'])) == \
       'one statistic, no adjustment'
