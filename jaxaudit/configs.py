@@ -10,6 +10,8 @@ from typing import Any
 
 import ml_collections
 
+import os
+
 import jax
 
 from jaxaudit.data import AuditSplit, Dataset, load_dataset, make_split
@@ -216,6 +218,20 @@ def sisa_expect(config) -> dict[str, Any]:
   if sett['strategy'] == 'auto':   # the backend's choice: any is fine
     del sett['strategy']
   return sett
+
+
+def load_config_module(name: str, beside: str):
+  """The config file ``NAME.py`` in the folder of the file ``beside``, loaded by path.
+
+  Config files are loaded by path (``--config=experiments/configs/x.py``), not as
+  a package, so one that builds on another loads it with this.
+  """
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.abspath(beside)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_jaxaudit_config_{name}', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
 
 
 def audit_settings(config):

@@ -22,18 +22,14 @@ Peers are off (the fake study's peer columns are docs/STUDY.md's); `tiny` is the
       --workdir=runs/robustness
 """
 
-import importlib.util
-import os
 
 import ml_collections
 
+from jaxaudit.configs import load_config_module
+
 
 def _sweep_local():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sweep_local.py')
-  spec = importlib.util.spec_from_file_location('_jaxaudit_config_sweep_local', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return load_config_module('sweep_local', __file__)
 
 
 def get_config(arg: str = 'local'):

@@ -14,10 +14,10 @@ the NeurIPS-23 score with 5 + 5 models and U-LiRA for every method.
 Args: ``full`` (everything) or one of ``digits``, ``mnist``, ``cifar10``.
 """
 
-import importlib.util
-import os
 
 import ml_collections
+
+from jaxaudit.configs import load_config_module
 
 MLP_METHODS = ('original,retrain,finetune,cf_k,eu_k,l1_sparse,gradient_ascent,'
                'gradient_ascent_early,ga_finetune,neggrad_plus,random_label,relabel_finetune,'
@@ -27,11 +27,7 @@ CONV_METHODS = MLP_METHODS + ',ct'
 
 
 def _local():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sweep_local.py')
-  spec = importlib.util.spec_from_file_location('_jaxaudit_sweep_local', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return load_config_module('sweep_local', __file__)
 
 
 def get_config(arg: str = 'full'):

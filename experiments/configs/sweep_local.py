@@ -28,10 +28,9 @@ Args: ``local`` (the study), ``digits`` / ``mnist`` (one data set), ``tiny``
 (tests: digits MLP, 2 methods, a few epochs).
 """
 
-import importlib.util
-import os
-
 import ml_collections
+
+from jaxaudit.configs import load_config_module
 
 # The methods of the study (>= 10). CT needs conv kernels: CNN entries only. `original` is
 # the reference row: M itself, audited without any unlearning.
@@ -46,11 +45,7 @@ CHEAP = ('original,retrain,finetune,gradient_ascent,gradient_ascent_early,neggra
 
 def load_base(name: str, arg: str = 'local') -> ml_collections.ConfigDict:
   """get_config(arg) of experiments/configs/NAME.py (loaded by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'_jaxaudit_config_{name}', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return load_config_module(name, __file__).get_config(arg)
 
 
 def digits_mlp():

@@ -16,22 +16,15 @@ import numpy as np
 import pytest
 from scipy import special
 
-from experiments.configs import sweep_local
 from jaxaudit.study import fakes as fu
 from jaxaudit.study.groups import Group
+from tests.study.test_fakes import small_config
 
 
 @pytest.fixture(scope='module')
 def group(tmp_path_factory):
-  c = sweep_local.get_config('tiny')
-  c.peers.lira_shadows = 0
-  c.peers.rmia_refs = 0
-  t = c.entries.digits_mlp.config
-  t.model_kwargs.hidden = (128,)
-  t.train.epochs = 40
-  t.audit.verifier_epochs = 40
   wd = str(tmp_path_factory.mktemp('fakes_targeted'))
-  return Group(c, wd, ('digits_mlp', 'random30', 0), lambda s: None)
+  return Group(small_config(), wd, ('digits_mlp', 'random30', 0), lambda s: None)
 
 
 def _logits(g, params, x):
