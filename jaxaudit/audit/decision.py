@@ -28,9 +28,13 @@ Statistics (per record, A views: the exact record and augmented neighbours):
            memorised beyond what generalises to their neighbours (an adaptive
            fake that suppressed only part of it), negative where they are
            masked. Without the fit (``gap`` not given) it is c_0(x) − c̄(x).
-Each is compared between Du and D_ref by a two-sided Mann–Whitney test; the
-p-values are adjusted for the family by single-step max-T on the joint normal
-law of the rank sums (``combine='maxt'``; correlated statistics cost less than
+These three are the φ statistics; the test's family (``TestSettings.statistics``)
+adds more from the registry :mod:`jaxaudit.audit.evidence` — by default
+correctness beyond the verifiers', the spreads of the φ statistics and the
+divergence from the verifiers' mixture (chosen on development data, see
+BUILD_NOTES.md "Fake robustness"). Each is compared between Du and D_ref by a
+two-sided Mann–Whitney test; the p-values are adjusted for the family by
+single-step max-T on the joint normal law of the rank sums (``combine='maxt'``; correlated statistics cost less than
 Bonferroni's factor, see :func:`jaxaudit.audit.stats.maxt_adjusted_mwu`) or by
 Bonferroni (``combine='bonferroni'``, valid under any dependence). The pooled
 fits (β, the gap regression) are symmetric functions of Du ∪ D_ref ∪ members,
