@@ -128,8 +128,12 @@ def run(argv: list[str] | None = None) -> None:
     print(command_help(command, module))
     raise SystemExit(0)
 
-  run_guarded(f'jaxaudit {command}', module.main, sys.argv,
-              before=lambda: _resolve_config(command, cleared))
+  def before():
+    _resolve_config(command, cleared)
+    from jaxaudit.commands import common
+    common.start_compilation_cache()   # computing commands: the persistent XLA cache
+
+  run_guarded(f'jaxaudit {command}', module.main, sys.argv, before=before)
 
 
 def run_guarded(name: str, main, argv: list[str], before=None) -> None:

@@ -5,6 +5,10 @@ import os
 import numpy as np
 import pytest
 
+# Tests never write into the user's home: no persistent XLA compilation cache
+# (jaxaudit.compilation), neither here nor in the CLI subprocesses the tests start.
+os.environ['JAXAUDIT_NO_COMPILATION_CACHE'] = '1'
+
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
 
 

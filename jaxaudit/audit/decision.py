@@ -301,9 +301,55 @@ def _direction(tests: dict[str, dict[str, float]], level: float) -> tuple[str, b
   return ('remembers' if up[best] else 'damaged'), False
 
 
+def _bootstrap_indices(sizes: tuple[int, ...], n_boot: int, seed: int) -> list[np.ndarray]:
+  """(n_boot, n) resampling indices of each set, drawn replicate by replicate."""
+  rng = np.random.default_rng([int(seed), 15485863])
+  draws: list[list[np.ndarray]] = [[] for _ in sizes]
+  for _ in range(n_boot):
+    for k, n in enumerate(sizes):
+      draws[k].append(rng.integers(0, n, n))
+  return [np.asarray(d, np.int32).reshape(n_boot, n) for d, n in zip(draws, sizes)]
+
+
 def forgetting_score_ci(du, ref, members, *, level: float = 0.95, n_boot: int = 500,
-                        seed: int = 0) -> tuple[float, float]:
+                        seed: int = 0, min_sizes: tuple[int, int, int] = (0, 0, 0)
+                        ) -> tuple[float, float]:
   """Percentile-bootstrap interval of the (clipped) :func:`forgetting_score`, within [0, 1].
+
+  Each set is resampled independently; replicates where the score is
+  undefined (members not separated from D_ref) are dropped, and if more than
+  half are, the interval is (nan, nan). The replicates run as one batched
+  XLA program (:func:`jaxaudit.audit.batched.forgetting_score_ci_from_indices`)
+  over sets padded to shape buckets; the resampling indices are those of
+  :func:`forgetting_score_ci_reference`, which it equals.
+
+  Args:
+    du, ref, members: (n,) exact-view calibrated scores of each set.
+    level: coverage.
+    n_boot: resamples.
+    seed: resampling seed.
+    min_sizes: pad each set as if it had at least this many records (caps on
+      the sizes known to the caller: one compiled program for every request).
+  Returns:
+    (low, high) with 0 ≤ low ≤ high ≤ 1, or (nan, nan).
+  """
+  from jaxaudit.audit import batched
+  from jaxaudit.compilation import bucket_size
+  sets = [np.asarray(a, np.float32).reshape(-1) for a in (du, ref, members)]
+  idx = _bootstrap_indices(tuple(len(a) for a in sets), n_boot, seed)
+  args, idx_p = [], []
+  for a, i, cap in zip(sets, idx, min_sizes):
+    m = bucket_size(max(len(a), int(cap)), bits=1)      # powers of two: few programs
+    args += [np.concatenate([a, np.zeros(m - len(a), np.float32)]), np.arange(m) < len(a)]
+    idx_p.append(np.concatenate([i, np.zeros((n_boot, m - len(a)), np.int32)], axis=1))
+  lo, hi = batched.forgetting_score_ci_from_indices(*args, *idx_p, level)
+  return float(lo), float(hi)
+
+
+def forgetting_score_ci_reference(du, ref, members, *, level: float = 0.95, n_boot: int = 500,
+                        seed: int = 0) -> tuple[float, float]:
+  """NumPy reference of :func:`forgetting_score_ci` (one replicate at a time; the tests
+  compare the batched version with it).
 
   Each set is resampled independently; replicates where the score is
   undefined (members not separated from D_ref) are dropped, and if more than
@@ -537,7 +583,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                    gap_ref: np.ndarray | None = None,
                    reference: dict[str, Any] | None = None,
                    signals_du: Signals | None = None,
-                   signals_ref: Signals | None = None) -> dict[str, Any]:
+                   signals_ref: Signals | None = None,
+                   size_caps: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
   """Runs the test on calibrated scores.
 
   Args:
@@ -564,6 +611,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     signals_du: the task's Signals of Du (A views, n_du records), for the
       statistics beyond φ (``settings.statistics``); None: φ statistics only.
     signals_ref: the same for D_ref (given together with ``signals_du``).
+    size_caps: caps on (n_du, n_ref, n_members) known to the caller, for the
+      shape buckets of the batched programs (see :func:`forgetting_score_ci`).
   Returns:
     A JSON-serialisable dict: decision, direction, p_value, tests (per
     statistic: raw and family-adjusted p, AUC), test_level, record_statistics
@@ -626,7 +675,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     fs = forgetting_score(cal_du[0], cal_ref[0], cal_members[0])
     if np.isfinite(fs):
       fs_ci = forgetting_score_ci(cal_du[0], cal_ref[0], cal_members[0], n_boot=s.n_boot,
-                                  seed=s.seed)
+                                  seed=s.seed, min_sizes=size_caps)
 
   # Per-record evidence: is each Du record more familiar than unseen data?
   per_record_score = cal_du.mean(0)

@@ -87,7 +87,8 @@ class Target:
     return np.asarray([pos[int(i)] for i in ids])
 
   def logits(self, views_x: np.ndarray, ids: np.ndarray, views: tuple[str, ...], task,
-             *, test: bool = False, allow_nonfinite: bool = False) -> np.ndarray:
+             *, test: bool = False, allow_nonfinite: bool = False,
+             min_records: int = 0) -> np.ndarray:
     """Outputs (A, n, *output_shape) of Mu on A views of n records ((A, n, C) logits).
 
     Args:
@@ -99,6 +100,9 @@ class Target:
       test: whether ids index the test split.
       allow_nonfinite: return NaN/inf logits instead of raising (the audit
         runner turns them into a verdict); shapes and dtypes are still checked.
+      min_records: a Flax target evaluates as if n were at least this (a cap on
+        n known to the caller: one compiled program for every request);
+        ignored by functions and tables.
     Returns:
       (A, n, C) float32 logits.
     """
@@ -123,7 +127,7 @@ class Target:
       logits = np.asarray(self.fn(flat))
     else:
       from jaxaudit.train import predict_logits
-      logits = predict_logits(self.model, self.params, flat)
+      logits = predict_logits(self.model, self.params, flat, min_records=a * int(min_records))
     if logits.shape[:1] != (a * n,):
       raise AuditError(f'{self.name} returned logits of shape {logits.shape} for {a * n} inputs')
     logits = task.check_outputs(logits, f'logits of {self.name}', allow_nonfinite=allow_nonfinite)

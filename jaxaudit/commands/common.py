@@ -18,3 +18,30 @@ def define_config_and_workdir(workdir_required: bool = True) -> None:
       'Fields can be overridden, e.g. --config.train.epochs=5.', lock_config=False)
   flags.DEFINE_string('workdir', None, 'Directory for splits, checkpoints and reports.',
                       required=workdir_required)
+
+
+def define_compilation_cache() -> None:
+  """--compilation_cache, for the commands that compile programs (train, unlearn, audit, demo)."""
+  flags.DEFINE_string(
+      'compilation_cache', None,
+      'Directory of the persistent XLA compilation cache, shared by every run (programs '
+      'compiled once are loaded by later processes). Default: $JAXAUDIT_CACHE_DIR, else '
+      '$XDG_CACHE_HOME/jaxaudit/xla, else ~/.cache/jaxaudit/xla; "" or "none" disables it, '
+      'as does the environment variable JAXAUDIT_NO_COMPILATION_CACHE=1.')
+
+
+def start_compilation_cache() -> str | None:
+  """Enables the persistent compilation cache named by --compilation_cache (at start-up).
+
+  Returns:
+    The cache directory, or None (the command defines no such flag, the flag
+    or the environment disables the cache, or the directory is unusable).
+  """
+  from jaxaudit import compilation
+  fv = flags.FLAGS
+  if 'compilation_cache' not in fv:
+    return None
+  value = fv.compilation_cache
+  if value is not None and value.strip().lower() in ('', 'none'):
+    return None
+  return compilation.enable_persistent_cache(value)

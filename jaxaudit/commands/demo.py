@@ -19,6 +19,7 @@ from jaxaudit.errors import ConfigError
 
 DEFAULT_WORKDIR = 'runs/demo'
 common.define_config_and_workdir(workdir_required=False)
+common.define_compilation_cache()
 flags.DEFINE_list('methods', ['retrain', 'finetune', 'gradient_ascent'], 'Methods to run.')
 FLAGS = flags.FLAGS
 

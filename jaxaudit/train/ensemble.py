@@ -5,7 +5,10 @@ into the device-resident training pool, padded to a common length with a
 mask). One epoch of all K members is a single jitted XLA program: batches are
 gathered on the device and the steps run under ``lax.scan``, so there is no
 per-step host round trip. The Python loop only iterates over epochs (for
-progress reporting) and reuses the same compiled program each time.
+progress reporting) and reuses the same compiled program each time. The
+common length is padded further to a bucketed number of steps
+(:func:`pad_subsets`), so that subsets of nearby sizes (verifiers of another
+request) share the program too.
 
 Members are batched either with ``jax.vmap`` (one program, the model axis
 vectorised) or with ``jax.lax.map`` (one program, members run one after the
@@ -33,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaudit.compilation import bucket_size
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
@@ -42,6 +46,7 @@ from jaxaudit.train.memory import check_fits
 from jaxaudit.train.recipe import Recipe, make_base_optimizer
 
 Params = Any
+STEP_BUCKET_BITS = 4   # steps per epoch are padded to 4 significant bits (<= 12.5% more)
 
 
 class TrainResult(NamedTuple):
@@ -162,7 +167,45 @@ def _check_inputs(x, y, subsets, masks, keys, input_shape):
 def as_targets(y) -> jax.Array:
   """Device targets: floating arrays keep their dtype, anything else becomes int32."""
   y = y if isinstance(y, jax.Array) else np.asarray(y)
-  return jnp.asarray(y) if jnp.issubdtype(y.dtype, jnp.floating) else jnp.asarray(y, jnp.int32)
+  return as_device(y, y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else jnp.int32)
+
+
+def as_device(a, dtype) -> jax.Array:
+  """``a`` as a device array of ``dtype``.
+
+  Host arrays are converted by NumPy and transferred with ``jax.device_put``,
+  which compiles nothing (``jnp.asarray`` of a NumPy array compiles a small
+  program per shape); device arrays are cast only when their dtype differs.
+  """
+  if isinstance(a, jax.Array):
+    return a if a.dtype == dtype else a.astype(dtype)
+  return jax.device_put(np.asarray(a, dtype=dtype))
+
+
+def pad_subsets(subsets: np.ndarray, masks: np.ndarray, batch_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Pads (K, M) subsets and masks to a bucketed number of whole batches.
+
+  The steps per epoch, ceil(M / B), are rounded up by
+  :func:`jaxaudit.compilation.bucket_size` with 4 significant bits (at most
+  12.5% more steps), so that requests whose subsets differ a little in size
+  share one compiled epoch program. Padding changes no result: the shuffle
+  draws one number per position, padding sorts last, all-padding steps leave
+  the state untouched and the schedule counts live steps only.
+
+  Returns:
+    (subsets (K, S·B) int32, masks (K, S·B) bool), padded slots 0 / False.
+  """
+  k, m = subsets.shape
+  steps = bucket_size(max(math.ceil(m / batch_size), 1), bits=STEP_BUCKET_BITS)
+  width = steps * batch_size
+  if width == m:
+    return subsets, masks
+  idx = np.zeros((k, width), np.int32)
+  mask = np.zeros((k, width), bool)
+  idx[:, :m] = subsets
+  mask[:, :m] = masks
+  return idx, mask
 
 
 def as_keys(keys) -> jax.Array:
@@ -219,17 +262,19 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
              parallel=strategy == 'vmap', what='training')
 
   steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
-  init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy, steps,
+  subsets, masks = pad_subsets(subsets, masks, recipe.batch_size)
+  init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy,
+                                                subsets.shape[1] // recipe.batch_size,
                                                 input_shape, loss)
   split = jax.vmap(member_keys)(keys)
   init_keys, data_keys = split
   params = init_all(init_keys) if init_params is None else jax.tree.map(jnp.array, init_params)
   opt_state, t = opt_init_all(params)
   carry = (params, opt_state, t)
-  x = jnp.asarray(x, jnp.float32)
+  x = as_device(x, jnp.float32)
   y = as_targets(y)
-  subsets_d = jnp.asarray(subsets, jnp.int32)
-  masks_d = jnp.asarray(masks)
+  subsets_d = as_device(subsets, jnp.int32)
+  masks_d = as_device(masks, jnp.bool_)
   losses, bads = [], []
   for epoch in range(recipe.epochs):
     carry, (loss, bad) = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch),

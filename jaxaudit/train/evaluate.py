@@ -1,7 +1,11 @@
 """Batched evaluation of one model or a stacked ensemble, in one compiled program.
 
-Records are padded to a multiple of the batch size and run under ``lax.map``
-so that every call with the same (N, batch size) reuses one program.
+Records are padded on the host to a bucket of sizes and run under ``lax.map``
+(:func:`padded_layout`): up to ``batch_size`` records, one batch whose rows
+are rounded up to a power of two; beyond, batches of ``batch_size`` rows and
+a bucketed number of batches. Requests of nearby sizes (every audit queries
+sets of its own size) therefore reuse one compiled program, and no per-N
+padding or slicing program is compiled (both happen in NumPy).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxaudit.compilation import bucket_size
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn
 from jaxaudit.train.devices import resolve_strategy
@@ -37,30 +41,58 @@ def _logits_program(model: nn.Module, batch_size: int, ensemble: bool, strategy:
   return jax.jit(fn)
 
 
+# Batches per call beyond one: powers of two up to 8, then 3 significant bits (<= 25% padding).
+STEPS_POW2_UPTO = 8
+
+
+def padded_layout(n: int, batch_size: int) -> tuple[int, int]:
+  """(steps, rows per step) of the bucketed layout of n records (n >= 0).
+
+  Up to ``batch_size`` records: one step, rows rounded up to a power of two
+  (at most ``batch_size``); beyond: batches of ``batch_size`` rows, their
+  number rounded up by :func:`jaxaudit.compilation.bucket_size` (powers of two
+  up to :data:`STEPS_POW2_UPTO`, then 3 significant bits).
+  """
+  batch_size = max(1, int(batch_size))
+  if n <= batch_size:
+    return 1, max(1, min(batch_size, bucket_size(n, bits=1)))
+  steps = math.ceil(n / batch_size)
+  return bucket_size(steps, bits=3, pow2_upto=STEPS_POW2_UPTO), batch_size
+
+
 def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512,
-                   ensemble: bool = False, strategy: str = 'auto') -> np.ndarray:
+                   ensemble: bool = False, strategy: str = 'auto',
+                   min_records: int = 0) -> np.ndarray:
   """Logits of one model or K stacked models.
+
+  The records are padded on the host to :func:`padded_layout` (a shape
+  bucket, so nearby N share one compiled program) and the padding is sliced
+  off; a record's logits do not depend on the padding (up to float32
+  rounding where the batch shape differs).
 
   Args:
     model: the Linen module.
     params: a single model's params, or stacked (K, ...) when ``ensemble``.
-    x: (N, *input_shape) inputs.
+    x: (N, *input_shape) inputs (NumPy or a JAX array, copied to the host).
     batch_size: records per step (the last batch is padded).
     ensemble: whether params carry a leading model axis.
     strategy: ``vmap`` / ``map`` over models (``auto``: as for training).
+    min_records: pad to the layout of at least this many records: a caller
+      whose N varies under a known cap (the audit's class-matched samples)
+      passes the cap, so that every request runs one program.
   Returns:
     float32 logits, (N, C) or (K, N, C), as a NumPy array.
   """
   strategy = resolve_strategy(strategy, model)
-  x = jnp.asarray(x, jnp.float32)
+  x = np.asarray(x, np.float32)
   n = x.shape[0]
-  b = max(1, min(batch_size, n))
-  steps = max(math.ceil(n / b), 1)
-  xp = jnp.pad(x, ((0, steps * b - n),) + ((0, 0),) * (x.ndim - 1))
+  steps, b = padded_layout(max(n, int(min_records)), batch_size)
+  xp = np.zeros((steps * b,) + x.shape[1:], np.float32)
+  xp[:n] = x
   xb = xp.reshape((steps, b) + x.shape[1:])
-  out = _logits_program(model, b, ensemble, strategy)(params, xb)
+  out = np.asarray(_logits_program(model, b, ensemble, strategy)(params, xb))
   out = out.reshape(out.shape[:-3] + (steps * b, out.shape[-1]))
-  return np.asarray(out[..., :n, :])
+  return np.ascontiguousarray(out[..., :n, :])
 
 
 def accuracy(logits, y) -> np.ndarray:
@@ -82,7 +114,9 @@ def sisa_predict_proba(model: nn.Module, params: Params, x, *, batch_size: int =
     (N, C) float32 probabilities.
   """
   logits = predict_logits(model, params, x, batch_size=batch_size, ensemble=True)
-  return np.asarray(jnp.mean(jax.nn.softmax(jnp.asarray(logits), axis=-1), axis=0))
+  # On the host: eager jnp ops would compile one program per N.
+  z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return (z / z.sum(axis=-1, keepdims=True)).mean(axis=0).astype(np.float32)
 
 
 def sisa_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512) -> np.ndarray:
