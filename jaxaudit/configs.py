@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
   # The record statistics of the ignorance test (jaxaudit.audit.evidence), comma-separated,
   # 'exact' first; 'default' is decision.DEFAULT_STATISTICS.
   c.audit.statistics = 'default'
+  # Members of the verifier bank (WORKDIR/bank) used by `audit --bank` and `audit --requests`.
+  c.audit.bank_size = 64
   # SISA (Bourtoule et al. 2021; jaxaudit.train.sisa). With shards > 0,
   # `jaxaudit train` also trains a SISA original (WORKDIR/models/sisa): `shards`
   # constituent models, each trained on its shard of D in `slices` incremental
@@ -128,6 +130,8 @@ def validate_config(cfg: ml_collections.ConfigDict, *, training: bool = False) -
       _int_field(audit.get(name), f'audit.{name}', 0)
   if audit.get('verifier_epochs') is not None:
     _int_field(audit.get('verifier_epochs'), 'audit.verifier_epochs', 1, MAX_EPOCHS)
+  if audit.get('bank_size') is not None:
+    _int_field(audit.get('bank_size'), 'audit.bank_size', 8, 4096)
   recipe = recipe_from_config(cfg)
   _int_field(recipe.epochs, 'train.epochs', 1 if training else 0, MAX_EPOCHS)
   _int_field(recipe.batch_size, 'train.batch_size', 1)

@@ -174,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,
               out_dir: str | None = None, overwrite: bool = False,
-              reference_file: str | None = None,
+              reference_file: str | None = None, use_bank: bool = False,
+              groups_file: str | None = None,
               log: Callable[[str], None] = log_to_stdout):
   """Audits one model of a workdir and writes its report.
 
@@ -188,6 +189,9 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
       trained on; it replaces the split's D_ref, and the audit's reference
       self-check refuses it (``invalid_reference``) when it is not
       exchangeable with Du.
+    use_bank: draw each record's verifiers from the workdir's verifier bank
+      (:func:`workdir_bank`; built once) instead of training K for this request.
+    groups_file: the units of deletion of the bank (see :func:`run_stream_audit`).
   Returns:
     (AuditResult, report directory).
   """
@@ -205,13 +209,107 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
   tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
   out = out_dir or os.path.join(workdir, 'audits', tgt.name)
   io_utils.check_replaceable(out, overwrite=overwrite, what='report directory')
+  bank = None
+  if use_bank:
+    from jaxaudit.audit.requests import read_groups
+    k, b = int(config.audit.num_verifiers), int(config.audit.get('bank_size', 64))
+    if b < 2 * k:
+      raise ConfigError(f'a bank of {b} members leaves too few OUT members for K={k} verifiers '
+                        f'per record; set config.audit.bank_size >= {2 * k}')
+    groups = read_groups(groups_file, len(dataset.x_train)) if groups_file else None
+    bank = workdir_bank(config, dataset, split, workdir, groups=groups, log=log)
   result = audit(tgt, dataset, split, verifier_model=model_from_config(config, dataset),
                  recipe=recipe_from_config(config), settings=audit_settings(config),
-                 cache_dir=os.path.join(workdir, 'verifiers'), log=log, reference=reference)
+                 cache_dir=os.path.join(workdir, 'verifiers'), log=log, reference=reference,
+                 bank=bank)
   write_report(result, out, overwrite=overwrite)
   log(f'[audit] {tgt.name}: {result.summary()}')
   log(f'[audit] report: {os.path.join(out, "report.md")}')
   return result, out
+
+
+def workdir_bank(config, dataset, split, workdir: str, *, groups=None,
+                 log: Callable[[str], None] = log_to_stdout):
+  """The workdir's verifier bank (WORKDIR/bank; WORKDIR/bank-GROUPSHASH for given groups),
+  built or grown to ``config.audit.bank_size`` members with the config's model and recipe."""
+  import hashlib
+  from jaxaudit.audit import bank as bank_lib
+  from jaxaudit.tasks import for_dataset
+  name = 'bank' if groups is None else 'bank-' + hashlib.sha256(
+      np.asarray(groups, np.int64).tobytes()).hexdigest()[:12]
+  return bank_lib.build_bank(
+      model_from_config(config, dataset), dataset, split.train, recipe_from_config(config),
+      size=int(config.audit.get('bank_size', 64)), groups=groups,
+      ratio=float(config.audit.get('subset_ratio', 0.15)),
+      member_sample=int(config.audit.get('member_sample', 1000)),
+      seed=int(config.audit.get('seed', config.seed)), path=os.path.join(workdir, name),
+      loss=for_dataset(dataset).loss(), log=log)
+
+
+def run_stream_audit(config, workdir: str, requests_file: str, *, target: str | None = None,
+                     logits_file: str | None = None, groups_file: str | None = None,
+                     out_dir: str | None = None, overwrite: bool = False, batch: int = 256,
+                     log: Callable[[str], None] = log_to_stdout):
+  """Audits one model against every deletion request of a requests file.
+
+  Each request gets a verdict from the per-record test against the
+  workdir's verifier bank (:mod:`jaxaudit.audit.stream`); verdicts are
+  appended to OUT/verdicts.jsonl batch by batch, and a rerun skips the
+  requests already there (resume). OUT/summary.json and summary.md hold the
+  verdict table, the p-value histogram and the flagged records.
+
+  Args:
+    requests_file: JSON lines (:func:`jaxaudit.audit.requests.read_requests`).
+    groups_file: (n_pool,) group ids (.npy/.npz) for ``groups`` requests and the bank's
+      units of deletion (None: every record its own group).
+    out_dir: default WORKDIR/streams/TARGET.
+    batch: requests per batched program.
+  Returns:
+    (summary dict, output directory).
+  """
+  from jaxaudit.audit import requests as requests_lib
+  from jaxaudit.audit.stream import StreamAuditor, StreamSettings
+  if out_dir:
+    io_utils.check_replaceable(out_dir, overwrite=overwrite, what='--out directory')
+  if target and not logits_file:
+    checkpoint.load_meta(target_path(workdir, target))
+  dataset = preflight(config, workdir)
+  dataset, split = prepare(config, workdir, log, dataset=dataset)
+  groups = requests_lib.read_groups(groups_file, len(dataset.x_train)) if groups_file else None
+  reqs = requests_lib.read_requests(requests_file, train=split.train, groups=groups)
+  tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
+  out = out_dir or os.path.join(workdir, 'streams', tgt.name)
+  if os.path.exists(out) and not io_utils.written_by_jaxaudit(out) and not overwrite:
+    io_utils.check_replaceable(out, overwrite=False, what='stream report directory')
+  os.makedirs(out, exist_ok=True)
+  io_utils.mark(out, 'stream_audit')
+  done = requests_lib.done_ids(out)
+  todo = [r for r in reqs if r[0] not in done]
+  log(f'[stream] {len(reqs)} requests in {requests_file}: {len(done & {r[0] for r in reqs})} '
+      f'already audited, {len(todo)} to go')
+  a = config.audit
+  settings = StreamSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05)),
+                            ref_sample=int(a.get('ref_sample', 5000)),
+                            seed=int(a.get('seed', config.seed)))
+  if todo:
+    bank = workdir_bank(config, dataset, split, workdir, groups=groups, log=log)
+    model = model_from_config(config, dataset)
+    auditor = StreamAuditor(tgt, dataset, split, bank, model, settings, log=log)
+    t0 = time.time()
+    for i in range(0, len(todo), batch):
+      for r in auditor.audit(todo[i:i + batch]):
+        io_utils.append_jsonl(os.path.join(out, requests_lib.VERDICTS), r)
+      log(f'[stream] {min(i + batch, len(todo))}/{len(todo)} requests ({time.time() - t0:.1f}s)')
+  ids = {r[0] for r in reqs}
+  rows = [r for r in io_utils.read_jsonl(os.path.join(out, requests_lib.VERDICTS))
+          if str(r['id']) in ids]
+  summ = requests_lib.summary(rows, settings.alpha)
+  io_utils.write_json(os.path.join(out, 'summary.json'), summ)
+  io_utils.write_text(os.path.join(out, 'summary.md'), requests_lib.summary_markdown(summ,
+                                                                                      tgt.name))
+  log(f'[stream] {tgt.name}: ' + ', '.join(f'{k} {v}' for k, v in summ['decisions'].items()))
+  log(f'[stream] report: {os.path.join(out, "summary.md")}')
+  return summ, out
 
 
 def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, *,

@@ -116,3 +116,45 @@ def test_audit_with_a_user_reference_file(tmp_path):
            f'--out={tmp_path}/a2', *settings], tmp_path)
   assert r.returncode == 0, r.stderr
   assert json.load(open(tmp_path / 'a2' / 'report.json'))['decision'] == 'invalid_reference'
+
+
+def test_audit_requests_one_verdict_each_and_resume(tmp_path):
+  """`audit --requests`: validated before work, one verdict per request, resumable; `--bank`."""
+  w = str(tmp_path / 'w')
+  r = run(['train', f'--workdir={w}', TINY, '--config.split.train_size=600',
+           '--config.split.forget_size=60', '--config.train_retrain=False',
+           '--config.audit.bank_size=12', '--config.audit.ref_sample=200',
+           '--config.audit.num_verifiers=3'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  split = np.load(os.path.join(w, 'split.npz'))
+  train, ref = split['train'], split['ref']
+  reqs = tmp_path / 'requests.jsonl'
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text(json.dumps({'id': 'a', 'records': [int(ref[0])]}) + '\n')
+  r = run(['audit', f'--workdir={w}', '--target=original', f'--requests={bad}'], tmp_path)
+  assert r.returncode == 1 and 'not in the training set D' in r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1 and not os.path.exists(os.path.join(w, 'bank'))
+  lines = [{'id': f'u{i}', 'records': [int(v) for v in train[5 * i:5 * i + 1 + i % 5]]}
+           for i in range(6)]
+  reqs.write_text(''.join(json.dumps(l) + '\n' for l in lines[:4]))
+  r = run(['audit', f'--workdir={w}', '--target=original', f'--requests={reqs}'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  out = os.path.join(w, 'streams', 'original')
+  rows = [json.loads(l) for l in open(os.path.join(out, 'verdicts.jsonl'))]
+  assert [x['id'] for x in rows] == ['u0', 'u1', 'u2', 'u3']
+  assert all(x['decision'] in ('forgotten', 'not_forgotten', 'inconclusive') for x in rows)
+  assert os.path.isfile(os.path.join(out, 'summary.md'))
+  # Resume: two more requests; the first four are not audited again.
+  reqs.write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  r = run(['audit', f'--workdir={w}', '--target=original', f'--requests={reqs}'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert '4 already audited, 2 to go' in r.stdout
+  rows2 = [json.loads(l) for l in open(os.path.join(out, 'verdicts.jsonl'))]
+  assert rows2[:4] == rows and [x['id'] for x in rows2[4:]] == ['u4', 'u5']
+  summ = json.load(open(os.path.join(out, 'summary.json')))
+  assert summ['requests'] == 6 and sum(summ['decisions'].values()) == 6
+  # The single audit with the bank trains no verifier.
+  r = run(['audit', f'--workdir={w}', '--target=original', '--bank'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  rep = json.load(open(os.path.join(w, 'audits', 'original', 'report.json')))
+  assert rep['verifiers']['source'] == 'bank' and rep['cost']['models_trained'] == 0

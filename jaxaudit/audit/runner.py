@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jaxaudit.audit import bank as bank_lib
 from jaxaudit.audit import decision as decision_lib
 from jaxaudit.audit import reference as reference_lib
 from jaxaudit.tasks import Signals, Task, for_dataset, nonfinite_records
@@ -125,12 +126,26 @@ def _validate_request(dataset: Dataset, split: AuditSplit) -> None:
     raise AuditError(f'the audit needs at least 2 records in Du, got {len(split.forget)}')
 
 
-def _ensemble_logits(model, params, views_x: np.ndarray) -> np.ndarray:
-  """(A, n, ...) inputs -> (A, K, n, C) logits of a stacked ensemble."""
+def _ensemble_logits(model, params, views_x: np.ndarray, cap: int = 0) -> np.ndarray:
+  """(A, n, ...) inputs -> (A, K, n, C) logits of a stacked ensemble (n <= cap: one program)."""
   a, n = views_x.shape[:2]
   flat = views_x.reshape((a * n,) + views_x.shape[2:])
-  lg = predict_logits(model, params, flat, ensemble=True)           # (K, A*n, C)
+  lg = predict_logits(model, params, flat, ensemble=True, min_records=a * cap)   # (K, A*n, C)
   return np.transpose(lg.reshape(lg.shape[0], a, n, -1), (1, 0, 2, 3))
+
+
+def _verifier_logits(vs, verifier_model, views_x: np.ndarray, idx: np.ndarray, *,
+                     pseudo: bool, views: tuple[str, ...], offset: int = 0,
+                     cap: int = 0) -> np.ndarray:
+  """(A, n, ...) inputs of records idx -> (A, K, n, C) outputs of the audit's verifiers.
+
+  A VerifierSet runs all K models on every record; bank verifiers
+  (:class:`jaxaudit.audit.bank.BankVerifiers`) run each record's own K members
+  (``pseudo``: records outside D's groups; ``offset`` keeps test ids apart).
+  """
+  if isinstance(vs, bank_lib.BankVerifiers):
+    return vs.logits(views_x, idx, pseudo=pseudo, views=views, offset=offset)
+  return _ensemble_logits(verifier_model, vs.params, views_x, cap)
 
 
 def _memo_logits(memo: dict | None, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -302,12 +317,23 @@ def _matched(strata: np.ndarray | None, forget, pool, size: int, seed: int):
 
 def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
                     cache_dir: str | None = None, verifiers: VerifierSet | None = None,
-                    memo: dict | None = None, log: Callable[[str], None] = lambda s: None
-                    ) -> Verifiers:
-  """Step 2: trains or loads one verifier set per ratio (or checks a given one)."""
+                    memo: dict | None = None, bank: bank_lib.VerifierBank | None = None,
+                    bank_cache: dict | None = None,
+                    log: Callable[[str], None] = lambda s: None) -> Verifiers:
+  """Step 2: trains or loads one verifier set per ratio (or checks a given one), or
+  draws each record's verifiers from a bank (nothing trained)."""
   models_trained = 0
-  candidates: list[VerifierSet] = []
-  if verifiers is not None:
+  candidates: list = []
+  if bank is not None and p.task.needs_unseen_verifiers(p.dataset, p.split, settings):
+    log('[audit] this request needs verifiers that never saw any of Du (whole classes): '
+        'training fresh ones instead of using the bank')
+    bank = None
+  if bank is not None:
+    _check_bank(bank, p.split)
+    members = np.setdiff1d(bank.member_records(), p.split.forget)
+    candidates.append(bank_lib.BankVerifiers(bank, verifier_model, settings.num_verifiers,
+                                             settings.seed, members, bank_cache))
+  elif verifiers is not None:
     check_disjoint(p.split, verifiers.subsets, verifiers.members)
     candidates.append(verifiers)
   else:
@@ -326,6 +352,15 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
   return Verifiers(candidates, models_trained, sum(v.wall_time_s for v in candidates))
 
 
+def _check_bank(bank: bank_lib.VerifierBank, split: AuditSplit) -> None:
+  """The bank must have been built over this split's D (AuditError otherwise)."""
+  train = np.asarray(split.train)
+  if (len(bank.record_group) <= int(train.max()) or np.any(bank.record_group[train] < 0)
+      or int(np.sum(bank.record_group >= 0)) != len(train)):
+    raise AuditError('the verifier bank was built over another training set D than this '
+                     "request's; build one for this split")
+
+
 def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: AuditSettings, *,
           memo: dict | None = None) -> Queries:
   """Step 3: queries Mu and the verifiers on every view of D_ref, Du and the members.
@@ -334,13 +369,17 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
   whose mean D_ref utility is closest); verifier outputs are memoised per request.
   """
   x, y, task = p.dataset.x_train, p.dataset.y_train, p.task
-  xq_ref = task.query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed)
-  tl_ref = target.logits(xq_ref, p.ref_idx, p.views, task, allow_nonfinite=True)
+  cap = {'ref': min(settings.ref_sample, len(p.split.ref)), 'forget': 0}   # sample size caps
+  xq_ref = task.query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed,
+                            min_records=cap['ref'])
+  tl_ref = target.logits(xq_ref, p.ref_idx, p.views, task, allow_nonfinite=True,
+                         min_records=cap['ref'])
   acc_target_ref = float(task.utility(np.nan_to_num(tl_ref[0]), y[p.ref_idx]))
   chosen, vl_ref = None, None
   for vs in v.candidates:
     lg = _memo_logits(memo, (vs.cache_key, 'ref', p.dataset.fingerprint, p.views, settings.seed),
-                      lambda: _ensemble_logits(verifier_model, vs.params, xq_ref))
+                      lambda: _verifier_logits(vs, verifier_model, xq_ref, p.ref_idx,
+                                               pseudo=True, views=p.views, cap=cap['ref']))
     gap = abs(float(np.mean(task.utility(lg[0], y[p.ref_idx]))) - acc_target_ref)
     if chosen is None or gap < chosen[0]:
       chosen, vl_ref = (gap, vs), lg
@@ -351,14 +390,18 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
                                     settings.member_sample, settings.seed)
   else:
     mem_idx, mem_matched = members, False
+  cap['members'] = min(settings.member_sample, len(members))
   sets = {'ref': (p.ref_idx, xq_ref, tl_ref, vl_ref)}
   for name, idx in (('forget', np.asarray(p.split.forget)), ('members', mem_idx)):
     if len(idx) == 0:
       continue
-    xq = task.query_views(x[idx], idx, p.views, seed=settings.seed)
-    sets[name] = (idx, xq, target.logits(xq, idx, p.views, task, allow_nonfinite=True),
+    xq = task.query_views(x[idx], idx, p.views, seed=settings.seed, min_records=cap[name])
+    sets[name] = (idx, xq, target.logits(xq, idx, p.views, task, allow_nonfinite=True,
+                                         min_records=cap[name]),
                   _memo_logits(memo, (vs.cache_key, name, p.views, settings.seed),
-                               lambda: _ensemble_logits(verifier_model, vs.params, xq)))
+                               lambda: _verifier_logits(vs, verifier_model, xq, idx,
+                                                        pseudo=name != 'forget', views=p.views,
+                                                        cap=cap[name])))
   nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
   return Queries(vs, sets, mem_matched, nonfinite)
 
@@ -393,8 +436,9 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
     if not target.is_table:
       raise
     log(f'[audit] no test accuracy for {target.name}: {e}')
-  vl_test = _memo_logits(memo, (q.vs.cache_key, 'test', settings.seed), lambda: predict_logits(
-      verifier_model, q.vs.params, ds.x_test[test_idx], ensemble=True))
+  vl_test = _memo_logits(memo, (q.vs.cache_key, 'test', settings.seed), lambda: _verifier_logits(
+      q.vs, verifier_model, ds.x_test[test_idx][None], test_idx, pseudo=True,
+      views=('identity',), offset=len(ds.x_train))[0])
   acc['verifiers']['test'] = p.task.utility(vl_test, ds.y_test[test_idx]).tolist()
   return acc
 
@@ -414,8 +458,8 @@ def extra_test(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
     bad = nonfinite_records(tl)
     if bad.any():
       raise _Collapse(dict(q.nonfinite, extra_test=int(bad.sum())))
-    vl = _memo_logits(memo, (q.vs.cache_key, name, p.dataset.fingerprint), lambda: predict_logits(
-        verifier_model, q.vs.params, x[idx], ensemble=True))
+    vl = _memo_logits(memo, (q.vs.cache_key, name, p.dataset.fingerprint), lambda: _verifier_logits(
+        q.vs, verifier_model, x[idx][None], idx, pseudo=True, views=('identity',))[0])
     return tl, vl
 
   extra, covers_all = p.task.extra_test(p.dataset, p.split, settings, query_exact,
@@ -461,7 +505,8 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
       acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
       extra_test=extra, extra_only=extra_only,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
-      reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'])
+      reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'],
+      size_caps=(0, min(settings.ref_sample, len(split.ref)), settings.member_sample))
   return res, cal, betas
 
 
@@ -488,11 +533,20 @@ def _common_details(p: Plan, v: Verifiers, q: Queries, target: Target,
       request=dict(dataset=p.dataset.name, dataset_fingerprint=p.dataset.fingerprint,
                    split_hash=split_hash(p.split),
                    reference='user' if p.user_reference else 'pool'),
-      verifiers=dict(cache_key=vs.cache_key, from_cache=vs.from_cache,
-                     subset_size=int(vs.subsets.shape[1])),
+      verifiers=_verifier_details(vs),
       cost=dict(models_trained=v.models_trained, verifier_train_s=v.train_s,
                 wall_time_s=time.time() - t0,
                 queries=int(sum(len(i) for i, *_ in q.sets.values()) * len(p.views))))
+
+
+def _verifier_details(vs) -> dict[str, Any]:
+  """What the report says about the verifiers (a VerifierSet or bank verifiers)."""
+  if isinstance(vs, bank_lib.BankVerifiers):
+    return dict(cache_key=vs.cache_key, from_cache=True, source='bank', bank_key=vs.bank.key,
+                bank_size=vs.bank.size, per_record=vs.k,
+                subset_size=int(round(vs.bank.ratio * int(np.sum(vs.bank.record_group >= 0)))))
+  return dict(cache_key=vs.cache_key, from_cache=vs.from_cache, source='trained',
+              subset_size=int(vs.subsets.shape[1]))
 
 
 def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: dict,
@@ -555,7 +609,9 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
           recipe: Recipe, settings: AuditSettings = AuditSettings(),
           cache_dir: str | None = None, verifiers: VerifierSet | None = None,
           log: Callable[[str], None] = lambda s: None, memo: dict | None = None,
-          reference: tuple[Any, Any] | None = None, task: Task | None = None) -> AuditResult:
+          reference: tuple[Any, Any] | None = None, task: Task | None = None,
+          bank: bank_lib.VerifierBank | None = None, bank_cache: dict | None = None
+          ) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
 
   The named steps, in order: :func:`plan` → :func:`train_verifiers` →
@@ -610,6 +666,13 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
       ``.npz``). None: D_ref from the pool, as the split says.
     task: what the model predicts (:mod:`jaxaudit.tasks`); default: classification
       with the data set's class count.
+    bank: a verifier bank over the split's D (:func:`jaxaudit.audit.bank.build_bank`):
+      each record's K verifiers are bank members OUT for its group, and nothing
+      is trained (a request that removes whole classes still trains fresh
+      verifiers).
+    bank_cache: optional dict owned by the caller, in which the bank's outputs
+      on records outside D (D_ref, test, members) are kept for later requests
+      on the same bank (whatever the audited model).
   Returns:
     AuditResult.
   """
@@ -617,7 +680,7 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   p = plan(target, dataset, split, recipe=recipe, settings=settings, reference=reference,
            task=task, log=log)
   v = train_verifiers(p, verifier_model, settings, cache_dir=cache_dir, verifiers=verifiers,
-                      memo=memo, log=log)
+                      memo=memo, bank=bank, bank_cache=bank_cache, log=log)
   q = query(p, v, target, verifier_model, settings, memo=memo)
   try:
     sig = signals(p, q)

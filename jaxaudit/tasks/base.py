@@ -76,6 +76,14 @@ class Task(abc.ABC):
   def signals(self, target_outputs, verifier_outputs, targets) -> Signals:
     """Signals of one set: outputs (A, n, ...), verifier outputs (A, K, n, ...), targets (n, ...)."""
 
+  def membership_score(self, outputs, targets) -> np.ndarray:
+    """φ, the per-record membership score (higher = more familiar): outputs
+    (..., n, *output_shape), targets (n, ...) -> (..., n). Needed by the
+    per-record test (:mod:`jaxaudit.audit.records`); default: unavailable."""
+    del outputs, targets
+    from jaxaudit.errors import AuditError
+    raise AuditError(f'task {self.name!r} has no per-record membership score')
+
   @abc.abstractmethod
   def utility(self, outputs, targets) -> np.ndarray:
     """Per-model utility in [0, 1]: outputs (..., n, ...), targets (n, ...) -> (...)."""
@@ -86,9 +94,10 @@ class Task(abc.ABC):
     return ('identity',)
 
   def query_views(self, x: np.ndarray, record_ids: np.ndarray, views: tuple[str, ...], *,
-                  seed: int = 0) -> np.ndarray:
-    """(n, *input_shape) records -> (A, n, *input_shape) views (exact records only here)."""
-    del record_ids, seed
+                  seed: int = 0, min_records: int = 0) -> np.ndarray:
+    """(n, *input_shape) records -> (A, n, *input_shape) views (exact records only here;
+    ``min_records``: a cap on n for shape buckets, see the classification task)."""
+    del record_ids, seed, min_records
     if tuple(views) != ('identity',):
       from jaxaudit.errors import AuditError
       raise AuditError(f'task {self.name!r} has no neighbour views; got {views}')
@@ -135,6 +144,13 @@ class Task(abc.ABC):
     """
     del dataset, split, settings, query, alt_utility
     return None, False
+
+  def needs_unseen_verifiers(self, dataset: Any, split: Any, settings: Any) -> bool:
+    """Whether the request needs verifiers that never saw *any* of Du (its extra test
+    compares Mu with models ignorant of all of Du, e.g. of whole classes): a verifier
+    bank, whose members are only OUT per record, cannot serve it (default: False)."""
+    del dataset, split, settings
+    return False
 
   def loss(self) -> Callable | None:
     """Per-example training loss ``(outputs (B, ...), targets (B, ...)) -> (B,)`` (None: CE)."""

@@ -28,6 +28,7 @@ direction ``remembers_class``.
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,6 +105,12 @@ def kl_divergence(logits_p: jnp.ndarray, logits_q: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(jnp.exp(lp) * (lp - lq), axis=-1)
 
 
+_phi = jax.jit(lambda logits, labels: logit_confidence(logits, labels))
+
+
+SIGNAL_CHUNK = 256   # records per call of the signals program (its one shape)
+
+
 @jax.jit
 def _signals(target_logits, verifier_logits, labels):
   phi_t = logit_confidence(target_logits, labels)                # (A, n)
@@ -166,16 +173,27 @@ def compute_signals(target_logits, verifier_logits, labels) -> Signals:
                      f'logits {(a, n, c)} as (A, K, n, C)')
   if np.shape(labels) != (n,):
     raise AuditError(f'labels must have shape ({n},), got {np.shape(labels)}')
-  out = _signals(jnp.asarray(target_logits), jnp.asarray(verifier_logits),
-                 jnp.asarray(labels, jnp.int32))
-  return Signals(*(np.asarray(o) for o in out))
+  # Every signal is per record (n its last axis): records run in chunks of SIGNAL_CHUNK
+  # (the last one padded, the padding sliced off), one compiled program for every n.
+  chunks = max(1, -(-n // SIGNAL_CHUNK))
+  m = chunks * SIGNAL_CHUNK
+  tl = np.zeros((a, m, c), np.float32)
+  tl[:, :n] = np.asarray(target_logits, np.float32)
+  vl = np.zeros(np.shape(verifier_logits)[:2] + (m, c), np.float32)
+  vl[:, :, :n] = np.asarray(verifier_logits, np.float32)
+  lb = np.zeros((m,), np.int32)
+  lb[:n] = np.asarray(labels)
+  parts = [_signals(tl[:, s:s + SIGNAL_CHUNK], vl[:, :, s:s + SIGNAL_CHUNK],
+                    lb[s:s + SIGNAL_CHUNK]) for s in range(0, m, SIGNAL_CHUNK)]
+  return Signals(*(np.concatenate([np.asarray(p[j]) for p in parts], axis=-1)[..., :n]
+                   for j in range(len(parts[0]))))
 
 
-def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def _shift(x: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
   """Translates images (n, H, W, C) by (dy, dx) pixels with edge padding."""
   h, w = x.shape[1:3]
   m = max(abs(dy), abs(dx), 1)
-  p = np.pad(x, ((0, 0), (m, m), (m, m), (0, 0)), mode='edge')
+  p = jnp.pad(x, ((0, 0), (m, m), (m, m), (0, 0)), mode='edge')
   return p[:, m - dy:m - dy + h, m - dx:m - dx + w, :]
 
 
@@ -187,39 +205,58 @@ def default_views(input_shape: tuple[int, ...], flips: bool = False) -> tuple[st
 
 
 def query_views(x: np.ndarray, record_ids: np.ndarray, views: tuple[str, ...], *,
-                seed: int = 0) -> np.ndarray:
-  """Deterministic augmented copies of records.
+                seed: int = 0, min_records: int = 0) -> np.ndarray:
+  """Deterministic augmented copies of records, built on the device in one program.
 
   Args:
     x: (n, *input_shape) standardised inputs.
     record_ids: (n,) pool indices; the noise of a record is a function of its
-      id and the seed only.
+      id and the seed only (``jax.random`` keyed by (seed, id, draw)).
     views: names from ``VIEWS``; the first should be ``identity``.
     seed: noise seed.
+    min_records: build as if n were at least this (a cap on n known to the
+      caller: one compiled program for every request).
   Returns:
     (A, n, *input_shape) float32.
   """
+  from jaxaudit.compilation import bucket_size
+  views = tuple(views)
   unknown = [v for v in views if v not in VIEWS]
   if unknown:
     raise AuditError(f'unknown view(s) {unknown}; choose from {VIEWS}')
   x = np.asarray(x, np.float32)
-  image = x.ndim == 4
+  if x.ndim != 4 and any(v not in ('identity',) + NOISE_VIEWS for v in views):
+    bad = next(v for v in views if v not in ('identity',) + NOISE_VIEWS)
+    raise AuditError(f'view {bad!r} needs image inputs (n, H, W, C); got {x.shape}')
+  n = len(x)
+  if n == 0:
+    return np.zeros((len(views),) + x.shape, np.float32)
+  m = bucket_size(max(n, int(min_records)), pow2_upto=64)    # one program per size bucket
+  xp = np.concatenate([x, np.zeros((m - n,) + x.shape[1:], np.float32)])
+  ids = np.concatenate([np.asarray(record_ids, np.int64), np.zeros(m - n, np.int64)])
+  out = _views_program(xp, (ids % (2**32)).astype(np.uint32), np.uint32(int(seed) % (2**32)),
+                       views)
+  return np.asarray(out)[:, :n]
+
+
+@functools.partial(jax.jit, static_argnames=('views',))
+def _views_program(x, ids, seed, views):
+  """(n, ...) inputs, (n,) uint32 ids, seed -> (A, n, ...) views (see :func:`query_views`)."""
+  base = jax.random.fold_in(jax.random.key(0), seed)
   out = []
   for v in views:
     if v == 'identity':
       out.append(x)
     elif v in NOISE_VIEWS:
-      draw = [] if v == 'noise' else [int(v.split('_')[1])]
-      noise = np.stack([np.random.default_rng([seed, int(i)] + draw).standard_normal(x.shape[1:])
-                        for i in record_ids]).astype(np.float32) if len(x) else x
+      draw = 0 if v == 'noise' else int(v.split('_')[1])
+      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), draw))(ids)
+      noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(keys)
       out.append(x + NOISE_STD * noise)
-    elif not image:
-      raise AuditError(f'view {v!r} needs image inputs (n, H, W, C); got {x.shape}')
     elif v == 'flip':
       out.append(x[:, :, ::-1, :])
     else:
       out.append(_shift(x, *SHIFTS[v]))
-  return np.stack(out)
+  return jnp.stack(out)
 
 
 def _roughness(x: np.ndarray) -> np.ndarray:
@@ -256,6 +293,10 @@ class Classification(Task):
     """(A, n, C), (A, K, n, C), labels (n,) -> :class:`Signals` (:func:`compute_signals`)."""
     return compute_signals(target_outputs, verifier_outputs, targets)
 
+  def membership_score(self, outputs, targets) -> np.ndarray:
+    """LiRA's φ (:func:`logit_confidence`): logits (..., n, C), labels (n,) -> (..., n)."""
+    return np.asarray(_phi(np.asarray(outputs, np.float32), np.asarray(targets, np.int32)))
+
   def utility(self, outputs, targets) -> np.ndarray:
     """Top-1 accuracy: logits (..., n, C), labels (n,) -> (...)."""
     return np.mean(np.argmax(np.asarray(outputs), -1) == np.asarray(targets), axis=-1)
@@ -264,8 +305,8 @@ class Classification(Task):
     return default_views(input_shape, flips)
 
   def query_views(self, x: np.ndarray, record_ids: np.ndarray, views: tuple[str, ...], *,
-                  seed: int = 0) -> np.ndarray:
-    return query_views(x, record_ids, views, seed=seed)
+                  seed: int = 0, min_records: int = 0) -> np.ndarray:
+    return query_views(x, record_ids, views, seed=seed, min_records=min_records)
 
   def available_views(self) -> tuple[str, ...]:
     return VIEWS
@@ -284,6 +325,12 @@ class Classification(Task):
   def output_statistics(self, verifier_outputs) -> dict[str, np.ndarray]:
     """The verifiers' mean energy (log-sum-exp of the logits): (K, n, C) -> (n,)."""
     return {'verifiers_energy': _logsumexp(np.asarray(verifier_outputs, np.float64)).mean(0)}
+
+  def needs_unseen_verifiers(self, dataset, split, settings) -> bool:
+    """True when Du holds every training record of some class (the whole-class test)."""
+    y = dataset.y_train
+    return bool(settings.class_test and len(np.setdiff1d(np.unique(y[split.forget]),
+                                                         np.unique(y[split.retain]))))
 
   def extra_test(self, dataset, split, settings, query, alt_utility):
     """The whole-class test when Du holds every training record of some classes: Mu's and
