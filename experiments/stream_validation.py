@@ -8,6 +8,10 @@
   python experiments/stream_validation.py --kind=stream --data=mnist --draws=2 --first_draw=100 \
       --workdir=runs/streams_mnist
 
+  # the cost/power curve of the D_ref sample and the views (development seeds 0-9):
+  python experiments/stream_validation.py --kind=curve --data=mnist --draws=10 \
+      --workdir=runs/streams_mnist
+
 Resumable: one JSON line per finished draw in WORKDIR/KIND.jsonl; the summary goes to
 WORKDIR/KIND_summary.md. The logic lives in :mod:`jaxaudit.study.streams`.
 """
@@ -22,7 +26,9 @@ from jaxaudit import cli
 from jaxaudit.study import script, streams
 
 SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
-flags.DEFINE_enum('kind', 'bank', ['bank', 'stream'], 'Which study.')
+flags.DEFINE_enum('kind', 'bank', ['bank', 'stream', 'curve'], 'Which study (curve: the '
+                  'cost/power curve of the D_ref sample size and the views, on development '
+                  'seeds).')
 flags.DEFINE_enum('data', 'digits', ['digits', 'mnist', 'cifar10'], 'Data set.')
 flags.DEFINE_string('model', None, 'mlp or cnn (default: mlp; cnn for cifar10).')
 flags.DEFINE_integer('draws', 2, 'Independent draws.')

@@ -32,7 +32,6 @@ against the request's data and split like every checkpoint.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -401,7 +400,7 @@ def assigned_logits(model, bank: VerifierBank, views_x: np.ndarray, chosen: np.n
   Returns:
     (A, K, n, C) float32 outputs: ``[a, k, i]`` is member ``chosen[k, i]`` on view a of record i.
   """
-  from jaxaudit.train import predict_logits
+  from jaxaudit.train.evaluate import predict_logits_per_member
   a, n = views_x.shape[:2]
   k = chosen.shape[0]
   flat_m = chosen.reshape(-1)                                 # (K n,) slot-major
@@ -417,7 +416,7 @@ def assigned_logits(model, bank: VerifierBank, views_x: np.ndarray, chosen: np.n
   xs = views_x[:, rows]                                       # (A, U, W, ...)
   xs = np.moveaxis(xs, 0, 1).reshape((len(used), a * width) + views_x.shape[2:])
   params = jax.tree.map(lambda p: np.asarray(p)[used], bank.params)
-  lg = _per_member_logits(model, params, xs)                   # (U, A W, C)
+  lg = predict_logits_per_member(model, params, xs)            # (U, A W, C)
   lg = lg.reshape(len(used), a, width, -1)
   out = np.empty((a, k, n, lg.shape[-1]), np.float32)
   slot = np.repeat(np.arange(k), n)
@@ -425,30 +424,6 @@ def assigned_logits(model, bank: VerifierBank, views_x: np.ndarray, chosen: np.n
     idx = order[s:s + c]
     out[:, slot[idx], flat_r[idx]] = lg[u, :, :c]
   return out
-
-
-@functools.lru_cache(maxsize=16)
-def _per_member_program(model, batch: int):
-  from jaxaudit.models import make_apply_fn
-  apply_fn = make_apply_fn(model)
-
-  def one(params, xb):          # xb (S, batch, ...) -> (S, batch, C)
-    return jax.lax.map(lambda b: apply_fn(params, b), xb)
-
-  return jax.jit(jax.vmap(one))
-
-
-def _per_member_logits(model, params, xs: np.ndarray, batch: int = 256) -> np.ndarray:
-  """(U, ...) stacked params, (U, N, ...) inputs -> (U, N, C): member u on its own inputs.
-
-  N is padded to a power-of-two number of batches (one program per bucket)."""
-  u, n = xs.shape[:2]
-  b = min(batch, 1 << max(0, (n - 1).bit_length()))
-  steps = 1 << max(0, (-(-n // b) - 1).bit_length())
-  xp = np.zeros((u, steps * b) + xs.shape[2:], np.float32)
-  xp[:, :n] = xs
-  out = _per_member_program(model, b)(params, xp.reshape((u, steps, b) + xs.shape[2:]))
-  return np.asarray(out).reshape(u, steps * b, -1)[:, :n]
 
 
 class BankVerifiers(NamedTuple):

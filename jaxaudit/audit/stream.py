@@ -18,7 +18,6 @@ members behind any of its records).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -30,6 +29,7 @@ from jaxaudit.audit import batched
 from jaxaudit.audit import records as records_lib
 from jaxaudit.audit.bank import VerifierBank
 from jaxaudit.audit.target import Target
+from jaxaudit.compilation import bucket_size
 from jaxaudit.data import AuditSplit, Dataset
 from jaxaudit.errors import AuditError
 from jaxaudit.tasks import Task, for_dataset
@@ -54,7 +54,7 @@ class StreamSettings:
     alpha: level of each request's test.
     fdr: BH level of the flagged records.
     power_target: power a pass needs to count as ``forgotten``.
-    bucket: requests are padded to a multiple of this many records.
+    bucket: records and requests are padded to powers of two, at least this many.
     seed: seed of the D_ref sample, its OUT masks and the views' noise.
   """
   views: str | tuple[str, ...] = records_lib.RECORD_VIEWS
@@ -76,8 +76,8 @@ class StreamSettings:
 
 
 def _bucket(n: int, size: int) -> int:
-  """Padded length: the next power-of-two multiple of ``size`` (one program per bucket)."""
-  return size * 2 ** max(0, math.ceil(math.log2(max(1, math.ceil(n / size)))))
+  """Padded length: the next power of two, at least ``size`` (one program per bucket)."""
+  return max(int(size), bucket_size(n, bits=1))
 
 
 @jax.jit

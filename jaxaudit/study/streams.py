@@ -267,7 +267,7 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
 def run(kind: str, data: str, workdir: str, *, draws: int, first_draw: int = 0,
         model: str | None = None, train_size: int | None = None, bank_size: int = 64,
         data_dir: str = '', log: Callable[[str], None] = print, **kw) -> str:
-  """Runs (or resumes) draws of ``kind`` ('bank' or 'stream'); returns the summary."""
+  """Runs (or resumes) draws of ``kind`` ('bank', 'stream' or 'curve'); returns the summary."""
   from jaxaudit.audit import AuditSettings
   from jaxaudit.audit.stream import StreamSettings
   from jaxaudit.study.validation import setup
@@ -282,11 +282,79 @@ def run(kind: str, data: str, workdir: str, *, draws: int, first_draw: int = 0,
     if kind == 'bank':
       row = bank_draw(r, ds, net, recipe, split_kw, AuditSettings(), bank_size=bank_size,
                       log=log)
+    elif kind == 'curve':
+      row = curve_draw(r, ds, net, recipe, split_kw, bank_size=bank_size, log=log)
     else:
       row = stream_draw(r, ds, net, recipe, split_kw, StreamSettings(), bank_size=bank_size,
                         save_dir=os.path.join(workdir, 'arrays'), log=log, **kw)
     io_utils.append_jsonl(path, row)
   rows = [r for r in io_utils.read_jsonl(path) if first_draw <= r['draw'] < first_draw + draws]
-  table = summarise(rows)
+  table = summarise_curve(rows) if kind == 'curve' else summarise(rows)
   io_utils.write_text(os.path.join(workdir, f'{kind}_summary.md'), table + '\n')
   return table
+
+
+# Settings of the cost/power curve: (D_ref sample size, views). 'exact+1px' is the exact
+# record, the four 1-px shifts and noise; 'auto' the full default neighbourhood.
+CURVE_VIEWS = {'auto': 'auto',
+               'exact+1px': ('identity', 'shift_right', 'shift_left', 'shift_down', 'shift_up',
+                             'noise')}
+CURVE_REF = (1000, 2000, 5000)
+
+
+def curve_draw(r: int, ds, net, recipe, split_kw: dict, *, bank_size: int = 64,
+               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+  """One draw of the cost/power curve: bank audits under every (ref_sample, views) setting.
+
+  Targets: the honest retrain, the original, and two no-op fakes (output temperature;
+  outputs flattened on Du's exact records), from :mod:`jaxaudit.study.validation`.
+
+  Returns:
+    dict(draw, results: 'REF/VIEWS' -> target -> dict(decision, p_value, wall_s)).
+  """
+  from jaxaudit.audit import AuditSettings, audit
+  from jaxaudit.audit import bank as bank_lib
+  from jaxaudit.data import make_split
+  from jaxaudit.study import validation
+  split = make_split(ds, seed=r, **split_kw)
+  targets, _, _ = validation._targets(r, ds, net, recipe, split, AuditSettings(), 0.01, 3.0)
+  targets.pop('gradient_ascent')
+  bank = bank_lib.build_bank(net, ds, split.train, recipe, size=bank_size, seed=r)
+  results: dict[str, dict] = {}
+  for vname, views in CURVE_VIEWS.items():
+    for n_ref in CURVE_REF:
+      s = AuditSettings(ref_sample=n_ref, views=views, seed=r)
+      cache: dict = {}
+      audit(targets['original'], ds, split, verifier_model=net, recipe=recipe, settings=s,
+            bank=bank, bank_cache=cache)                                 # fills the cache
+      cell = results[f'{n_ref}/{vname}'] = {}
+      for name, tgt in targets.items():
+        t0 = time.time()
+        res = audit(tgt, ds, split, verifier_model=net, recipe=recipe, settings=s, bank=bank,
+                    bank_cache=cache)
+        cell[name] = dict(decision=res.decision, p_value=float(res.p_value),
+                          wall_s=time.time() - t0)
+  log(f'draw {r}: ' + '; '.join(f'{k}: ' + ','.join(v[t]['decision'][:3] for t in v)
+                                for k, v in results.items()))
+  return dict(kind='curve', draw=r, results=results)
+
+
+def summarise_curve(rows: Sequence[dict]) -> str:
+  """Markdown: per setting, false alarms, detections, median log10 p of the original, time."""
+  rows = [r for r in rows if r.get('kind') == 'curve']
+  if not rows:
+    return ''
+  n = len(rows)
+  names = list(rows[0]['results'][next(iter(rows[0]['results']))])
+  lines = [f'## Cost / power curve ({n} development draws, bank audits)', '',
+           '| D_ref sample / views | ' + ' | '.join(f'{t} flagged' for t in names)
+           + ' | median log10 p (original) | median audit s |',
+           '|---|' + '---|' * (len(names) + 2)]
+  for key in rows[0]['results']:
+    cells = [f'{sum(r["results"][key][t]["decision"] == "not_forgotten" for r in rows)}/{n}'
+             for t in names]
+    lp = np.median([np.log10(max(r['results'][key]['original']['p_value'], 1e-300))
+                    for r in rows])
+    wall = np.median([r['results'][key][t]['wall_s'] for r in rows for t in names])
+    lines.append(f'| {key} | ' + ' | '.join(cells) + f' | {lp:.2f} | {wall:.2f} |')
+  return '\n'.join(lines) + '\n'

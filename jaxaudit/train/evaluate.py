@@ -27,12 +27,14 @@ Params = Any
 
 
 @functools.lru_cache(maxsize=64)
-def _logits_program(model: nn.Module, batch_size: int, ensemble: bool, strategy: str):
+def _logits_program(model: nn.Module, batch_size: int, ensemble: bool | str, strategy: str):
   apply_fn = make_apply_fn(model)
 
   def one_model(params, xb):   # xb (S, B, ...) -> (S, B, C)
     return jax.lax.map(lambda b: apply_fn(params, b), xb)
 
+  if ensemble == 'per_member':   # member k on its own inputs xb[k]
+    return jax.jit(jax.vmap(one_model))
   if ensemble:
     fn = jax.vmap(one_model, in_axes=(0, None)) if strategy == 'vmap' else (
         lambda params, xb: jax.lax.map(lambda p: one_model(p, xb), params))
@@ -93,6 +95,28 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
   out = np.asarray(_logits_program(model, b, ensemble, strategy)(params, xb))
   out = out.reshape(out.shape[:-3] + (steps * b, out.shape[-1]))
   return np.ascontiguousarray(out[..., :n, :])
+
+
+def predict_logits_per_member(model: nn.Module, params: Params, xs, *,
+                              batch_size: int = 256) -> np.ndarray:
+  """Logits of each of K stacked models on its own inputs (one vmapped program).
+
+  Args:
+    model: the Linen module.
+    params: stacked (K, ...) parameters.
+    xs: (K, N, *input_shape) inputs, row k for model k.
+    batch_size: records per step (N is padded to :func:`padded_layout`).
+  Returns:
+    float32 (K, N, C): ``out[k] = model_k(xs[k])``.
+  """
+  xs = np.asarray(xs, np.float32)
+  k, n = xs.shape[:2]
+  steps, b = padded_layout(n, batch_size)
+  xp = np.zeros((k, steps * b) + xs.shape[2:], np.float32)
+  xp[:, :n] = xs
+  out = _logits_program(model, b, 'per_member', 'vmap')(
+      params, xp.reshape((k, steps, b) + xs.shape[2:]))
+  return np.asarray(out).reshape(k, steps * b, -1)[:, :n]
 
 
 def accuracy(logits, y) -> np.ndarray:

@@ -31,3 +31,15 @@ def test_bank_and_stream_draws_summarise(digits, tmp_path):
   assert np.all((arr['p_h0'] > 0) & (arr['p_h0'] <= 1))
   text = streams.summarise([b, s])
   assert 'Bank vs fresh' in text and 'Stream verdicts' in text and 'LiRA offline' in text
+
+
+def test_curve_draw_covers_every_setting(digits, monkeypatch):
+  monkeypatch.setattr(streams, 'CURVE_REF', (150, 300))
+  net = get_model('mlp', 10, digits.input_shape, hidden=(32,))
+  recipe = Recipe(epochs=4, batch_size=64, learning_rate=2e-3)
+  row = streams.curve_draw(0, digits, net, recipe, dict(ref_fraction=0.3, forget_fraction=0.1),
+                           bank_size=10)
+  assert set(row['results']) == {f'{n}/{v}' for n in (150, 300) for v in streams.CURVE_VIEWS}
+  for cell in row['results'].values():
+    assert set(cell) == {'retrain', 'original', 'fake_temperature', 'fake_masking'}
+  assert 'Cost / power curve' in streams.summarise_curve([row])
