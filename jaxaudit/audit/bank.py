@@ -284,16 +284,14 @@ def build_bank(model, dataset: Dataset, train: np.ndarray, recipe: Recipe, *, si
 
 
 def _grow(bank: VerifierBank, model, dataset: Dataset, recipe: Recipe, num: int,
-          path: str | None, seed: int, loss, log, *, exclude: np.ndarray | None = None,
-          kind: str = 'bank') -> VerifierBank:
-  """Appends ``num`` members (drawn outside ``exclude`` group positions) as a new chunk."""
+          path: str | None, seed: int, loss, log) -> VerifierBank:
+  """Appends ``num`` members (each on a random ``ratio`` of the non-reserved groups) as a
+  new chunk (saved under ``path`` when given)."""
   g = len(bank.group_ids)
   start = bank.size
   rng = np.random.default_rng([int(seed), 9173, start])
   banned = np.zeros(g, bool)
   banned[bank.member_groups] = True
-  if exclude is not None:
-    banned[np.asarray(exclude, np.int64)] = True
   in_groups = _draw_members(num, g, np.flatnonzero(~banned), bank.ratio, rng)
   seeds = _member_seeds(seed, start, num)
   params, wall = _train_members(model, dataset, recipe, bank.record_group, in_groups, seeds, loss,
@@ -303,7 +301,7 @@ def _grow(bank: VerifierBank, model, dataset: Dataset, recipe: Recipe, num: int,
     checkpoint.save_checkpoint(
         os.path.join(path, chunk), params,
         dict(kind='verifier_bank_chunk', bank_key=bank.key, ensemble_size=num, start=start,
-             member_kind=kind, dataset_fingerprint=dataset.fingerprint, model=type(model).__name__,
+             dataset_fingerprint=dataset.fingerprint, model=type(model).__name__,
              wall_time_s=wall),
         extra_arrays={LAYOUT: dict(in_groups=in_groups, seeds=seeds)})
   params_all = params if bank.params is None else jax.tree.map(
@@ -400,7 +398,7 @@ def assigned_logits(model, bank: VerifierBank, views_x: np.ndarray, chosen: np.n
   Returns:
     (A, K, n, C) float32 outputs: ``[a, k, i]`` is member ``chosen[k, i]`` on view a of record i.
   """
-  from jaxaudit.train.evaluate import predict_logits_per_member
+  from jaxaudit.train.evaluate import predict_logits_gathered
   a, n = views_x.shape[:2]
   k = chosen.shape[0]
   flat_m = chosen.reshape(-1)                                 # (K n,) slot-major
@@ -413,10 +411,11 @@ def assigned_logits(model, bank: VerifierBank, views_x: np.ndarray, chosen: np.n
   # rows[u, j]: the j-th record member used[u] runs on (padded with its first).
   rows = np.stack([flat_r[order[s:s + c]][np.minimum(np.arange(width), c - 1)]
                    for s, c in zip(starts, counts[used])])
-  xs = views_x[:, rows]                                       # (A, U, W, ...)
-  xs = np.moveaxis(xs, 0, 1).reshape((len(used), a * width) + views_x.shape[2:])
+  # Member used[u] reads flat rows a n + rows[u, w] of the (A n, ...) views, view-major.
+  flat_idx = (np.arange(a)[None, :, None] * n + rows[:, None, :]).reshape(len(used), a * width)
   params = jax.tree.map(lambda p: np.asarray(p)[used], bank.params)
-  lg = predict_logits_per_member(model, params, xs)            # (U, A W, C)
+  lg = predict_logits_gathered(model, params, views_x.reshape((a * n,) + views_x.shape[2:]),
+                               flat_idx)                      # (U, A W, C)
   lg = lg.reshape(len(used), a, width, -1)
   out = np.empty((a, k, n, lg.shape[-1]), np.float32)
   slot = np.repeat(np.arange(k), n)

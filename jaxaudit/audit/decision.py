@@ -105,6 +105,7 @@ from typing import Any
 import numpy as np
 
 from jaxaudit.audit import evidence
+from jaxaudit.audit import records as records_lib
 from jaxaudit.audit import stats
 from jaxaudit.errors import AuditError
 from jaxaudit.tasks.base import Signals
@@ -677,9 +678,11 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
       fs_ci = forgetting_score_ci(cal_du[0], cal_ref[0], cal_members[0], n_boot=s.n_boot,
                                   seed=s.seed, min_sizes=size_caps)
 
-  # Per-record evidence: is each Du record more familiar than unseen data?
+  # Per-record evidence: is each Du record more familiar than unseen data? Empirical
+  # p-values against D_ref, continued by a normal tail beyond its 10th largest value, so
+  # that they are not floored at 1 / (n_ref + 1) (jaxaudit.audit.records.p_values).
   per_record_score = cal_du.mean(0)
-  per_record_p = stats.empirical_p_values(per_record_score, cal_ref.mean(0), 'greater')
+  per_record_p = records_lib.tail_p_values(per_record_score, cal_ref.mean(0))
   flagged = stats.benjamini_hochberg(per_record_p, s.fdr)
 
   collapse = False

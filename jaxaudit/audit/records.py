@@ -122,6 +122,18 @@ def record_statistic(phi_t, phi_b, out, alpha, beta, tau, standardize: bool = Fa
   return jnp.mean(resid, axis=0)
 
 
+def _p_values(xp, sf, t, null_sorted, null_mean, null_std, tail_count: int):
+  """The formula of :func:`p_values` for an array module ``xp`` and its normal ``sf``."""
+  n_ref = null_sorted.shape[0]
+  n_ge = n_ref - xp.searchsorted(null_sorted, t, side='left')
+  emp = (1.0 + n_ge) / (1.0 + n_ref)
+  c = min(tail_count, n_ref)
+  anchor = null_sorted[n_ref - c]                      # the c-th largest null value
+  tail = (c / (1.0 + n_ref)) * sf((t - null_mean) / null_std) / xp.maximum(
+      sf((anchor - null_mean) / null_std), 1e-300)
+  return xp.where(t > anchor, xp.minimum(tail, c / (1.0 + n_ref)), emp)
+
+
 @functools.partial(jax.jit, static_argnames=('tail_count',))
 def p_values(t, null_sorted, null_mean, null_std, tail_count: int = TAIL_COUNT):
   """One-sided per-record p-values of T against the null sample (module docstring).
@@ -133,14 +145,16 @@ def p_values(t, null_sorted, null_mean, null_std, tail_count: int = TAIL_COUNT):
   Returns:
     (n,) p-values in (0, 1].
   """
-  n_ref = null_sorted.shape[0]
-  n_ge = n_ref - jnp.searchsorted(null_sorted, t, side='left')
-  emp = (1.0 + n_ge) / (1.0 + n_ref)
-  c = min(tail_count, n_ref)
-  anchor = null_sorted[n_ref - c]                      # the c-th largest null value
-  sf = lambda v: jax.scipy.stats.norm.sf((v - null_mean) / null_std)
-  tail = (c / (1.0 + n_ref)) * sf(t) / jnp.maximum(sf(anchor), 1e-300)
-  return jnp.where(t > anchor, jnp.minimum(tail, c / (1.0 + n_ref)), emp)
+  return _p_values(jnp, jax.scipy.stats.norm.sf, t, null_sorted, null_mean, null_std,
+                   tail_count)
+
+
+def tail_p_values(scores, null) -> np.ndarray:
+  """:func:`p_values` of (n,) scores against an unsorted (n_ref,) null sample, on the host
+  in float64 (any sizes, nothing compiled: the single audit's per-record evidence)."""
+  null = np.sort(np.asarray(null, np.float64))
+  return _p_values(np, sps.norm.sf, np.asarray(scores, np.float64), null, float(null.mean()),
+                   float(max(null.std(ddof=1), 1e-12)), TAIL_COUNT)
 
 
 def fit_null(phi_t_ref, phi_b_ref, out_ref, phi_t_mem, phi_b_mem, out_mem, *,
@@ -165,7 +179,7 @@ def fit_null(phi_t_ref, phi_b_ref, out_ref, phi_t_mem, phi_b_mem, out_mem, *,
   if not np.all(np.isfinite(t_ref)):
     raise AuditError('the per-record statistic of D_ref holds NaN or inf values')
   null = np.sort(t_ref)
-  mean, std = float(null.mean()), float(max(null.std(ddof=1), 1e-12))
+  mean, std = float(null.mean()), float(max(null.std(ddof=1), 1e-12))   # as tail_p_values
   if np.shape(phi_t_mem)[1]:
     t_mem = record_statistic(jnp.asarray(phi_t_mem, jnp.float32),
                              jnp.asarray(phi_b_mem, jnp.float32), jnp.asarray(out_mem),
@@ -212,5 +226,6 @@ def ks_uniform(p: np.ndarray) -> float:
   return float(sps.kstest(np.asarray(p, np.float64), 'uniform').pvalue)
 
 
-__all__ = ['RecordNull', 'fit_null', 'record_statistic', 'p_values', 'simes', 'power_by_size',
+__all__ = ['RecordNull', 'fit_null', 'record_statistic', 'p_values', 'tail_p_values', 'simes',
+           'power_by_size',
            'ks_uniform', 'TAIL_COUNT']

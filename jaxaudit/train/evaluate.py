@@ -33,8 +33,10 @@ def _logits_program(model: nn.Module, batch_size: int, ensemble: bool | str, str
   def one_model(params, xb):   # xb (S, B, ...) -> (S, B, C)
     return jax.lax.map(lambda b: apply_fn(params, b), xb)
 
-  if ensemble == 'per_member':   # member k on its own inputs xb[k]
-    return jax.jit(jax.vmap(one_model))
+  if ensemble == 'gathered':     # model k on rows idx[k] of a shared x
+    def gathered(params, x, idx):      # idx (S, B) -> (S, B, C)
+      return jax.lax.map(lambda rows: apply_fn(params, x[rows]), idx)
+    return jax.jit(jax.vmap(gathered, in_axes=(0, None, 0)))
   if ensemble:
     fn = jax.vmap(one_model, in_axes=(0, None)) if strategy == 'vmap' else (
         lambda params, xb: jax.lax.map(lambda p: one_model(p, xb), params))
@@ -97,25 +99,29 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
   return np.ascontiguousarray(out[..., :n, :])
 
 
-def predict_logits_per_member(model: nn.Module, params: Params, xs, *,
-                              batch_size: int = 256) -> np.ndarray:
-  """Logits of each of K stacked models on its own inputs (one vmapped program).
+def predict_logits_gathered(model: nn.Module, params: Params, x, idx, *,
+                            batch_size: int = 256) -> np.ndarray:
+  """Logits of each of K stacked models on its own rows of one shared input array.
+
+  One vmapped program over the models; each gathers its rows on the device, so
+  the (K, L) selection is never copied on the host.
 
   Args:
     model: the Linen module.
     params: stacked (K, ...) parameters.
-    xs: (K, N, *input_shape) inputs, row k for model k.
-    batch_size: records per step (N is padded to :func:`padded_layout`).
+    x: (N, *input_shape) inputs shared by the models.
+    idx: (K, L) int row indices into x, row k for model k.
+    batch_size: rows per step (L is padded to :func:`padded_layout`).
   Returns:
-    float32 (K, N, C): ``out[k] = model_k(xs[k])``.
+    float32 (K, L, C): ``out[k, j] = model_k(x[idx[k, j]])``.
   """
-  xs = np.asarray(xs, np.float32)
-  k, n = xs.shape[:2]
+  x = np.asarray(x, np.float32)
+  idx = np.asarray(idx, np.int32)
+  k, n = idx.shape
   steps, b = padded_layout(n, batch_size)
-  xp = np.zeros((k, steps * b) + xs.shape[2:], np.float32)
-  xp[:, :n] = xs
-  out = _logits_program(model, b, 'per_member', 'vmap')(
-      params, xp.reshape((k, steps, b) + xs.shape[2:]))
+  ip = np.zeros((k, steps * b), np.int32)
+  ip[:, :n] = idx
+  out = _logits_program(model, b, 'gathered', 'vmap')(params, x, ip.reshape(k, steps, b))
   return np.asarray(out).reshape(k, steps * b, -1)[:, :n]
 
 

@@ -97,3 +97,15 @@ def test_fit_null_refuses_a_tiny_reference():
   ref = _h0_sets(rng, 10)
   with pytest.raises(Exception, match='at least'):
     records.fit_null(*ref, *_h0_sets(rng, 0))
+
+
+def test_host_and_device_p_values_agree():
+  rng = np.random.default_rng(3)
+  null = rng.normal(size=400)
+  t = np.concatenate([rng.normal(size=100), [3.0, 4.0, 6.0]])
+  host = records.tail_p_values(t, null)
+  ns = np.sort(null)
+  dev = np.asarray(records.p_values(jnp.asarray(t, jnp.float32), jnp.asarray(ns, jnp.float32),
+                                    float(ns.mean()), float(ns.std(ddof=1))))
+  np.testing.assert_allclose(host, dev, rtol=1e-4)
+  assert host[-1] < 1 / 401 and np.all(np.diff(host[-3:]) < 0)   # below the empirical floor
