@@ -151,6 +151,14 @@ class VerifierBank(NamedTuple):
     g = np.unique(self.groups_of(records))
     return ~np.any(self.in_groups[:, g], axis=1)
 
+  def check_training_set(self, train: np.ndarray) -> None:
+    """AuditError unless the bank was built over exactly this D ((n,) pool indices)."""
+    train = np.asarray(train, np.int64)
+    if (len(self.record_group) <= int(train.max()) or np.any(self.record_group[train] < 0)
+        or int(np.sum(self.record_group >= 0)) != len(train)):
+      raise AuditError('the verifier bank was built over another training set D than this '
+                       "request's; build one for this split")
+
   def member_records(self) -> np.ndarray:
     """Sorted pool indices of the member reference (records of the member groups)."""
     return np.flatnonzero(np.isin(self.record_group, self.member_groups))

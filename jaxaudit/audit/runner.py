@@ -329,7 +329,7 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
         'training fresh ones instead of using the bank')
     bank = None
   if bank is not None:
-    _check_bank(bank, p.split)
+    bank.check_training_set(p.split.train)
     members = np.setdiff1d(bank.member_records(), p.split.forget)
     candidates.append(bank_lib.BankVerifiers(bank, verifier_model, settings.num_verifiers,
                                              settings.seed, members, bank_cache))
@@ -350,15 +350,6 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
       if memo is not None:
         memo[('verifiers', ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
   return Verifiers(candidates, models_trained, sum(v.wall_time_s for v in candidates))
-
-
-def _check_bank(bank: bank_lib.VerifierBank, split: AuditSplit) -> None:
-  """The bank must have been built over this split's D (AuditError otherwise)."""
-  train = np.asarray(split.train)
-  if (len(bank.record_group) <= int(train.max()) or np.any(bank.record_group[train] < 0)
-      or int(np.sum(bank.record_group >= 0)) != len(train)):
-    raise AuditError('the verifier bank was built over another training set D than this '
-                     "request's; build one for this split")
 
 
 def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: AuditSettings, *,

@@ -114,9 +114,7 @@ class StreamAuditor:
     if bank.size < 2 * MIN_OUT:
       raise AuditError(f'the per-record test needs a bank of at least {2 * MIN_OUT} members, '
                        f'got {bank.size}')
-    in_d = bank.record_group[np.asarray(split.train)]
-    if np.any(in_d < 0) or len(split.train) != int(np.sum(bank.record_group >= 0)):
-      raise AuditError('the bank was built over another training set D than this split\'s')
+    bank.check_training_set(split.train)
     self.views = task.default_views(dataset.input_shape, s.flips) if s.views == 'auto' \
         else tuple(s.views)
     rng = np.random.default_rng([int(s.seed), 8087])
