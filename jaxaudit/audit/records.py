@@ -39,7 +39,7 @@ remembers), estimated by fixed-seed resampling of their p-values.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """The bank / stream validation study on digits (tiny sizes): rows, arrays and the summary."""
 
-import dataclasses
 
 import numpy as np
 
