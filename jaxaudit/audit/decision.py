@@ -666,6 +666,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   effect_ci = stats.auc_confidence_interval(s_du['exact'], s_ref['exact'])
 
   power = float('nan')
+  power_ci = [float('nan'), float('nan')]
   member_auc = float('nan')
   fs, fs_ci = float('nan'), (float('nan'), float('nan'))
   if cal_members is not None and np.shape(cal_members)[1] >= 2:
@@ -673,6 +674,13 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     member_auc = stats.auc(cal_members[0], cal_ref[0])
     power = float(stats.mwu_power(max(member_auc, 1 - member_auc), cal_du.shape[1],
                                   cal_ref.shape[1], test_level))
+    # The power estimate's own uncertainty, from the DeLong interval of the member AUC
+    # (reported only: the pass rule uses the point estimate).
+    lo, hi = stats.auc_confidence_interval(cal_members[0], cal_ref[0])
+    d_lo = 0.0 if lo <= 0.5 <= hi else min(abs(lo - 0.5), abs(hi - 0.5))
+    d_hi = max(abs(lo - 0.5), abs(hi - 0.5))
+    power_ci = [float(stats.mwu_power(0.5 + d, cal_du.shape[1], cal_ref.shape[1], test_level))
+                for d in (d_lo, d_hi)]
     fs = forgetting_score(cal_du[0], cal_ref[0], cal_members[0])
     if np.isfinite(fs):
       fs_ci = forgetting_score_ci(cal_du[0], cal_ref[0], cal_members[0], n_boot=s.n_boot,
@@ -713,7 +721,8 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
                                      ref={k: v.tolist() for k, v in all_ref.items()}),
               exact_inputs_masked=bool(masked),
               effect_auc=float(effect), effect_auc_ci=[float(v) for v in effect_ci],
-              member_auc=float(member_auc), power=power, power_target=s.power_target,
+              member_auc=float(member_auc), power=power, power_ci=power_ci,
+              power_target=s.power_target,
               forgetting_score=float(fs), forgetting_score_ci=list(fs_ci),
               reference_check=reference,
               forgetting_score_method=FORGETTING_SCORE_METHOD,

@@ -134,7 +134,9 @@ def markdown(result: AuditResult) -> str:
            f'[{_fmt(result.effect_auc_ci[0])}, {_fmt(result.effect_auc_ci[1])}] |',
            f'| forgetting score (0 = remembered, 1 = unseen), 95% CI | {_fmt(result.forgetting_score, 2)} '
            f'[{_fmt(result.forgetting_score_ci[0], 2)}, {_fmt(result.forgetting_score_ci[1], 2)}] |',
-           f'| estimated power (members vs D_ref AUC {_fmt(d.get("member_auc"))}) | {_fmt(result.power, 2)} |',
+           f'| estimated power (members vs D_ref AUC {_fmt(d.get("member_auc"))}) | {_fmt(result.power, 2)}'
+           + (f' [{_fmt(d["power_ci"][0], 2)}, {_fmt(d["power_ci"][1], 2)}]' if d.get('power_ci')
+              else '') + ' |',
            f'| records flagged (BH, FDR {d.get("per_record", {}).get("fdr")}) | {len(result.flagged_records)} of {d.get("sizes", {}).get("forget")} |',
            f'| reference check (D_ref exchangeable with Du; {rc.get("n_statistics", 0)} statistics, {rc.get("combine", "n/a")}) | {"not run" if not rc else ("ok" if rc.get("ok") else "FAILED")} (family p={_fmt(rc.get("p_value"))}, level {rc.get("alpha", "n/a")}) |',
            f'| utility collapse | {d.get("utility_collapse")} |',

@@ -549,7 +549,8 @@ def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: di
   res['per_record']['indices'] = forget.tolist()
   keys = ('tests', 'combine', 'n_tests', 'test_level', 'record_statistics',
           'forgetting_score_method', 'rejected',
-          'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_target',
+          'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_ci',
+          'power_target',
           'reference_check', 'utility_collapse', 'per_record')
   n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
   details = dict(
@@ -584,6 +585,7 @@ def collapse(p: Plan, v: Verifiers, q: Queries, nonfinite: dict[str, int], targe
       nonfinite_outputs={k: dict(records=int(n), of=sizes.get(k)) for k, n in nonfinite.items()},
       tests={}, combine=settings.test.combine, n_tests=0, rejected=False,
       exact_inputs_masked=False, p_record=nan, class_level=None, member_auc=nan,
+      power_ci=[nan, nan],
       power_target=settings.test.power_target, reference_check=None, utility_collapse=True,
       per_record=dict(score=[], p_value=[], flagged=[], fdr=settings.test.fdr, indices=[]),
       accuracy={}, sizes=dict(forget=len(p.split.forget),

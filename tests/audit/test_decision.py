@@ -43,6 +43,17 @@ def test_remembered_and_damaged_directions():
   assert r['effect_auc'] < 0.4 and r['forgetting_score'] == 1.0   # clipped to [0, 1] (issue 11)
   r = ignorance_test(du, ref, mem, vdu, vref, FAST)
   assert r['decision'] == 'forgotten' and r['power'] >= 0.8
+  lo, hi = r['power_ci']                       # the power estimate's own uncertainty
+  assert 0 <= lo <= r['power'] <= hi <= 1
+
+
+def test_per_record_evidence_goes_below_the_empirical_floor():
+  rng = np.random.default_rng(6)
+  du, ref, mem, vdu, vref = _null_draw(rng, n_du=100, n_ref=200)
+  du = du.copy()
+  du[:, :3] += 12.0
+  p = np.asarray(ignorance_test(du, ref, mem, vdu, vref, FAST)['per_record']['p_value'])
+  assert np.all(p[:3] < 1 / 201) and np.all(p[3:] >= 1 / 201)
 
 
 def test_masking_is_detected_as_remembering():
