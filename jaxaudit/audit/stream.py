@@ -169,13 +169,17 @@ class StreamAuditor:
     records = np.asarray(records, np.int64)
     phi_t, phi_b = self._phi(records)
     out = self.bank.out_mask(records)
+    t, p = self._test(phi_t, phi_b, out)
+    return dict(phi_target=phi_t, phi_members=phi_b, out=out, statistic=t, p=p)
+
+  def _test(self, phi_t, phi_b, out) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) statistics T and (n,) p-values of records from their scores and OUT masks."""
+    nl = self.null
     t = records_lib.record_statistic(
-        phi_t, phi_b, out,
-        *(np.asarray(v, np.float32) for v in (self.null.alpha, self.null.beta, self.null.tau)),
-        standardize=self.null.standardize)
-    p = records_lib.p_values(t, self._null_sorted, self.null.null_mean, self.null.null_std)
-    return dict(phi_target=phi_t, phi_members=phi_b, out=out, statistic=np.asarray(t),
-                p=np.asarray(p, np.float64))
+        phi_t, phi_b, out, *(np.asarray(v, np.float32) for v in (nl.alpha, nl.beta, nl.tau)),
+        standardize=nl.standardize)
+    p = records_lib.p_values(t, self._null_sorted, nl.null_mean, nl.null_std)
+    return np.asarray(t), np.asarray(p, np.float64)
 
   def power(self, m: int) -> float:
     """Power of a request of m records (members' resampling; beyond the table: its last entry)."""
@@ -208,12 +212,7 @@ class StreamAuditor:
     padded = np.concatenate([uniq, np.full(_bucket(n, s.bucket) - n, uniq[0])])
     phi_t, phi_b = self._phi(padded)
     out = bank.out_mask(padded)
-    t = records_lib.record_statistic(
-        phi_t, phi_b, out,
-        *(np.asarray(v, np.float32) for v in (self.null.alpha, self.null.beta, self.null.tau)),
-        standardize=self.null.standardize)
-    p_rec = np.asarray(records_lib.p_values(t, self._null_sorted, self.null.null_mean,
-                                            self.null.null_std))[:n]
+    p_rec = self._test(phi_t, phi_b, out)[1][:n]
     out = out[:, :n]
     n_out = out.sum(0)
     # Requests padded to one (R, m) array: one batched program for Simes and BH.
