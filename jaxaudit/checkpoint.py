@@ -387,8 +387,8 @@ def restore_model(path: str, *, expect: Mapping[str, Any] | None = None):
   for field in ('model', 'num_classes', 'input_shape'):
     if field not in meta:
       raise CheckpointError(f'checkpoint {path} lacks metadata field {field!r}')
-  model = get_model(meta['model'], meta['num_classes'], **meta.get('model_kwargs', {}))
   shape = tuple(meta['input_shape'])
+  model = get_model(meta['model'], meta['num_classes'], shape, **meta.get('model_kwargs', {}))
   single = jax.eval_shape(lambda: init_params(model, jax.random.key(0), shape))
   k, r = meta.get('ensemble_size'), meta.get('stages')
   if r and not k:

@@ -46,6 +46,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.split.forget_classes = ml_collections.FieldReference(None, field_type=str)  # e.g. "3,7"
   c.split.forget_indices_file = ml_collections.FieldReference(None, field_type=str)
   c.split.test_size = ml_collections.FieldReference(None, field_type=int)
+  # Text data (dataset = 'text:synthetic', 'text:shakespeare' or 'text:PATH.txt|.jsonl'):
+  # tokenizer 'word', 'byte' or 'bpe' (trained locally), records of `context` tokens,
+  # units of deletion 'group' (people, speakers) or 'document'; forget_groups people in Du
+  # (None: split.forget_fraction of D's groups); the base LM is pretrained on disjoint
+  # groups for base_epochs at base_lr, and M, the retrain and the verifiers fine-tune it
+  # (model = 'transformer'). See jaxaudit.text.setup.
+  c.text = ml_collections.ConfigDict()
+  c.text.tokenizer = 'word'
+  c.text.bpe_vocab = 512
+  c.text.context = 64
+  c.text.num_people = 200
+  c.text.max_groups = ml_collections.FieldReference(None, field_type=int)
+  c.text.unit = 'group'
+  c.text.forget_groups = ml_collections.FieldReference(None, field_type=int)
+  c.text.base_epochs = 20
+  c.text.base_lr = 3e-3
   # Model.
   c.model = 'mlp'
   c.model_kwargs = ml_collections.ConfigDict()
@@ -147,8 +163,27 @@ def role_key(config, role: int) -> jax.Array:
   return jax.random.fold_in(root_key(config), role)
 
 
+TEXT_PREFIX = 'text:'
+
+
+def is_text(config) -> bool:
+  """Whether the config names a text corpus (``dataset = 'text:...'``)."""
+  return str(config.dataset).startswith(TEXT_PREFIX)
+
+
 def load_data(config) -> Dataset:
-  """The data set a config names (embedded, npz, or TFDS from data_dir)."""
+  """The data set a config names (embedded, npz, TFDS from data_dir, or a text corpus)."""
+  if is_text(config):
+    from jaxaudit.text import setup
+    t = config.text
+    if config.model != 'transformer':
+      raise ConfigError(f"a text data set needs model = 'transformer', got {config.model!r}")
+    return setup.load_text_dataset(
+        str(config.dataset)[len(TEXT_PREFIX):], tokenizer=t.tokenizer, bpe_vocab=t.bpe_vocab,
+        context=t.context, num_people=t.num_people, max_groups=t.get('max_groups'),
+        unit=t.unit, data_dir=config.get('data_dir'))
+  if config.model == 'transformer':
+    raise ConfigError("model 'transformer' needs a text data set (dataset = 'text:NAME')")
   return load_dataset(config.dataset, data_dir=config.get('data_dir'), npz=config.get('npz'),
                       num_classes=config.get('num_classes'))
 
@@ -167,6 +202,11 @@ def _forget_classes(value):
 def split_from_config(config, dataset: Dataset) -> AuditSplit:
   """Draws the audit split a config describes (pure function of config + data)."""
   s = config.split
+  if is_text(config):     # whole groups (people, speakers or documents)
+    from jaxaudit.text.dataset import group_split
+    return group_split(dataset, seed=int(s.seed), forget_groups=config.text.get('forget_groups'),
+                       forget_fraction=s.get('forget_fraction', 0.1),
+                       ref_fraction=s.get('ref_fraction', 0.2))
   forget_indices = None
   if s.get('forget_indices_file'):
     forget_indices = splits_lib.read_index_file(s.forget_indices_file)

@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from jaxaudit import checkpoint, io_utils
-from jaxaudit.configs import (KEY_ORIGINAL, KEY_RETRAIN, KEY_SISA, audit_settings, method_key,
-                              model_from_config, recipe_from_config, role_key, sisa_expect,
-                              sisa_settings, validate_config)
+from jaxaudit.configs import (KEY_ORIGINAL, KEY_RETRAIN, KEY_SISA, audit_settings, is_text,
+                              method_key, model_from_config, recipe_from_config, role_key,
+                              sisa_expect, sisa_settings, validate_config)
 from jaxaudit.errors import CheckpointError, ConfigError, TrainingError
 from jaxaudit.train import loop, train_model
 from jaxaudit.train import sisa as sisa_lib
@@ -70,6 +70,36 @@ def _recipe_changes(meta: dict[str, Any], config) -> list[str]:
   return out
 
 
+BASE_DIR = 'base'
+
+
+def text_base(config, dataset, workdir: str, log: Callable[[str], None] = log_to_stdout):
+  """The base LM of a text workdir (WORKDIR/models/base, pretrained once on the corpus's
+  pretraining groups; :func:`jaxaudit.text.setup.pretrain_base`), or None for other data."""
+  if not is_text(config):
+    return None
+  from jaxaudit.text import setup
+  from jaxaudit.train import Recipe
+  recipe = Recipe(optimizer='adam', learning_rate=float(config.text.base_lr),
+                  epochs=int(config.text.base_epochs),
+                  batch_size=int(recipe_from_config(config).batch_size))
+  params, _ = setup.pretrain_base(model_from_config(config, dataset), dataset, recipe,
+                                  os.path.join(workdir, 'models', BASE_DIR),
+                                  seed=int(config.seed), log=log)
+  return params
+
+
+def task_of(config, dataset, workdir: str, log: Callable[[str], None] = log_to_stdout):
+  """The audit's task: classification, or for text the language-model task whose
+  verifiers fine-tune the workdir's base LM."""
+  from jaxaudit.tasks import for_dataset
+  if not is_text(config):
+    return for_dataset(dataset)
+  from jaxaudit.tasks.language import LanguageModeling
+  return LanguageModeling.for_dataset(dataset, base_params=text_base(config, dataset, workdir,
+                                                                     log))
+
+
 def _train_and_save(config, dataset, split, workdir, kind, subset, key, log,
                     overwrite: bool = False) -> dict[str, Any]:
   model = model_from_config(config, dataset)
@@ -90,7 +120,9 @@ def _train_and_save(config, dataset, split, workdir, kind, subset, key, log,
     log(f'[{kind}] epoch {epoch + 1}/{recipe.epochs}  loss {float(loss[0]):.4f}  '
         f'({time.time() - t0:.1f}s)')
 
-  res = train_model(model, dataset.x_train, dataset.y_train, subset, key, recipe, callback=progress)
+  task = task_of(config, dataset, workdir, log)
+  res = train_model(model, dataset.x_train, dataset.y_train, subset, key, recipe,
+                    callback=progress, init_params=task.initial_params()[0], loss=task.loss())
   params = jax.block_until_ready(res.params)
   wall = time.time() - t0
   if res.diverged():
@@ -175,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,
               out_dir: str | None = None, overwrite: bool = False,
               reference_file: str | None = None, use_bank: bool = False,
-              groups_file: str | None = None,
+              groups_file: str | None = None, token_logprobs_file: str | None = None,
               log: Callable[[str], None] = log_to_stdout):
   """Audits one model of a workdir and writes its report.
 
@@ -192,6 +224,9 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
     use_bank: draw each record's verifiers from the workdir's verifier bank
       (:func:`workdir_bank`; built once) instead of training K for this request.
     groups_file: the units of deletion of the bank (see :func:`run_stream_audit`).
+    token_logprobs_file: a language model's per-token log-probabilities on the
+      workdir's records (:mod:`jaxaudit.text.logprobs`): the black-box target of
+      a text workdir.
   Returns:
     (AuditResult, report directory).
   """
@@ -199,14 +234,27 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
   from jaxaudit.audit.report import write_report
   if out_dir:
     io_utils.check_replaceable(out_dir, overwrite=overwrite, what='--out directory')
-  if target and not logits_file:   # before prepare() writes anything
+  if sum(map(bool, (target, logits_file, token_logprobs_file))) > 1:
+    raise ConfigError('give one of --target, --logits and --token_logprobs')
+  if target:   # before prepare() writes anything
     checkpoint.load_meta(target_path(workdir, target))
-  elif logits_file and not os.path.isfile(logits_file):
-    raise ConfigError(f'logits file {logits_file} does not exist')
+  for f, what in ((logits_file, 'logits file'), (token_logprobs_file, 'token log-prob file')):
+    if f and not os.path.isfile(f):
+      raise ConfigError(f'{what} {f} does not exist')
+  if token_logprobs_file and not is_text(config):
+    raise ConfigError('--token_logprobs audits a language model: the workdir must hold a text '
+                      "data set (dataset = 'text:NAME')")
+  if logits_file and is_text(config):
+    raise ConfigError('a text workdir audits a black-box language model through '
+                      '--token_logprobs=FILE.npz, not --logits')
   dataset = preflight(config, workdir)
   reference = load_reference_file(reference_file, dataset) if reference_file else None
   dataset, split = prepare(config, workdir, log, dataset=dataset)
-  tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
+  if token_logprobs_file:
+    from jaxaudit.text.logprobs import target_from_token_logprobs
+    tgt = target_from_token_logprobs(token_logprobs_file, dataset)
+  else:
+    tgt = resolve_target(config, dataset, split, workdir, target, logits_file)
   out = out_dir or os.path.join(workdir, 'audits', tgt.name)
   io_utils.check_replaceable(out, overwrite=overwrite, what='report directory')
   bank = None
@@ -221,7 +269,7 @@ def run_audit(config, workdir: str, *, target: str | None = None, logits_file: s
   result = audit(tgt, dataset, split, verifier_model=model_from_config(config, dataset),
                  recipe=recipe_from_config(config), settings=audit_settings(config),
                  cache_dir=os.path.join(workdir, 'verifiers'), log=log, reference=reference,
-                 bank=bank)
+                 bank=bank, task=task_of(config, dataset, workdir, log))
   write_report(result, out, overwrite=overwrite)
   log(f'[audit] {tgt.name}: {result.summary()}')
   log(f'[audit] report: {os.path.join(out, "report.md")}')
@@ -235,6 +283,9 @@ def workdir_bank(config, dataset, split, workdir: str, *, groups=None,
   import hashlib
   from jaxaudit.audit import bank as bank_lib
   from jaxaudit.tasks import for_dataset
+  if is_text(config):
+    raise ConfigError('verifier banks and request streams are not available for language '
+                      'models yet: audit each request with `jaxaudit audit --target=...`')
   name = 'bank' if groups is None else 'bank-' + hashlib.sha256(
       np.asarray(groups, np.int64).tobytes()).hexdigest()[:12]
   return bank_lib.build_bank(
@@ -392,8 +443,15 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
     want = {k: v for k, v in expected_meta(config, dataset, split).items()
             if k not in ('split_hash', 'dataset_fingerprint')}
     _, init_params, _ = checkpoint.restore_model(init_checkpoint, expect=want)
+  text_kw = {}
+  if is_text(config):   # LM methods: the base LM (lm_retrain) and the refusal answer (lm_idk)
+    from jaxaudit.text.setup import refusal_tokens
+    init_params = init_params if init_params is not None else text_base(config, dataset,
+                                                                        workdir, log)
+    text_kw = dict(refusal=refusal_tokens(dataset))
   data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config),
-                                       init_checkpoint_params=init_params, sisa=state)
+                                       init_checkpoint_params=init_params, sisa=state,
+                                       **text_kw)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')
   t0 = time.time()
   with loop.divergence_probe() as probe:

@@ -56,7 +56,7 @@ FILES = (CONFIG_FILE, SPLIT_FILE)
 # data (data_dir, npz) may move: the data fingerprint in every checkpoint
 # guards their content instead.
 MODEL_FIELDS = ('dataset', 'split', 'model', 'model_kwargs', 'train', 'seed', 'sisa',
-                'train_retrain')
+                'train_retrain', 'text')
 
 
 def check_workdir(workdir: str) -> str:
@@ -145,7 +145,7 @@ def model_field_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
   for k in sorted(set(a) | set(b)):
     if k in a and k in b and _normal(a[k]) == _normal(b[k]):
       continue
-    if k not in a and k in b and k.startswith(('sisa.', 'train_retrain')):
+    if k not in a and k in b and k.startswith(('sisa.', 'train_retrain', 'text.')):
       continue   # a field newer than the saved config: its default is not a change
     out.append(f'{k}: {a.get(k, "<unset>")!r} -> {b.get(k, "<unset>")!r}')
   return out
@@ -182,6 +182,9 @@ def resolve_config(given: ml_collections.ConfigDict, workdir: str, *,
     return config
   if not explicit_file:
     resolved = ml_collections.ConfigDict(given.to_dict())
+    if isinstance(saved.get('model_kwargs'), dict):   # the saved model's options, whole: the
+      with resolved.ignore_type():                    # default's (another model's) do not apply
+        resolved['model_kwargs'] = ml_collections.ConfigDict(saved['model_kwargs'])
     base = _flatten(saved)
     for path, value in base.items():
       set_field(resolved, path, value)

@@ -32,7 +32,7 @@ import numpy as np
 from jaxaudit.audit import bank as bank_lib
 from jaxaudit.audit import decision as decision_lib
 from jaxaudit.audit import reference as reference_lib
-from jaxaudit.tasks import Signals, Task, for_dataset, nonfinite_records
+from jaxaudit.tasks import Signals, Task, for_dataset
 from jaxaudit.audit.target import Target
 from jaxaudit.audit.verifiers import VerifierSet, check_disjoint, get_verifiers
 from jaxaudit.data import AuditSplit, Dataset
@@ -127,11 +127,12 @@ def _validate_request(dataset: Dataset, split: AuditSplit) -> None:
 
 
 def _ensemble_logits(model, params, views_x: np.ndarray, cap: int = 0) -> np.ndarray:
-  """(A, n, ...) inputs -> (A, K, n, C) logits of a stacked ensemble (n <= cap: one program)."""
+  """(A, n, ...) inputs -> (A, K, n, *output_shape) outputs of a stacked ensemble ((A, K, n, C)
+  logits of classifiers; n <= cap: one program)."""
   a, n = views_x.shape[:2]
   flat = views_x.reshape((a * n,) + views_x.shape[2:])
-  lg = predict_logits(model, params, flat, ensemble=True, min_records=a * cap)   # (K, A*n, C)
-  return np.transpose(lg.reshape(lg.shape[0], a, n, -1), (1, 0, 2, 3))
+  lg = predict_logits(model, params, flat, ensemble=True, min_records=a * cap)   # (K, A*n, ...)
+  return np.swapaxes(lg.reshape((lg.shape[0], a, n) + lg.shape[2:]), 0, 1)
 
 
 def _verifier_logits(vs, verifier_model, views_x: np.ndarray, idx: np.ndarray, *,
@@ -288,6 +289,7 @@ def plan(target: Target, dataset: Dataset, split: AuditSplit, *, recipe: Recipe,
   _validate_request(dataset, split)
   if not isinstance(target, Target):
     raise AuditError(f'target must be a jaxaudit.audit.Target, got {type(target).__name__}')
+  task = task.for_target(target)
   if settings.verifier_epochs:
     recipe = recipe.replace(epochs=int(settings.verifier_epochs))
   views = task.default_views(dataset.input_shape, settings.flips) if settings.views == 'auto' \
@@ -344,7 +346,8 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
       vs = get_verifiers(verifier_model, p.dataset, p.split, p.recipe,
                          num_verifiers=settings.num_verifiers, ratio=ratio,
                          member_sample=settings.member_sample, seed=settings.seed,
-                         cache_dir=cache_dir, loss=p.task.loss(), log=log)
+                         cache_dir=cache_dir, loss=p.task.loss(),
+                         init=p.task.initial_params(), log=log)
       models_trained += 0 if vs.from_cache else vs.num_models
       candidates.append(vs)
       if memo is not None:
@@ -360,6 +363,7 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
   whose mean D_ref utility is closest); verifier outputs are memoised per request.
   """
   x, y, task = p.dataset.x_train, p.dataset.y_train, p.task
+  verifier_model = task.query_model(verifier_model)
   cap = {'ref': min(settings.ref_sample, len(p.split.ref)), 'forget': 0}   # sample size caps
   xq_ref = task.query_views(x[p.ref_idx], p.ref_idx, p.views, seed=settings.seed,
                             min_records=cap['ref'])
@@ -393,7 +397,7 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
                                lambda: _verifier_logits(vs, verifier_model, xq, idx,
                                                         pseudo=name != 'forget', views=p.views,
                                                         cap=cap[name])))
-  nonfinite = {k: int(nonfinite_records(tl).sum()) for k, (_, _, tl, _) in sets.items()}
+  nonfinite = {k: int(task.nonfinite(tl).sum()) for k, (_, _, tl, _) in sets.items()}
   return Queries(vs, sets, mem_matched, nonfinite)
 
 
@@ -411,6 +415,7 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
   """Step 5: utility (top-1 accuracy for classifiers) of Mu and of each verifier on
   members, Du, D_ref and test."""
   acc = {'target': {}, 'verifiers': {}}
+  verifier_model = p.task.query_model(verifier_model)
   for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
     if key in sig:
       acc['target'][name] = float(np.mean(sig[key].correct_target))
@@ -419,7 +424,7 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
   try:
     tl_test = target.logits(ds.x_test[test_idx][None], test_idx, ('identity',), p.task,
                             test=True, allow_nonfinite=True)[0]
-    bad_test = int(nonfinite_records(tl_test).sum())
+    bad_test = int(p.task.nonfinite(tl_test).sum())
     if bad_test:
       raise _Collapse(dict(q.nonfinite, test=bad_test))
     acc['target']['test'] = float(p.task.utility(tl_test, ds.y_test[test_idx]))
@@ -443,16 +448,27 @@ def extra_test(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
     (its result, or None; whether it covers every record of Du).
   """
   x = p.dataset.x_train
+  verifier_model = p.task.query_model(verifier_model)
 
-  def query_exact(idx: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    tl = target.logits(x[idx][None], idx, ('identity',), p.task, allow_nonfinite=True)[0]
-    bad = nonfinite_records(tl)
+  def query_exact(idx: np.ndarray, name: str, inputs: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    xs = x[idx] if inputs is None else np.asarray(inputs)
+    if inputs is None:
+      tl = target.logits(xs[None], idx, ('identity',), p.task, allow_nonfinite=True)[0]
+    else:   # inputs the task made (not pool records): a table target cannot answer them
+      if target.is_table:
+        raise AuditError(f"{target.name} is a table of outputs and cannot answer the task's "
+                         f'{name!r} queries; audit with class_test=False to skip that test')
+      tl = target.logits(xs[None], idx, ('identity',), p.task, allow_nonfinite=True,
+                         test=False)[0]
+    bad = p.task.nonfinite(tl)
     if bad.any():
       raise _Collapse(dict(q.nonfinite, extra_test=int(bad.sum())))
     vl = _memo_logits(memo, (q.vs.cache_key, name, p.dataset.fingerprint), lambda: _verifier_logits(
-        q.vs, verifier_model, x[idx][None], idx, pseudo=True, views=('identity',))[0])
+        q.vs, verifier_model, xs[None], idx, pseudo=True, views=('identity',))[0])
     return tl, vl
 
+  query_exact.answers_inputs = not target.is_table
   extra, covers_all = p.task.extra_test(p.dataset, p.split, settings, query_exact,
                                        acc['target'].get('retain_members'))
   if extra is None:
@@ -480,6 +496,13 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
   check_stats = self_check_statistics(
       settings.test.self_check, sig, {k: q.sets[k][3][0] for k in ('forget', 'ref')},
       {'forget': x[np.asarray(split.forget)], 'ref': x[p.ref_idx]}, task)
+  units = {k: task.units(q.sets[k][0]) for k in q.sets}
+  if units['forget'] is not None:   # whole groups were drawn: groups are the test's units
+    means = {k: unit_means(u) for k, u in units.items()}
+    sig = {k: Signals(*(None if f is None else means[k](f) for f in s)) for k, s in sig.items()}
+    cal = {k: means[k](c) for k, c in cal.items()}
+    gap = None if gap is None else {k: means[k](g) for k, g in gap.items()}
+    check_stats = {n: (means['forget'](a), means['ref'](b)) for n, (a, b) in check_stats.items()}
   strata = task.strata(y)
   ref_check = decision_lib.reference_check(
       check_stats, alpha=settings.test.self_check_alpha, combine=settings.test.combine,
@@ -498,16 +521,30 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
       reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'],
       size_caps=(0, min(settings.ref_sample, len(split.ref)), settings.member_sample))
+  if units['forget'] is not None:
+    res['units'] = dict(kind='group', forget=np.unique(units['forget']).tolist(),
+                        ref=int(len(np.unique(units['ref']))),
+                        members=int(len(np.unique(units['members']))) if 'members' in units
+                        else 0, record_groups=units['forget'].tolist())
   return res, cal, betas
+
+
+def unit_means(units: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+  """``f(a (..., n)) -> (..., g)``: the mean of a per-record array over each of the g
+  units (sorted unique ids of ``units`` (n,))."""
+  uniq, inv = np.unique(np.asarray(units), return_inverse=True)
+  m = np.zeros((len(inv), len(uniq)))
+  m[np.arange(len(inv)), inv] = 1.0
+  m /= m.sum(0, keepdims=True)
+  return lambda a: np.asarray(a, np.float64) @ m
 
 
 def _signal_means(s: Signals) -> dict[str, float]:
   """Per-set means of the raw signals on the exact view, for the report."""
-  return dict(phi_target=float(s.phi_target[0].mean()),
-              phi_verifiers=float(s.phi_verifiers[0].mean()),
-              calibrated=float(s.calibrated[0].mean()),
-              loss_target=float(s.loss_target[0].mean()),
-              agreement=float(s.agreement[0].mean()), kl=float(s.kl[0].mean()))
+  mean = lambda a: None if a is None else float(np.mean(a[0]))
+  return dict(phi_target=mean(s.phi_target), phi_verifiers=mean(s.phi_verifiers),
+              calibrated=mean(s.calibrated), loss_target=mean(s.loss_target),
+              agreement=mean(s.agreement), kl=mean(s.kl))
 
 
 def _common_details(p: Plan, v: Verifiers, q: Queries, target: Target,
@@ -545,20 +582,31 @@ def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: di
              target: Target, settings: AuditSettings, t0: float) -> AuditResult:
   """Step 8: the AuditResult: decision, per-record evidence, accuracies, cost."""
   forget = np.asarray(p.split.forget)
-  flagged = forget[np.asarray(res['per_record']['flagged'], bool)].tolist()
-  res['per_record']['indices'] = forget.tolist()
+  if 'units' in res:    # per-group evidence: a flagged group flags each of its records
+    groups = np.asarray(res['units']['forget'])
+    hit = groups[np.asarray(res['per_record']['flagged'], bool)]
+    flagged = forget[np.isin(res['units']['record_groups'], hit)].tolist()
+    res['per_record']['indices'] = groups.tolist()
+    res['per_record']['unit'] = 'group'
+  else:
+    flagged = forget[np.asarray(res['per_record']['flagged'], bool)].tolist()
+    res['per_record']['indices'] = forget.tolist()
   keys = ('tests', 'combine', 'n_tests', 'test_level', 'record_statistics',
           'forgetting_score_method', 'rejected',
           'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_ci',
           'power_target',
           'reference_check', 'utility_collapse', 'per_record')
+  units = res.get('units')
   n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
   details = dict(
       **{k: res[k] for k in keys}, accuracy=acc,
       signals={k: _signal_means(s) for k, s in sig.items()},
       scores={k: c.tolist() for k, c in cal.items()}, calibration_betas=betas.tolist(),
       raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},
-      sizes=dict(forget=len(forget), ref=len(p.ref_idx), members=n_mem, test=len(p.test_idx)),
+      sizes=dict(forget=len(forget), ref=len(p.ref_idx), members=n_mem, test=len(p.test_idx),
+                 **({} if units is None else dict(forget_groups=len(units['forget']),
+                                                  ref_groups=units['ref'],
+                                                  member_groups=units['members']))),
       class_matched=dict(ref=p.ref_matched, members=q.mem_matched),
       **_common_details(p, v, q, target, settings, t0))
   return AuditResult(decision=res['decision'], direction=res['direction'], p_value=res['p_value'],

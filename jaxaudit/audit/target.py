@@ -127,7 +127,8 @@ class Target:
       logits = np.asarray(self.fn(flat))
     else:
       from jaxaudit.train import predict_logits
-      logits = predict_logits(self.model, self.params, flat, min_records=a * int(min_records))
+      logits = predict_logits(task.query_model(self.model), self.params, flat,
+                              min_records=a * int(min_records))
     if logits.shape[:1] != (a * n,):
       raise AuditError(f'{self.name} returned logits of shape {logits.shape} for {a * n} inputs')
     logits = task.check_outputs(logits, f'logits of {self.name}', allow_nonfinite=allow_nonfinite)

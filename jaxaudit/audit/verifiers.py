@@ -94,21 +94,25 @@ def check_disjoint(split: AuditSplit, subsets: np.ndarray, members: np.ndarray |
 
 
 def cache_key(dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *, num_verifiers: int,
-              ratio: float, member_sample: int, seed: int, loss: Callable | None = None) -> str:
-  """sha256 of everything that determines a verifier set (the loss when not the default)."""
+              ratio: float, member_sample: int, seed: int, loss: Callable | None = None,
+              init_id: str = '') -> str:
+  """sha256 of everything that determines a verifier set (the loss when not the default,
+  the fingerprint of the parameters the verifiers start from when given)."""
   fields = dict(data=dataset.fingerprint, split=split_hash(split),
                 du=hashlib.sha256(np.asarray(split.forget, np.int64).tobytes()).hexdigest(),
                 model=type(model).__name__, model_cfg=repr(model), recipe=recipe.to_dict(),
                 k=num_verifiers, ratio=float(ratio), members=int(member_sample), seed=int(seed))
   if loss is not None:
     fields['loss'] = repr(loss)
+  if init_id:
+    fields['init'] = str(init_id)
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
                   num_verifiers: int = 4, ratio: float = 0.15, member_sample: int = 1000,
                   seed: int = 0, cache_dir: str | None = None, model_meta: dict | None = None,
-                  loss: Callable | None = None,
+                  loss: Callable | None = None, init: tuple[Any, str] = (None, ''),
                   log: Callable[[str], None] = lambda s: None) -> VerifierSet:
   """Trains (or loads from ``cache_dir``) K verification models.
 
@@ -129,6 +133,9 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
     model_meta: extra metadata for the checkpoint (e.g. model name/kwargs).
     loss: the task's per-example training loss (``None``: softmax cross-entropy;
       see :func:`jaxaudit.train.train_ensemble`).
+    init: (params every verifier starts from — e.g. the base LM that M was
+      fine-tuned from — or None for a fresh initialisation; their fingerprint,
+      which keys the cache) (:meth:`jaxaudit.tasks.Task.initial_params`).
   Returns:
     A VerifierSet: params stacked (K, ...), subsets (K, M), members (m,).
   Raises:
@@ -138,10 +145,10 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
                                   member_sample=member_sample, seed=seed)
   check_disjoint(split, subsets, members)
   key = cache_key(dataset, split, model, recipe, num_verifiers=num_verifiers, ratio=ratio,
-                  member_sample=member_sample, seed=seed, loss=loss)
+                  member_sample=member_sample, seed=seed, loss=loss, init_id=init[1])
   if not cache_dir:
     return _train(model, dataset, split, recipe, subsets, members, ratio, key, seed, None,
-                  model_meta, log, loss)
+                  model_meta, log, loss, init[0])
   path = os.path.join(cache_dir, key)
   # One process trains a cache entry; concurrent requests for it wait, then load it.
   with locking.file_lock(f'{path}.lock', what=f'verifier cache entry {key}', log=log):
@@ -154,13 +161,13 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
       log(f'[verifiers] loaded {num_verifiers} from cache {path}')
       return VerifierSet(params, subsets, members, ratio, key, 0.0, True)
     return _train(model, dataset, split, recipe, subsets, members, ratio, key, seed, path,
-                  model_meta, log, loss)
+                  model_meta, log, loss, init[0])
 
 
 def _train(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, subsets: np.ndarray,
            members: np.ndarray, ratio: float, key: str, seed: int, path: str | None,
            model_meta: dict | None, log: Callable[[str], None],
-           loss: Callable | None = None) -> VerifierSet:
+           loss: Callable | None = None, init_params: Any = None) -> VerifierSet:
   """Trains the K verifiers on subsets (K, M) and saves them to ``path`` (None: no cache)."""
   num_verifiers = int(subsets.shape[0])
   log(f'[verifiers] training K={num_verifiers} on {subsets.shape[1]} records each '
@@ -168,7 +175,10 @@ def _train(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, subsets: 
   t0 = time.time()
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(
       np.arange(num_verifiers))
-  res = train_ensemble(model, dataset.x_train, dataset.y_train, subsets, keys, recipe, loss=loss)
+  stacked = None if init_params is None else jax.tree.map(
+      lambda a: np.broadcast_to(np.asarray(a), (num_verifiers,) + np.shape(a)), init_params)
+  res = train_ensemble(model, dataset.x_train, dataset.y_train, subsets, keys, recipe, loss=loss,
+                       init_params=stacked)
   params = jax.block_until_ready(res.params)
   wall = time.time() - t0
   log(f'[verifiers] trained in {wall:.1f}s')

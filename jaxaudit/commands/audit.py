@@ -5,6 +5,7 @@
   jaxaudit audit --workdir=runs/demo --target=retrain --reference=my_heldout.npz
   jaxaudit audit --workdir=runs/demo --target=unlearned/finetune --bank      # no verifier training
   jaxaudit audit --workdir=runs/demo --target=original --requests=requests.jsonl  # one verdict each
+  jaxaudit audit --workdir=runs/lm --token_logprobs=my_lm.npz    # a language model you run yourself
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ flags.DEFINE_string('requests', None, 'Deletion requests, JSON lines {"id": ...,
                     '[pool indices]} or {"id": ..., "groups": [group ids]}: one verdict per '
                     'request (per-record test against the verifier bank) in '
                     'OUT/verdicts.jsonl, and OUT/summary.md; resumable.')
+flags.DEFINE_string('token_logprobs', None, 'Black-box language model (text workdirs): .npz with '
+                    '`indices` (pool indices), `tokens` (n, T+1) the records\' token ids (-1 pad), '
+                    '`logprobs` (n, T) the model\'s log-probability of each next token, optionally '
+                    '`topk_ids`/`topk_logprobs` (n, T, k); see jaxaudit.text.logprobs.')
 flags.DEFINE_string('groups', None, 'Units of deletion: .npy/.npz with one integer group id per '
                     'pool record (a data subject); default: every record its own group.')
 FLAGS = flags.FLAGS
@@ -56,6 +61,7 @@ def main(argv):
   if FLAGS.groups and not FLAGS.bank:
     raise ConfigError('--groups needs --bank or --requests')
   result, out = pipeline.run_audit(FLAGS.config, FLAGS.workdir, target=FLAGS.target,
+                                   token_logprobs_file=FLAGS.token_logprobs,
                                    logits_file=FLAGS.logits, out_dir=FLAGS.out,
                                    overwrite=FLAGS.overwrite, reference_file=FLAGS.reference,
                                    use_bank=FLAGS.bank, groups_file=FLAGS.groups)

@@ -17,6 +17,7 @@ from jaxaudit.errors import ConfigError
 from jaxaudit.models.cnn import CNN
 from jaxaudit.models.mlp import MLP
 from jaxaudit.models.resnet import ResNet18
+from jaxaudit.models.transformer import TransformerLM
 
 Params = Any
 ApplyFn = Callable[[Params, jnp.ndarray], jnp.ndarray]
@@ -25,6 +26,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'mlp': MLP,
     'cnn': CNN,
     'resnet18': ResNet18,
+    'transformer': TransformerLM,
 }
 IMAGE_ONLY = frozenset({'cnn', 'resnet18'})
 
@@ -34,7 +36,7 @@ def get_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None =
   """Returns the Linen module registered as ``name``.
 
   Args:
-    name: one of ``MODELS`` (``mlp``, ``cnn``, ``resnet18``).
+    name: one of ``MODELS`` (``mlp``, ``cnn``, ``resnet18``, ``transformer``).
     num_classes: size of the output layer.
     input_shape: shape of one input; when given, checked against the model
       (convolutional models need (H, W, C) images).
@@ -53,6 +55,11 @@ def get_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None =
     raise ConfigError(f'unknown option(s) {sorted(unknown)} for model {name!r}; '
                       f'valid: {sorted(fields - {"num_classes"})}')
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  if name == 'transformer' and input_shape is not None:
+    if len(input_shape) != 1:
+      raise ConfigError(f"model 'transformer' needs token records of shape (T+1,), got "
+                        f'input_shape {tuple(input_shape)}')
+    kwargs.setdefault('context', int(input_shape[0]) - 1)   # records hold T + 1 tokens
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
@@ -76,5 +83,5 @@ def num_params(params: Params) -> int:
   return sum(int(p.size) for p in jax.tree.leaves(params))
 
 
-__all__ = ['MLP', 'CNN', 'ResNet18', 'MODELS', 'get_model', 'init_params',
+__all__ = ['MLP', 'CNN', 'ResNet18', 'TransformerLM', 'MODELS', 'get_model', 'init_params',
            'make_apply_fn', 'num_params']

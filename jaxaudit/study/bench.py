@@ -71,7 +71,8 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   if cfg.sisa.shards:
     _, sisa_state, _ = workdir_lib.load_sisa_state(
         os.path.join(workdir, 'models', workdir_lib.SISA_DIR), train_indices=split.train)
-  names = list(methods) or [m.name for m in list_methods()]
+  from jaxaudit.unlearn.language import FAMILY as LM_FAMILY
+  names = list(methods) or [m.name for m in list_methods() if m.family != LM_FAMILY]
   if not cfg.sisa.shards:
     names = [n for n in names if n != 'sisa']
   if 'retrain' in names:

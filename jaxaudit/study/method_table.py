@@ -348,8 +348,9 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
   from jaxaudit.errors import ConfigError
   hparams = hparams or {}
   os.makedirs(workdir, exist_ok=True)
+  from jaxaudit.unlearn.language import FAMILY as LM_FAMILY
   families = {m.name: m.family for m in unlearn_lib.list_methods()}
-  names = list(methods) or list(families)
+  names = list(methods) or [n for n, f in families.items() if f != LM_FAMILY]   # image models
   unknown = [n for n in list(names) + list(hparams) + list(rerun) if n not in families]
   if unknown:
     raise ConfigError(f'unknown method(s) {unknown}; registered: {sorted(families)}')

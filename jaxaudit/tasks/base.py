@@ -72,6 +72,37 @@ class Task(abc.ABC):
   def check_outputs(self, outputs, name: str, *, allow_nonfinite: bool = False) -> np.ndarray:
     """Validates outputs (..., n, *output_shape); returns them as float32 (AuditError if not)."""
 
+  def for_target(self, target) -> 'Task':
+    """The task adapted to what ``target`` can answer (e.g. a log-prob file without the
+    model's top-1 tokens); default: unchanged."""
+    del target
+    return self
+
+  def query_model(self, model):
+    """The Linen module that answers the audit's queries for a trained ``model`` (same
+    params; a language model answers with per-token features instead of logits)."""
+    return model
+
+  def nonfinite(self, outputs) -> np.ndarray:
+    """Records whose outputs are unusable (NaN/inf): (A, n, ...) or (n, ...) -> (n,) bool."""
+    return nonfinite_records(outputs)
+
+  def units(self, idx: np.ndarray) -> np.ndarray | None:
+    """The unit of exchangeability of pool records ``idx`` (n,): (n,) int group ids, or
+    None when every record is its own unit (the default).
+
+    When a split draws whole groups (a person's documents), records of one group are
+    not exchangeable one by one: the audit then averages every per-record statistic
+    over each group and tests groups (:func:`jaxaudit.audit.runner.test`)."""
+    del idx
+    return None
+
+  def initial_params(self) -> tuple[Any, str]:
+    """(params every verifier starts from, or None for a fresh initialisation; a
+    fingerprint of them for the verifier cache). A language model's verifiers
+    fine-tune the base LM that M was fine-tuned from."""
+    return None, ''
+
   @abc.abstractmethod
   def signals(self, target_outputs, verifier_outputs, targets) -> Signals:
     """Signals of one set: outputs (A, n, ...), verifier outputs (A, K, n, ...), targets (n, ...)."""
@@ -130,9 +161,11 @@ class Task(abc.ABC):
     Args:
       dataset, split: the request.
       settings: the AuditSettings.
-      query: ``query(pool_indices (m,), name) -> (Mu's outputs (m, ...), the
-        verifiers' outputs (K, m, ...))`` on the exact records (memoised; a
-        diverged Mu stops the audit with a collapse verdict).
+      query: ``query(pool_indices (m,), name, inputs=None) -> (Mu's outputs (m, ...),
+        the verifiers' outputs (K, m, ...))`` on the exact records, or on ``inputs``
+        (m, *input_shape) given by the task (e.g. a language model's knowledge
+        probes; ``pool_indices`` then only name them) (memoised; a diverged Mu
+        stops the audit with a collapse verdict).
       alt_utility: Mu's utility on its members (the alternative's level).
     Returns:
       (None, or a dict with ``correct_target`` (m,) and ``correct_verifiers``

@@ -85,7 +85,8 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
       whose N varies under a known cap (the audit's class-matched samples)
       passes the cap, so that every request runs one program.
   Returns:
-    float32 logits, (N, C) or (K, N, C), as a NumPy array.
+    float32 outputs, (N, *output_shape) or (K, N, *output_shape) ((N, C) logits for
+    classifiers), as a NumPy array.
   """
   strategy = resolve_strategy(strategy, model)
   x = np.asarray(x, np.float32)
@@ -95,8 +96,9 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
   xp[:n] = x
   xb = xp.reshape((steps, b) + x.shape[1:])
   out = np.asarray(_logits_program(model, b, ensemble, strategy)(params, xb))
-  out = out.reshape(out.shape[:-3] + (steps * b, out.shape[-1]))
-  return np.ascontiguousarray(out[..., :n, :])
+  lead = 1 if ensemble else 0      # (K?, steps, b, *output_shape)
+  out = out.reshape(out.shape[:lead] + (steps * b,) + out.shape[lead + 2:])
+  return np.ascontiguousarray(out[:, :n] if lead else out[:n])
 
 
 def predict_logits_gathered(model: nn.Module, params: Params, x, idx, *,
@@ -113,7 +115,7 @@ def predict_logits_gathered(model: nn.Module, params: Params, x, idx, *,
     idx: (K, L) int row indices into x, row k for model k.
     batch_size: rows per step (L is padded to :func:`padded_layout`).
   Returns:
-    float32 (K, L, C): ``out[k, j] = model_k(x[idx[k, j]])``.
+    float32 (K, L, *output_shape): ``out[k, j] = model_k(x[idx[k, j]])``.
   """
   x = np.asarray(x, np.float32)
   idx = np.asarray(idx, np.int32)
@@ -122,7 +124,8 @@ def predict_logits_gathered(model: nn.Module, params: Params, x, idx, *,
   ip = np.zeros((k, steps * b), np.int32)
   ip[:, :n] = idx
   out = _logits_program(model, b, 'gathered', 'vmap')(params, x, ip.reshape(k, steps, b))
-  return np.asarray(out).reshape(k, steps * b, -1)[:, :n]
+  out = np.asarray(out)
+  return out.reshape((k, steps * b) + out.shape[3:])[:, :n]
 
 
 def accuracy(logits, y) -> np.ndarray:
@@ -163,10 +166,22 @@ def evaluate_sets(model, params, dataset, split, *, ensemble=False,
     ensemble: accuracy of every member (lists of K floats).
     aggregate: ``'mean_softmax'``: accuracy of the K stacked models' mean
       softmax (a SISA ensemble), one float per set.
+  A language model (a module with an ``output`` attribute) reports its token top-1
+  accuracy (:func:`jaxaudit.tasks.language.token_accuracy`).
   """
   if aggregate not in (None, MEAN_SOFTMAX):
     raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {MEAN_SOFTMAX!r}')
   out = {}
+  if getattr(model, 'output', None) is not None:     # a language model: token top-1 accuracy
+    from jaxaudit.tasks.language import token_accuracy
+    fmodel = model.clone(output='features')
+    for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
+                       ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
+                       ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
+                       ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
+      acc = token_accuracy(predict_logits(fmodel, params, x, ensemble=ensemble), y)
+      out[name] = np.asarray(acc).tolist() if ensemble else float(acc)
+    return out
   for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
                      ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
                      ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),

@@ -124,6 +124,25 @@ class SoftmaxCE:
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenCE:
+  """Per-record next-token loss of a language model: the mean NLL over its valid tokens.
+
+  ``(logits (B, T, V), targets (B, T) int, -1 = padding) -> (B,)``: for each record
+  the mean of :func:`per_example_ce` over the positions whose target is >= 0, and 0
+  for a record without any. A value, so it keys compiled programs; use it as the
+  ``loss=`` of :func:`jaxaudit.train.train_ensemble` or inside :class:`MeanLoss`.
+  """
+  label_smoothing: float = 0.0
+
+  def __call__(self, logits, targets):
+    targets = targets.astype(jnp.int32)
+    valid = targets >= 0
+    nll = per_example_ce(logits, jnp.where(valid, targets, 0), self.label_smoothing)
+    w = valid.astype(nll.dtype)
+    return jnp.sum(nll * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class MeanLoss:
   """An objective from a per-example loss: its weighted mean over stream 0.
 
@@ -530,6 +549,6 @@ def mean_gradient(model: nn.Module, params: Params, x, y, indices, loss: LossFn,
   return _grad_program(model, loss, int(batch_size))(params, x, y, indices, key, aux)
 
 
-__all__ = ['Batch', 'StepInfo', 'FitResult', 'SoftmaxCE', 'MeanLoss', 'epoch_batches',
+__all__ = ['Batch', 'StepInfo', 'FitResult', 'SoftmaxCE', 'TokenCE', 'MeanLoss', 'epoch_batches',
            'augment_images', 'gather_batch', 'train_step', 'member_epoch', 'make_spec',
            'steps_per_epoch', 'fit', 'mean_gradient', 'divergence_probe', 'DivergenceProbe']

@@ -16,6 +16,8 @@ relabelling        random_label, relabel_finetune, srl, salun (relabelling)
 de-optimisation    gradient_ascent, ga_finetune, neggrad_plus (deoptimisation)
 distillation       bad_teacher, scrub (distillation)
 challenge          msg, ct, fcs, cfw, prmq, kde, rni (challenge)
+language-model     lm_gradient_ascent, lm_grad_diff, lm_npo, lm_simnpo, lm_idk,
+                   lm_rmu, lm_finetune, lm_retrain (language; token targets only)
 =================  ==============================================================
 """
 
@@ -33,6 +35,7 @@ from jaxaudit.unlearn import challenge as _challenge  # noqa: F401  (registers m
 from jaxaudit.unlearn import deoptimisation as _deoptimisation  # noqa: F401
 from jaxaudit.unlearn import distillation as _distillation  # noqa: F401
 from jaxaudit.unlearn import finetuning as _finetuning  # noqa: F401
+from jaxaudit.unlearn import language as _language  # noqa: F401
 from jaxaudit.unlearn import relabelling as _relabelling  # noqa: F401
 from jaxaudit.unlearn import retraining as _retraining  # noqa: F401
 from jaxaudit.unlearn.challenge import msg_reinit_mask, prune_reinit

@@ -55,7 +55,8 @@ class UnlearnData(NamedTuple):
 
   Attributes:
     x: (N, *input_shape) float32 device array, the training pool.
-    y: (N,) int32 labels of the pool.
+    y: (N,) int32 labels of the pool, or (N, T) int32 next-token targets of a
+      language model's records (-1 = padding; see :mod:`jaxaudit.unlearn.language`).
     forget: (Mf,) int32 indices into the pool: Du, the records to forget.
     retain: (Mr,) int32 indices into the pool: Dr = D \\ Du.
     num_classes: number of classes C.
@@ -64,13 +65,16 @@ class UnlearnData(NamedTuple):
       retrain-style methods).
     val_x: optional (V, *input_shape) float32 held-out validation inputs (part
       of the test split, never the audit's reference set).
-    val_y: optional (V,) int32 validation labels.
+    val_y: optional (V,) int32 validation labels ((V, T) token targets for a
+      language model).
     init_checkpoint_params: optional params of a model that never saw Du (e.g.
       a checkpoint trained on public data or on Dr's prefix), for the
       warm-start methods; None otherwise.
     sisa: optional :class:`jaxaudit.train.sisa.SisaState` of a SISA-trained
       original model; the ``sisa`` method needs it (its extra state travels
       here because ``unlearn`` only receives params).
+    refusal: optional (R,) int32 token ids of a refusal answer ("I don't
+      know"), for the language-model method ``lm_idk``; None otherwise.
   """
   x: jax.Array
   y: jax.Array
@@ -83,6 +87,7 @@ class UnlearnData(NamedTuple):
   val_y: jax.Array | None = None
   init_checkpoint_params: Params | None = None
   sisa: Any = None
+  refusal: jax.Array | None = None
 
 
 def check_data(data: UnlearnData) -> None:
@@ -91,7 +96,9 @@ def check_data(data: UnlearnData) -> None:
   Raises:
     EmptySetError: (a ConfigError and a SplitError) empty forget/retain set.
     SplitError: out-of-range, duplicated or overlapping indices.
-    ConfigError: inconsistent shapes, labels or class count.
+    ConfigError: inconsistent shapes, labels or class count (token targets y
+      (N, T) are range-checked over their non-padding entries, -1 = padding),
+      or refusal token ids outside the vocabulary.
   """
   if not isinstance(data, UnlearnData):
     raise ConfigError(f'expected an UnlearnData, got {type(data).__name__}')
@@ -99,8 +106,9 @@ def check_data(data: UnlearnData) -> None:
   if tuple(data.x.shape[1:]) != tuple(data.input_shape):
     raise ConfigError(f'data.x records have shape {tuple(data.x.shape[1:])} but '
                       f'input_shape is {tuple(data.input_shape)}')
-  if tuple(data.y.shape) != (n,):
-    raise ConfigError(f'data.y must have shape ({n},), got {tuple(data.y.shape)}')
+  if data.y.ndim not in (1, 2) or data.y.shape[0] != n:
+    raise ConfigError(f'data.y must have shape ({n},) (labels) or ({n}, T) (token targets), '
+                      f'got {tuple(data.y.shape)}')
   if int(data.num_classes) < 2:
     raise ConfigError(f'num_classes must be >= 2, got {data.num_classes}')
   if not isinstance(data.recipe, Recipe):
@@ -127,7 +135,9 @@ def check_data(data: UnlearnData) -> None:
     raise SplitError(f'{overlap.size} record(s) are in both the forget and the retain set '
                      f'(first: {overlap[:5].tolist()})')
   labels = np.asarray(data.y)[np.concatenate([sets['forget'], sets['retain']])]
-  if labels.min() < 0 or labels.max() >= data.num_classes:
+  if labels.ndim == 2:   # token targets: -1 marks padding
+    labels = labels[labels != -1]
+  if labels.size and (labels.min() < 0 or labels.max() >= data.num_classes):
     raise ConfigError(f'labels must lie in [0, {data.num_classes}); got range '
                       f'[{labels.min()}, {labels.max()}]')
   if (data.val_x is None) != (data.val_y is None):
@@ -136,13 +146,20 @@ def check_data(data: UnlearnData) -> None:
     if tuple(data.val_x.shape[1:]) != tuple(data.input_shape):
       raise ConfigError(f'val_x records have shape {tuple(data.val_x.shape[1:])}, expected '
                         f'{tuple(data.input_shape)}')
-    if tuple(data.val_y.shape) != (data.val_x.shape[0],):
-      raise ConfigError('val_y must have one label per val_x record')
+    if data.val_y.ndim != data.y.ndim or data.val_y.shape[0] != data.val_x.shape[0]:
+      raise ConfigError('val_y must have one label (one target row) per val_x record')
+  if data.refusal is not None:
+    r = np.asarray(data.refusal)
+    if r.ndim != 1 or r.size == 0:
+      raise ConfigError(f'data.refusal must be a non-empty 1-D array of token ids, got shape '
+                        f'{r.shape}')
+    if not np.issubdtype(r.dtype, np.integer) or r.min() < 0 or r.max() >= data.num_classes:
+      raise ConfigError(f'data.refusal must hold integer token ids in [0, {data.num_classes})')
 
 
 def make_unlearn_data(dataset, split, recipe: Recipe, *, val_size: int | None = None,
                       init_checkpoint_params: Params | None = None,
-                      sisa: Any = None) -> UnlearnData:
+                      sisa: Any = None, refusal=None) -> UnlearnData:
   """Builds the :class:`UnlearnData` of an audit.
 
   Args:
@@ -157,8 +174,10 @@ def make_unlearn_data(dataset, split, recipe: Recipe, *, val_size: int | None = 
     init_checkpoint_params: params of a model that never saw Du (warm start).
     sisa: a :class:`jaxaudit.train.sisa.SisaState` when the original model is a
       SISA ensemble.
+    refusal: (R,) int token ids of a refusal answer (language models, ``lm_idk``).
   Returns:
-    UnlearnData with device arrays x (N, ...), y (N,), forget (Mf,), retain (Mr,).
+    UnlearnData with device arrays x (N, ...), y (N,) (or (N, T) token targets),
+    forget (Mf,), retain (Mr,).
   Raises:
     EmptySetError: empty forget or retain set.
     SplitError: the split does not belong to this dataset or has bad indices.
@@ -195,7 +214,8 @@ def make_unlearn_data(dataset, split, recipe: Recipe, *, val_size: int | None = 
       recipe=recipe,
       val_x=val_x, val_y=val_y,
       init_checkpoint_params=init_checkpoint_params,
-      sisa=sisa)
+      sisa=sisa,
+      refusal=None if refusal is None else jnp.asarray(np.asarray(refusal), jnp.int32))
   check_data(data)
   return data
 

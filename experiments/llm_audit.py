@@ -1,0 +1,41 @@
+r"""The language-model study: base LM → M → LM unlearning methods → audit + peers.
+
+  # CPU-sized (local) configs, 30 draws each (about a minute per draw on 2 cores):
+  python experiments/llm_audit.py --corpus=synthetic --draws=30 --workdir=runs/llm_synthetic
+  python experiments/llm_audit.py --corpus=shakespeare --draws=30 --workdir=runs/llm_shakespeare
+  # accelerator-sized config (see BUILD_NOTES.md, "Language models"):
+  python experiments/llm_audit.py --corpus=synthetic --config=full --workdir=runs/llm_full
+
+Resumable: one JSON line per finished draw in WORKDIR/draws.jsonl; the table goes to
+WORKDIR/summary.md. The logic lives in :mod:`jaxaudit.study.llm`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from jaxaudit import cli
+from jaxaudit.study import llm, script
+
+SHARED = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+flags.DEFINE_string('corpus', 'synthetic', "'synthetic', 'shakespeare', or a .txt / .jsonl path.")
+flags.DEFINE_enum('config', 'local', ['local', 'full'], 'Model and corpus sizes.')
+flags.DEFINE_integer('draws', 2, 'Independent draws (split and training seeds).')
+flags.DEFINE_integer('first_draw', 0, 'Seed of the first draw.')
+flags.DEFINE_string('workdir', 'runs/llm', 'Where results go.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  script.check_main_args(argv, FLAGS)
+  make = llm.local_config if FLAGS.config == 'local' else llm.full_config
+  table = llm.run(make(FLAGS.corpus), FLAGS.workdir, draws=FLAGS.draws,
+                  first_draw=FLAGS.first_draw, data_dir=SHARED,
+                  log=lambda s: print(s, flush=True))
+  print(table)
+
+
+if __name__ == '__main__':
+  cli.run_script(main)
