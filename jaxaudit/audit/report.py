@@ -34,7 +34,9 @@ def combination_text(details: dict[str, Any]) -> str:
   else:
     text = f'{_COMBINE.get(comb, str(comb))} over {n} statistics'
   if details.get('class_level'):
-    text += ', then Bonferroni with the class-level test'
+    kind = ('knowledge' if details['class_level'].get('direction') == 'remembers_knowledge'
+            else 'class-level')
+    text += f', then Bonferroni with the {kind} test'
   return text
 
 
@@ -100,10 +102,12 @@ def _plots(result: AuditResult) -> dict[str, bytes]:
     p = np.sort(np.asarray(pr['p_value']))
     m = len(p)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(np.arange(1, m + 1), p, '.', ms=3, label='per-record p-values (sorted)')
+    ax.plot(np.arange(1, m + 1), p, '.', ms=3, label=f'per-{"group" if pr.get("unit") == "group" else "record"} p-values (sorted)')
     ax.plot(np.arange(1, m + 1), pr['fdr'] * np.arange(1, m + 1) / m, '-', label=f'BH line, FDR {pr["fdr"]}')
     ax.set_xlabel('rank'); ax.set_ylabel('p-value'); ax.set_xscale('log'); ax.set_yscale('log')
-    ax.set_title(f'per-record evidence: {len(result.flagged_records)} of {m} records flagged')
+    unit = 'groups' if pr.get('unit') == 'group' else 'records'
+    ax.set_title(f'per-{unit[:-1]} evidence: {int(np.sum(pr.get("flagged", [])))} of {m} '
+                 f'{unit} flagged')
     ax.legend()
     out['per_record.png'] = _png(fig)
   return out
@@ -137,7 +141,9 @@ def markdown(result: AuditResult) -> str:
            f'| estimated power (members vs D_ref AUC {_fmt(d.get("member_auc"))}) | {_fmt(result.power, 2)}'
            + (f' [{_fmt(d["power_ci"][0], 2)}, {_fmt(d["power_ci"][1], 2)}]' if d.get('power_ci')
               else '') + ' |',
-           f'| records flagged (BH, FDR {d.get("per_record", {}).get("fdr")}) | {len(result.flagged_records)} of {d.get("sizes", {}).get("forget")} |',
+           f'| records flagged (BH, FDR {d.get("per_record", {}).get("fdr")}) | {len(result.flagged_records)} of {d.get("sizes", {}).get("forget")}'
+           + (f' (per group: {sum(d["per_record"].get("flagged", []))} of {len(d["per_record"].get("flagged", []))} groups flagged)'
+              if d.get('per_record', {}).get('unit') == 'group' else '') + ' |',
            f'| reference check (D_ref exchangeable with Du; {rc.get("n_statistics", 0)} statistics, {rc.get("combine", "n/a")}) | {"not run" if not rc else ("ok" if rc.get("ok") else "FAILED")} (family p={_fmt(rc.get("p_value"))}, level {rc.get("alpha", "n/a")}) |',
            f'| utility collapse | {d.get("utility_collapse")} |',
            f'| exact inputs masked | {d.get("exact_inputs_masked")} |', '',
@@ -163,7 +169,17 @@ def markdown(result: AuditResult) -> str:
   if d.get('forgetting_score_method'):
     lines += ['', '## Forgetting score', '', d['forgetting_score_method'] + '.']
   cl = d.get('class_level')
-  if cl:
+  if cl and cl.get('direction') == 'remembers_knowledge':
+    lines += ['', "## Knowledge test (Du's people's facts)", '',
+              f'On {cl["n"]} knowledge probes of the {cl.get("people")} forgotten people (a fact '
+              f'prompted, answered top-1), Mu answers {100 * cl["accuracy"]:.1f}% right; the '
+              'verifiers, which never met them, '
+              f'{", ".join(f"{100 * a:.1f}%" for a in cl["verifier_accuracy"])}. '
+              f'H0: accuracy ≤ {100 * cl["threshold"]:.1f}% (best verifier + margin); '
+              f'one-sided binomial p = {_fmt(cl["p_value"])}, power {_fmt(cl["power"], 2)}. '
+              f'Record-level p = {_fmt(d.get("p_record"))}; the p-value above combines both '
+              '(Bonferroni).']
+  elif cl:
     lines += ['', '## Class-level test (Du holds whole classes)', '',
               f'Forgotten classes {cl.get("classes")}: Mu recognises {100 * cl["accuracy"]:.1f}% of '
               f'{cl["n"]} held-out records of them; the verifiers, which never saw them, '

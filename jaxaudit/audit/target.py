@@ -135,7 +135,9 @@ class Target:
     return logits.reshape((a, n) + logits.shape[1:])
 
 
-def _check_index_array(table: dict, key: str, path: str) -> np.ndarray:
+def check_index_array(table: dict, key: str, path: str) -> np.ndarray:
+  """``table[key]`` checked as (n,) unique non-negative integer pool indices (AuditError
+  naming ``path`` and ``key`` otherwise); returns it."""
   idx = np.asarray(table[key])
   if idx.ndim != 1 or idx.dtype.kind not in 'iu':
     raise AuditError(f'{path}: {key} must be a 1-D integer array of pool indices; got shape '
@@ -175,14 +177,14 @@ def validate_logits_table(table: dict[str, np.ndarray], path: str = 'logits file
   for k in ('indices', 'logits'):
     if k not in table:
       raise AuditError(f'logits file {path} lacks the array {k!r} (has {sorted(table)})')
-  idx = _check_index_array(table, 'indices', path)
+  idx = check_index_array(table, 'indices', path)
   lg = _check_logit_array(table, 'logits', path, (len(idx),), 'one row per index')
   c = lg.shape[-1]
   for a, b in (('test_indices', 'test_logits'), ('view_names', 'view_logits')):
     if (a in table) != (b in table):
       raise AuditError(f'{path}: {a} and {b} must be given together (has {sorted(table)})')
   if 'test_indices' in table:
-    tidx = _check_index_array(table, 'test_indices', path)
+    tidx = check_index_array(table, 'test_indices', path)
     tl = _check_logit_array(table, 'test_logits', path, (len(tidx),), 'one row per test index')
     if tl.shape[-1] != c:
       raise AuditError(f'{path}: test_logits have {tl.shape[-1]} classes, logits {c}')

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from jaxaudit import io_utils
-from jaxaudit.audit.target import Target, _check_index_array
+from jaxaudit.audit.target import Target, check_index_array
 from jaxaudit.errors import AuditError
 
 REQUIRED = ('indices', 'tokens', 'logprobs')
@@ -135,7 +135,7 @@ def _check_set(table: dict, prefix: str, path: str, consistency: bool
   """Validates one record set (``''`` pool or ``'test_'``); returns its arrays converted."""
   ki, kt, kl, kti, ktl = (prefix + k for k in REQUIRED + TOPK)
   what = 'test record' if prefix else 'record'
-  idx = _check_index_array(table, ki, path).astype(np.int64)
+  idx = check_index_array(table, ki, path).astype(np.int64)
   n = len(idx)
   tok = np.asarray(table[kt])
   if tok.ndim != 2 or tok.shape[0] != n or tok.shape[1] < 2:

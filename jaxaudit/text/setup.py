@@ -25,7 +25,8 @@ REFUSAL = "i don't know ."
 
 def load_corpus(source: str, *, num_people: int = 200, data_dir: str | None = None):
   """The corpus ``source`` names: ``synthetic`` (TOFU-style people), ``shakespeare``
-  (``DATA_DIR/tiny_shakespeare.txt``, else ``../shared/data``), a ``.jsonl`` file
+  (``DATA_DIR/tiny_shakespeare.txt``, else ``../shared/data``), ``tfds:NAME`` (a TFDS
+  text data set prepared under ``data_dir``, its ``text`` feature), a ``.jsonl`` file
   (``text`` and optional ``group`` fields) or any other text file (documents
   separated by blank lines)."""
   from jaxaudit.text import corpus as corpus_lib
@@ -35,6 +36,10 @@ def load_corpus(source: str, *, num_people: int = 200, data_dir: str | None = No
     path = os.path.join(data_dir, 'tiny_shakespeare.txt') if data_dir else None
     return corpus_lib.shakespeare_speeches(path) if path and os.path.isfile(path) \
         else corpus_lib.shakespeare_speeches()
+  if source.startswith('tfds:'):     # a TFDS text data set prepared under data_dir
+    if not data_dir:
+      raise ConfigError(f'{source}: a TFDS text data set needs data_dir (where it was prepared)')
+    return corpus_lib.tfds_text(source[len('tfds:'):], data_dir)
   if source.endswith('.jsonl'):
     return corpus_lib.jsonl_file(source)
   return corpus_lib.text_file(source)
