@@ -303,6 +303,21 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
         + (f'{np.median([p["privleak"] for p in pe]):+.1f}' if pe else 'n/a') + ' | '
         + (f'{sum(abs(p["privleak"]) > PRIVLEAK_OK for p in pe)}/{len(pe)}' if pe else 'n/a')
         + ' | ' + (f'{sum(fq)}/{len(fq)}' if fq else 'n/a') + ' |')
+  # Agreement of the peers' verdicts with ours (forgotten vs not_forgotten; ours inconclusive
+  # or invalid_reference left out), over every target of every draw but the retrain (their
+  # reference, where they agree by construction).
+  lines += ['', '| peer | agrees with our verdict | ours not_forgotten, peer forgotten | '
+            'ours forgotten, peer not_forgotten |', '|---|---|---|---|']
+  for key, label in (('privleak_verdict', 'MUSE PrivLeak (|x| ≤ 5: forgotten)'),
+                     ('forget_quality_verdict', 'TOFU forget quality (p ≥ 0.05: forgotten)')):
+    pairs = [(x['decision'], x['peers'][key]) for r in rows for n, x in r['results'].items()
+             if n != 'retrain' and x.get('peers') and key in x['peers']
+             and x['decision'] in ('forgotten', 'not_forgotten')]
+    if pairs:
+      agree = sum(a == b for a, b in pairs)
+      lines.append(f'| {label} | {agree}/{len(pairs)} = {agree / len(pairs):.2f} | '
+                   f'{sum(a == "not_forgotten" and b == "forgotten" for a, b in pairs)} | '
+                   f'{sum(a == "forgotten" and b == "not_forgotten" for a, b in pairs)} |')
   t = lambda k: np.mean([r['time_s'][k] for r in rows])
   per_target = np.mean([x['wall_time_s'] for r in rows for x in r['results'].values()])
   lines += ['', '| cost (mean per draw) | wall time (s) |', '|---|---|',
