@@ -277,7 +277,8 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
   if not rows:
     return 'no draws'
   lines = [f'corpus: {rows[0]["corpus"]}; draws: {len(rows)}; sizes (draw 0): {rows[0]["sizes"]}',
-           '', '| target | expected | ours: not_forgotten [95% CI] | directions | inconclusive | '
+           '', '| target | expected | ours: not_forgotten [95% CI] | directions | '
+           'inconclusive or invalid_reference | '
            'knowledge test p ≤ α | Min-K%++ AUC | PrivLeak | |PrivLeak| > 5 | '
            'forget quality < 0.05 |', '|---|---|---|---|---|---|---|---|---|---|']
   names = list(EXPECT) + [n for n in rows[0]['results'] if n not in EXPECT]
@@ -290,7 +291,7 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
     for x in res:
       if x['decision'] == 'not_forgotten':
         dirs[x['direction']] = dirs.get(x['direction'], 0) + 1
-    inc = sum(x['decision'] == 'inconclusive' for x in res)
+    inc = sum(x['decision'] in ('inconclusive', 'invalid_reference') for x in res)
     kn = [x['knowledge']['p_value'] <= alpha for x in res
           if x.get('knowledge') and x['knowledge'].get('p_value') is not None]
     pe = [x['peers'] for x in res if x.get('peers')]
