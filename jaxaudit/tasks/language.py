@@ -83,14 +83,9 @@ def membership_scores(features: np.ndarray, signal: str = 'mean_loglik', k: floa
                       ) -> np.ndarray:
   """φ of each record: features (..., n, T, 5) -> (..., n) float64 (NaN: no valid token)."""
   from jaxaudit.text import signals as text_signals
-  f = np.asarray(features, np.float64)
-  if signal == 'mean_loglik':
-    return text_signals.mean_loglik(f)
-  if signal == 'min_k':
-    return text_signals.min_k(f, k=k)
-  if signal == 'min_k_plus_plus':
-    return text_signals.min_k_plus_plus(f, k=k)
-  raise AuditError(f'unknown language-model signal {signal!r}; choose one of {PHI_SIGNALS}')
+  if signal not in PHI_SIGNALS:
+    raise AuditError(f'unknown language-model signal {signal!r}; choose one of {PHI_SIGNALS}')
+  return text_signals.compute(signal, np.asarray(features, np.float64), k=k)
 
 
 def token_correct(features: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -171,25 +171,21 @@ def evaluate_sets(model, params, dataset, split, *, ensemble=False,
   """
   if aggregate not in (None, MEAN_SOFTMAX):
     raise ConfigError(f'unknown ensemble aggregate {aggregate!r}; known: {MEAN_SOFTMAX!r}')
-  out = {}
+  sets = (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
+          ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
+          ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
+          ('test', dataset.x_test[split.test], dataset.y_test[split.test]))
   if getattr(model, 'output', None) is not None:     # a language model: token top-1 accuracy
     from jaxaudit.tasks.language import token_accuracy
-    fmodel = model.clone(output='features')
-    for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
-                       ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
-                       ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
-                       ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
-      acc = token_accuracy(predict_logits(fmodel, params, x, ensemble=ensemble), y)
-      out[name] = np.asarray(acc).tolist() if ensemble else float(acc)
-    return out
-  for name, x, y in (('retain', dataset.x_train[split.retain], dataset.y_train[split.retain]),
-                     ('forget', dataset.x_train[split.forget], dataset.y_train[split.forget]),
-                     ('ref', dataset.x_train[split.ref], dataset.y_train[split.ref]),
-                     ('test', dataset.x_test[split.test], dataset.y_test[split.test])):
+    model, score = model.clone(output='features'), token_accuracy
+  else:
+    score = accuracy
+  out = {}
+  for name, x, y in sets:
     if aggregate:
-      out[name] = float(accuracy(sisa_logits(model, params, x), y))
+      out[name] = float(score(sisa_logits(model, params, x), y))
       continue
-    acc = accuracy(predict_logits(model, params, x, ensemble=ensemble), y)
+    acc = np.asarray(score(predict_logits(model, params, x, ensemble=ensemble), y))
     out[name] = acc.tolist() if ensemble else float(acc)
   return out
 
