@@ -54,8 +54,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxaudit import __version__, io_utils
+from jaxaudit import __version__, distributed, io_utils
 from jaxaudit.errors import CheckpointError
+from jaxaudit.train.devices import to_host
 
 Params = Any
 META = 'meta.json'
@@ -163,6 +164,11 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
   ``meta.json`` also records the SHA-256 of every parameter leaf and of every
   file under ``PATH/params`` (see the module docstring); fields of ``meta``
   named like these derived ones are ignored.
+
+  In a multi-process job every process calls this with the same arguments:
+  Orbax writes each process's shards of the global arrays into one temporary
+  directory made by process 0, which alone writes ``meta.json`` and renames
+  the directory onto ``path``; every process returns once it is there.
   Returns:
     The absolute path written.
   """
@@ -170,39 +176,57 @@ def save_checkpoint(path: str, params: Params, meta: Mapping[str, Any], *,
   if os.path.exists(path) and not overwrite:
     raise CheckpointError(f'checkpoint {path} exists and overwrite=False')
   io_utils.check_replaceable(path, overwrite=force, what='checkpoint directory')
-  bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
+  multihost = distributed.collective()
+  host = to_host(params)   # every process takes part where leaves span several hosts
+  bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(host)
          if np.issubdtype(np.asarray(v).dtype, np.inexact) and not np.all(np.isfinite(v))]
   if bad:   # a diverged model is never saved as a result
     raise CheckpointError(f'refusing to save {path}: parameters {bad[:3]} hold NaN or inf values')
-  tmp = io_utils.temp_sibling(path)
+  primary = distributed.is_primary()
+  tmp = io_utils.temp_sibling(path) if primary else ''
+  if multihost:   # one temporary directory, made by process 0, written by every process
+    tmp = distributed.broadcast_str(tmp)
   try:
-    params = jax.tree.map(np.asarray, params)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(tmp, PARAMS), params)
+    # Host copies, except the global arrays of a multi-process job, whose shards every
+    # process writes (arrays each process holds whole are written by process 0).
+    tree = jax.tree.map(lambda a, h: a if multihost and isinstance(a, jax.Array)
+                        and not a.is_fully_addressable else h, params, host)
+    ckptr.save(os.path.join(tmp, PARAMS), tree)
     ckptr.wait_until_finished()
     ckptr.close()
-    full_meta = {k: v for k, v in io_utils.jsonable(dict(meta)).items() if k not in _DERIVED}
-    if extra_arrays:
-      full_meta['extra_files'] = {}
-      for name, arrays in extra_arrays.items():
-        if not name.isidentifier():
-          raise CheckpointError(f'extra array file name must be an identifier, got {name!r}')
-        fpath = os.path.join(tmp, f'{name}.npz')
-        np.savez(fpath, **{k: np.asarray(v) for k, v in arrays.items()})
-        full_meta['extra_files'][name] = _sha256(fpath)
-    full_meta.setdefault('jaxaudit_version', __version__)
-    full_meta.setdefault('created', time.strftime('%Y-%m-%dT%H:%M:%S'))
-    full_meta['param_shapes'] = {jax.tree_util.keystr(k): list(np.shape(v))
-                                 for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    full_meta['param_sha256'] = param_digests(params)
-    full_meta['param_files'] = _file_manifest(os.path.join(tmp, PARAMS))
-    with open(os.path.join(tmp, META), 'w') as f:
-      json.dump(full_meta, f, indent=1, sort_keys=True)
-    io_utils.replace_dir(tmp, path, overwrite=force, kind='checkpoint')
+    distributed.barrier(f'jaxaudit.checkpoint.saved:{path}')
+    if primary:
+      _finish_save(tmp, path, host, meta, extra_arrays, force)
+    distributed.barrier(f'jaxaudit.checkpoint.renamed:{path}')
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if primary:
+      shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
+
+
+def _finish_save(tmp: str, path: str, params: Params, meta: Mapping[str, Any],
+                 extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None, force: bool) -> None:
+  """Writes the extra arrays and meta.json into ``tmp`` and renames it onto ``path``."""
+  full_meta = {k: v for k, v in io_utils.jsonable(dict(meta)).items() if k not in _DERIVED}
+  if extra_arrays:
+    full_meta['extra_files'] = {}
+    for name, arrays in extra_arrays.items():
+      if not name.isidentifier():
+        raise CheckpointError(f'extra array file name must be an identifier, got {name!r}')
+      fpath = os.path.join(tmp, f'{name}.npz')
+      np.savez(fpath, **{k: np.asarray(v) for k, v in arrays.items()})
+      full_meta['extra_files'][name] = _sha256(fpath)
+  full_meta.setdefault('jaxaudit_version', __version__)
+  full_meta.setdefault('created', time.strftime('%Y-%m-%dT%H:%M:%S'))
+  full_meta['param_shapes'] = {jax.tree_util.keystr(k): list(np.shape(v))
+                               for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  full_meta['param_sha256'] = param_digests(params)
+  full_meta['param_files'] = _file_manifest(os.path.join(tmp, PARAMS))
+  with open(os.path.join(tmp, META), 'w') as f:
+    json.dump(full_meta, f, indent=1, sort_keys=True)
+  io_utils.replace_dir(tmp, path, overwrite=force, kind='checkpoint')
 
 
 def load_meta(path: str) -> dict[str, Any]:
@@ -289,6 +313,27 @@ def _install_restore_noise_guard() -> None:
     logger.addFilter(_RestoreNoiseFilter())
 
 
+def _restore_here(ckptr, params_dir: str):
+  """The stored tree on this process's first device, whatever devices saved it.
+
+  Host (NumPy) saves restore as they are; global arrays saved by a
+  multi-process job carry their devices in Orbax's metadata and restore
+  through a target of the stored shapes and dtypes on one local device.
+  """
+  try:
+    return ckptr.restore(params_dir)
+  except ValueError as e:
+    if 'topology' not in str(e).lower() and 'devices' not in str(e).lower():
+      raise
+  meta = ckptr.metadata(params_dir)
+  tree = getattr(getattr(meta, 'item_metadata', meta), 'tree', None)
+  tree = getattr(meta, 'item_metadata', meta) if tree is None else tree
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=here),
+                        tree, is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+  return ckptr.restore(params_dir, target)
+
+
 def load_checkpoint(path: str, *, expect: Mapping[str, Any] | None = None,
                     target: Params | None = None) -> tuple[Params, dict[str, Any]]:
   """Restores params and metadata, checking them against expectations and checksums.
@@ -318,7 +363,7 @@ def load_checkpoint(path: str, *, expect: Mapping[str, Any] | None = None,
   try:
     ckptr = ocp.StandardCheckpointer()
     try:
-      params = ckptr.restore(params_dir)
+      params = _restore_here(ckptr, params_dir)
     finally:
       ckptr.close()
   except Exception as e:  # orbax raises many types for corrupt trees

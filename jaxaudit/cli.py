@@ -165,6 +165,8 @@ def run_guarded(name: str, main, argv: list[str], before=None) -> None:
     from absl import logging
     logging.set_verbosity(logging.WARNING)   # keep Orbax's INFO lines out of the output
     try:
+      from jaxaudit import distributed
+      distributed.initialize_from_flags(log=lambda s: print(s, flush=True))   # before any JAX work
       if before is not None:
         before()
       return main(rest)

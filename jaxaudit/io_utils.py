@@ -227,9 +227,18 @@ def write_bytes(path: str, data: bytes) -> str:
   """Writes ``data`` to ``path`` atomically: a unique temporary sibling, fsync, rename.
 
   Readers see the old file or the new one, never a partial file; the parent
-  directory is created if needed. Returns ``path``.
+  directory is created if needed. In a multi-process job running one program,
+  process 0 writes and every process returns once the file is there
+  (:func:`jaxaudit.distributed.write_once`). Returns ``path``.
   """
+  from jaxaudit import distributed
   path = os.fspath(path)
+  distributed.write_once(lambda: _write_bytes(path, data), path)
+  return path
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  """:func:`write_bytes` in this process."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
@@ -242,7 +251,6 @@ def write_bytes(path: str, data: bytes) -> str:
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)
-  return path
 
 
 def write_text(path: str, text: str) -> str:
@@ -260,9 +268,17 @@ def append_jsonl(path: str, row: Mapping[str, Any]) -> None:
   """Appends one row to a JSON-lines file as one write, flushed and fsynced.
 
   A crash can leave at most a truncated *last* line, which :func:`read_jsonl`
-  ignores (and removes with ``repair=True``), so no finished row is lost.
+  ignores (and removes with ``repair=True``), so no finished row is lost. In a
+  multi-process job running one program, process 0 alone appends
+  (:func:`jaxaudit.distributed.write_once`).
   """
+  from jaxaudit import distributed
   line = json.dumps(jsonable(dict(row)), sort_keys=True, allow_nan=False) + '\n'
+  distributed.write_once(lambda: _append_line(path, line), path)
+
+
+def _append_line(path: str, line: str) -> None:
+  """Appends ``line`` in this process, flushed and fsynced."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'a', encoding='utf-8') as f:
     f.write(line)

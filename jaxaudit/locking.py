@@ -29,9 +29,26 @@ def file_lock(path: str, *, what: str, log: Callable[[str], None] = lambda s: No
     path: the lock file (created with its parent directory if needed).
     what: what the lock protects, for the log and error messages.
     log: progress printer.
+  In a multi-process job running one program (:func:`jaxaudit.distributed.collective`)
+  the processes are one holder: process 0 takes the lock for all of them and
+  every process enters the block together (a lock per process would
+  deadlock the collective work inside it).
   Raises:
     CheckpointError: the lock file cannot be created (e.g. no write permission).
   """
+  from jaxaudit import distributed
+  lock = _acquire(path, what, log) if distributed.is_primary() else None
+  distributed.barrier(f'jaxaudit.lock.enter:{path}')
+  try:
+    yield
+  finally:
+    distributed.barrier(f'jaxaudit.lock.exit:{path}')
+    if lock is not None:
+      lock.release()
+
+
+def _acquire(path: str, what: str, log: Callable[[str], None]) -> filelock.FileLock:
+  """The held lock on ``path`` (waiting for another holder; see :func:`file_lock`)."""
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     lock = filelock.FileLock(path)
@@ -42,7 +59,4 @@ def file_lock(path: str, *, what: str, log: Callable[[str], None] = lambda s: No
       lock.acquire()
   except OSError as e:
     raise CheckpointError(f'cannot lock {what}: {path}: {e.strerror or e}') from e
-  try:
-    yield
-  finally:
-    lock.release()
+  return lock

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxaudit import io_utils
+from jaxaudit import distributed, io_utils
 from jaxaudit.audit.runner import AuditResult
 
 
@@ -54,17 +54,22 @@ def atomic_write_dir(out_dir: str, files: dict[str, bytes], *, overwrite: bool =
 
   An existing out_dir is replaced only if jaxaudit wrote it, or with ``overwrite``
   (:func:`jaxaudit.io_utils.replace_dir`); the check runs before anything is written.
+  Returns the absolute path of out_dir.
   """
   io_utils.check_replaceable(out_dir, overwrite=overwrite)
-  tmp = io_utils.temp_sibling(out_dir)
-  try:
-    for name, data in files.items():
-      with open(os.path.join(tmp, name), 'wb') as f:
-        f.write(data)
-    return io_utils.replace_dir(tmp, out_dir, overwrite=overwrite, kind='report')
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+
+  def write():
+    tmp = io_utils.temp_sibling(out_dir)
+    try:
+      for name, data in files.items():
+        with open(os.path.join(tmp, name), 'wb') as f:
+          f.write(data)
+      io_utils.replace_dir(tmp, out_dir, overwrite=overwrite, kind='report')
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  distributed.write_once(write, out_dir)   # process 0 of a multi-process job writes it
+  return os.path.abspath(out_dir)
 
 
 def _png(fig) -> bytes:

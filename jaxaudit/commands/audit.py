@@ -17,7 +17,7 @@ from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
 common.define_config_and_workdir()
-common.define_compilation_cache()
+common.define_scale_out()
 flags.DEFINE_string('target', None, 'Checkpoint to audit: a name under WORKDIR/models '
                     '(original, retrain, sisa, unlearned/METHOD) or a checkpoint path.')
 flags.DEFINE_string('logits', None, 'Black-box mode: .npz with `indices` (pool indices) and '

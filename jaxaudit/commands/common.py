@@ -30,6 +30,13 @@ def define_compilation_cache() -> None:
       'as does the environment variable JAXAUDIT_NO_COMPILATION_CACHE=1.')
 
 
+def define_scale_out() -> None:
+  """--compilation_cache and the multi-process flags (:func:`jaxaudit.distributed.define_flags`)."""
+  define_compilation_cache()
+  from jaxaudit import distributed
+  distributed.define_flags()
+
+
 def start_compilation_cache() -> str | None:
   """Enables the persistent compilation cache named by --compilation_cache (at start-up).
 

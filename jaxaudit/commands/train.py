@@ -12,7 +12,7 @@ from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
 common.define_config_and_workdir()
-common.define_compilation_cache()
+common.define_scale_out()
 flags.DEFINE_bool('overwrite', False, 'Retrain models of WORKDIR that were trained with other '
                   'settings (and replace its split and saved configuration).')
 FLAGS = flags.FLAGS

@@ -17,7 +17,7 @@ from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
 common.define_config_and_workdir()
-common.define_compilation_cache()
+common.define_scale_out()
 flags.DEFINE_string('method', None, 'Unlearning method (see `jaxaudit methods`).', required=True)
 flags.DEFINE_multi_string('hparam', [], 'Hyper-parameter override NAME=VALUE (repeatable).')
 flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (default: the method); '

@@ -16,7 +16,9 @@ For every cell (entry, forget setting, seed, method) the sweep
 
 Resumable: cells whose key is already in the results file are skipped; each
 line is written with flush + fsync only once its cell is done, and a truncated
-last line (a crash while writing) is removed on restart. Same seeds give the
+last line (a crash while writing) is removed on restart. The cells run in this
+process, on a Ray cluster, or split over hosts (one shard of the table per
+process), see :mod:`jaxaudit.study.executors`; only the driver writes rows. Same seeds give the
 same numbers, so an interrupted and restarted sweep ends with the same table
 (timings aside). A method that fails yields a row with ``error``; a method that
 is not registered is skipped with a logged note (no row, so it runs once it
@@ -30,15 +32,20 @@ import time
 import traceback
 from typing import Callable
 
-from jaxaudit import io_utils
-from jaxaudit.errors import TrainingError
+from jaxaudit import distributed, io_utils
+from jaxaudit.errors import ConfigError, TrainingError
 from jaxaudit.study import cells as cells_lib
+from jaxaudit.study import executors
 from jaxaudit.study import peers as peers_lib
 from jaxaudit.study.cells import Cell
 from jaxaudit.study.cost import cell_cost
 from jaxaudit.study.groups import Group
 from jaxaudit.study.schema import ORIGINAL, ORIGINAL_FAMILY, VOLATILE_KEYS
 from jaxaudit.study.tables import fmt_duration, verdict
+
+# The table of a sweep split over processes (shards) and the static partition.
+read_results = executors.read_results
+partition_cells = executors.partition_cells
 
 
 def stable_row(row: dict) -> dict:
@@ -235,8 +242,10 @@ def registered_methods() -> set[str]:
 
 
 def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: int | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
-  """Runs (or resumes) the sweep; returns every row of the results file.
+              log: Callable[[str], None] = print,
+              executor: str | executors.Executor = 'inprocess',
+              process_index: int | None = None, process_count: int | None = None) -> list[dict]:
+  """Runs (or resumes) the sweep; returns every row of the results table.
 
   Args:
     config: a sweep config (see ``experiments/configs/sweep_local.py``).
@@ -245,14 +254,41 @@ def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: in
     max_cells: stop after computing this many new cells (simulates an
       interruption; None: run all).
     log: progress printer.
+    executor: where the cells run: ``inprocess``, ``ray`` (default options) or
+      an executor of :func:`jaxaudit.study.executors.make_executor`.
+    process_index, process_count: this process's share of a static partition
+      (:func:`jaxaudit.study.executors.partition_cells`; its rows go to the
+      shard file :func:`~jaxaudit.study.executors.shard_path`); None: from
+      :func:`~jaxaudit.study.executors.default_process`. Processes that form
+      one JAX job (``jax.distributed``) run every cell together instead, each
+      cell's ensembles over all their devices; a static partition needs
+      independent processes (ConfigError otherwise).
   Returns:
-    The rows (dicts) of the results file, old and new, in file order.
+    The rows (dicts) of the table, old and new, main file and shards, one per
+    key, in plan order (rows of cells no longer planned last).
   """
   results = results or os.path.join(workdir, 'results.jsonl')
+  if isinstance(executor, str):
+    executor = executors.make_executor(executor)
+  if process_index is None or process_count is None:
+    index, count = executors.default_process(executor.name)
+    process_index = index if process_index is None else process_index
+    process_count = count if process_count is None else process_count
+  if process_count > 1 and distributed.joined():
+    raise ConfigError(
+        f'process {process_index} of {process_count}: a static partition needs independent '
+        'processes, but this one joined a multi-process JAX job (Orbax cannot write one '
+        "process's checkpoints inside a job): drop --distributed/--coordinator_address to "
+        'partition, or drop --process_index/--process_count to run every cell as one job')
   os.makedirs(workdir, exist_ok=True)
-  rows = io_utils.read_jsonl(results, repair=True, log=lambda s: log(f'[sweep] {s}'))
-  done = {r['key'] for r in rows}
-  cells = cells_lib.plan_cells(config)
+  own = executors.shard_path(results, process_index, process_count)
+  io_utils.read_jsonl(own, repair=True, log=lambda s: log(f'[sweep] {s}'))   # this file only
+  rows = executors.read_results(results, log=lambda s: log(f'[sweep] {s}'))
+  done = {r.get('key') for r in rows}
+  cells = executors.partition_cells(cells_lib.plan_cells(config), process_index, process_count)
+  if process_count > 1:
+    log(f'[sweep] process {process_index} of {process_count}: '
+        f'{len({c.group for c in cells})} group(s), rows to {own}')
   for entry in cells_lib.entry_names(config):
     npz = config.entries[entry].config.get('npz')
     if npz and not os.path.exists(npz):
@@ -267,35 +303,33 @@ def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: in
   runnable = [c for c in cells if cells_lib.base_method(config, c.method) in known]
   todo = [c for c in runnable if c.key not in done]
   total = len(runnable)
+  already = total - len(todo)
+  where = results + (' and its shards' if executors.shard_paths(results) else '')
   log(f'[sweep] {total} cells ({len(cells) - total} skipped: unregistered), '
-      f'{total - len(todo)} already in {results}, {len(todo)} to run')
+      f'{already} already in {where}, {len(todo)} to run ({executor.name})')
+  stop = max_cells is not None and len(todo) > max_cells
+  todo = todo[:max_cells] if stop else todo
   t0 = time.time()
   computed = 0
-  groups: dict = {}
-  for cell in todo:
-    if max_cells is not None and computed >= max_cells:
-      log(f'[sweep] stopping after {computed} cell(s) (--max_cells)')
-      break
-    if cell.group not in groups:
-      groups.clear()    # one group in memory at a time
-      log(f'[sweep] workdir {cells_lib.group_dir(workdir, cell.group)}')
-      try:
-        groups[cell.group] = Group(config, workdir, cell.group, log)
-      except Exception as e:   # noqa: BLE001 — e.g. a data set that is not there
-        groups[cell.group] = e
-        log(f'[sweep] cannot prepare {cell.group}: {type(e).__name__}: {e}')
-    g = groups[cell.group]
-    if isinstance(g, Exception):
-      row = dict(key=cell.key, kind='sweep', entry=cell.entry, method=cell.method,
-                 forget=cell.forget, seed=cell.seed, error=f'setup: {type(g).__name__}: {g}')
-    else:
-      row = run_cell(g, cell, log)
-    io_utils.append_jsonl(results, row)
+
+  def write(row: dict) -> bool:
+    """Appends a finished cell's row once (False: its key is already in the table)."""
+    nonlocal computed
+    if row['key'] in done:
+      log(f'[sweep] {row["key"]}: already in the table; the new row is dropped')
+      return False
+    io_utils.append_jsonl(own, row)
+    done.add(row['key'])
     rows.append(io_utils.jsonable(row))
     computed += 1
-    n_done = total - len(todo) + computed
     elapsed = time.time() - t0
     eta = elapsed / computed * (len(todo) - computed)
-    log(f'[sweep] {n_done}/{total} cells | elapsed {fmt_duration(elapsed)} | '
-        f'ETA {fmt_duration(eta)} | {cell.key}: {verdict(row)}')
-  return rows
+    log(f'[sweep] {already + computed}/{total} cells | elapsed '
+        f'{fmt_duration(elapsed)} | ETA {fmt_duration(eta)} | {row["key"]}: {verdict(row)}')
+    return True
+
+  executor.run(config, workdir, todo, write, log)
+  if stop:
+    log(f'[sweep] stopping after {computed} cell(s) (--max_cells)')
+  return executors.plan_order(rows, config)
+

@@ -35,12 +35,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from jaxaudit.compilation import bucket_size
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
 from jaxaudit.models import make_apply_fn
-from jaxaudit.train.devices import resolve_strategy
+from jaxaudit.train.devices import (MODEL_AXIS, Layout, model_layout, map_models, pad_members, place,
+                                    to_host)
 from jaxaudit.train.loop import MeanLoss, SoftmaxCE, member_epoch
 from jaxaudit.train.memory import check_fits
 from jaxaudit.train.recipe import Recipe, make_base_optimizer
@@ -95,52 +97,40 @@ def stack_subsets(subsets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray
   return idx, mask
 
 
-def _batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
-  """Maps fn over the model axis with vmap or lax.map (sequential)."""
-  if strategy == 'vmap':
-    return jax.vmap(fn, in_axes=in_axes)
-
-  def mapped(*args):
-    mapped_args = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
-    def body(margs):
-      it = iter(margs)
-      full = tuple(next(it) if ax == 0 else a for a, ax in zip(args, in_axes))
-      return fn(*full)
-    return jax.lax.map(body, mapped_args)
-
-  return mapped
-
-
 def per_example_loss(recipe: Recipe, loss: Callable | None = None) -> Callable:
   """``loss``, or by default the softmax cross-entropy with ``recipe.label_smoothing``."""
   return SoftmaxCE(recipe.label_smoothing) if loss is None else loss
 
 
 @functools.lru_cache(maxsize=64)
-def _programs(model: nn.Module, recipe: Recipe, strategy: str, steps_per_epoch: int,
+def _programs(model: nn.Module, recipe: Recipe, layout: Layout, steps_per_epoch: int,
               input_shape: tuple[int, ...], loss: Callable | None = None):
-  """Compiled (init, epoch) programs for one (model, recipe, strategy, shape, loss).
+  """Compiled (init, opt_init, epoch) programs for one (model, recipe, layout, shape, loss).
 
   The number of epochs is a traced argument of the epoch program, so recipes
   that differ only in ``epochs`` share one compiled program (callers pass
   ``recipe.replace(epochs=0)`` as the cache key). ``loss`` is the per-example
-  loss (None: :func:`per_example_loss`'s default).
+  loss (None: :func:`per_example_loss`'s default). Keys enter as raw key data
+  (K, ...) uint32, which can be laid out over devices like any array.
   """
+  del steps_per_epoch   # part of the cache key: the epoch program's shapes
   apply_fn = make_apply_fn(model)
   tx = make_base_optimizer(recipe)
   objective = MeanLoss(per_example_loss(recipe, loss))
 
-  def init_one(init_key):
-    return _init_params(model, init_key, input_shape)
+  def init_one(init_key_data):
+    return _init_params(model, jax.random.wrap_key_data(init_key_data), input_shape)
 
   def opt_init_one(params):
     return tx.init(params), jnp.zeros((), jnp.int32)
 
-  epoch_one = functools.partial(member_epoch, apply_fn, tx, recipe, objective)
-  # args: carry, x, y, subset, mask, data_key, epoch, num_epochs
-  epoch_all = _batched(epoch_one, strategy, (0, None, None, 0, 0, 0, None, None))
-  init_all = _batched(init_one, strategy, (0,))
-  opt_init_all = _batched(opt_init_one, strategy, (0,))
+  def epoch_one(carry, x, y, subset, mask, data_key_data, epoch, num_epochs):
+    return member_epoch(apply_fn, tx, recipe, objective, carry, x, y, subset, mask,
+                        jax.random.wrap_key_data(data_key_data), epoch, num_epochs)
+
+  epoch_all = map_models(epoch_one, layout, (0, None, None, 0, 0, 0, None, None))
+  init_all = map_models(init_one, layout, (0,))
+  opt_init_all = map_models(opt_init_one, layout, (0,))
   return (jax.jit(init_all), jax.jit(opt_init_all),
           jax.jit(epoch_all, donate_argnums=(0,)))
 
@@ -222,7 +212,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
                    subset_masks=None, init_params: Params | None = None,
                    strategy: str = 'auto', input_shape: tuple[int, ...] | None = None,
                    callback: Callable[[int, np.ndarray], None] | None = None,
-                   loss: Callable | None = None) -> TrainResult:
+                   loss: Callable | None = None,
+                   devices: Sequence[jax.Device] | int | None = None) -> TrainResult:
   """Trains K models, each on its own subset with its own key.
 
   Args:
@@ -246,10 +237,13 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
       default: softmax cross-entropy with ``recipe.label_smoothing``
       (:class:`jaxaudit.train.loop.SoftmaxCE`). The training loss is its
       weighted mean over each batch.
+    devices: the devices the model axis is split over (a list, a count, or
+      None: every device; see :func:`jaxaudit.train.devices.model_layout`).
+      With D > 1 devices the params come back laid out over them (axis 0
+      split when D divides K).
   Returns:
     TrainResult(params stacked (K, ...), losses (epochs, K)).
   """
-  strategy = resolve_strategy(strategy, model)
   if isinstance(subsets, (list, tuple)):
     subsets, auto_masks = stack_subsets(subsets)
     subset_masks = auto_masks if subset_masks is None else subset_masks
@@ -258,40 +252,55 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   keys = as_keys(keys)
   input_shape = tuple(x.shape[1:]) if input_shape is None else tuple(input_shape)
   _check_inputs(x, y, subsets, masks, keys, input_shape)
-  check_fits(model, input_shape, recipe.batch_size, subsets.shape[0],
-             parallel=strategy == 'vmap', what='training')
+  k = subsets.shape[0]
+  layout = model_layout(k, strategy, model, devices=devices)
+  check_fits(model, input_shape, recipe.batch_size, layout.per_device(k),
+             parallel=layout.strategy == 'vmap', what='training')
 
   steps = max(math.ceil(subsets.shape[1] / recipe.batch_size), 1)
   subsets, masks = pad_subsets(subsets, masks, recipe.batch_size)
-  init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), strategy,
+  init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), layout,
                                                 subsets.shape[1] // recipe.batch_size,
                                                 input_shape, loss)
-  split = jax.vmap(member_keys)(keys)
-  init_keys, data_keys = split
-  params = init_all(init_keys) if init_params is None else jax.tree.map(jnp.array, init_params)
+  # Padding members (K up to a multiple of the device count) repeat member 0's key with
+  # an all-False mask: they never take a step, and are dropped at the end.
+  kp = layout.padded(k)
+  init_keys, data_keys = jax.vmap(member_keys)(keys)
+  init_data, data_data = pad_members((np.asarray(jax.random.key_data(init_keys)),
+                                      np.asarray(jax.random.key_data(data_keys))), kp)
+  subsets, masks = pad_members((subsets, masks), kp)
+  masks[k:] = False
+  mesh, members = layout.mesh, PartitionSpec(MODEL_AXIS)
+  if init_params is None:
+    params = init_all(place(init_data, mesh, members))
+  else:    # a host copy: the epoch program donates its carry, never the caller's arrays
+    params = place(pad_members(to_host(init_params), kp), mesh, members)
   opt_state, t = opt_init_all(params)
   carry = (params, opt_state, t)
-  x = as_device(x, jnp.float32)
-  y = as_targets(y)
-  subsets_d = as_device(subsets, jnp.int32)
-  masks_d = as_device(masks, jnp.bool_)
+  x = place(np.asarray(x, np.float32) if not isinstance(x, jax.Array) else x.astype(jnp.float32),
+            mesh)
+  y = place(as_targets(y), mesh)
+  subsets_d, masks_d, data_keys_d = place((subsets.astype(np.int32), masks, data_data), mesh,
+                                          members)
+  total_epochs = place(np.int32(recipe.epochs), mesh)
   losses, bads = [], []
   for epoch in range(recipe.epochs):
-    carry, (loss, bad) = epoch_all(carry, x, y, subsets_d, masks_d, data_keys, jnp.int32(epoch),
-                                   jnp.int32(recipe.epochs))
+    carry, (loss, bad) = epoch_all(carry, x, y, subsets_d, masks_d, data_keys_d,
+                                   place(np.int32(epoch), mesh), total_epochs)
     if callback is not None:
-      loss = np.asarray(loss)
+      loss = to_host(loss)[:k]
       callback(epoch, loss)
     losses.append(loss)
     bads.append(bad)
-  k = subsets.shape[0]
-  losses = np.stack([np.asarray(l) for l in losses]) if losses else np.zeros((0, k))
+  losses = (np.stack([to_host(l)[:k] for l in losses]) if losses
+            else np.zeros((0, k)))
   nonfinite = np.full((k,), -1, np.int64)
   for epoch, bad in enumerate(bads):   # first non-finite step over all epochs, per member
-    bad = np.asarray(bad)
+    bad = to_host(bad)[:k]
     new = (nonfinite < 0) & (bad >= 0)
     nonfinite[new] = epoch * steps + bad[new]
-  return TrainResult(carry[0], losses, nonfinite)
+  params = carry[0] if kp == k else jax.tree.map(lambda p: p[:k], carry[0])
+  return TrainResult(params, losses, nonfinite)
 
 
 def train_model(model: nn.Module, x, y, subset, key, recipe: Recipe, *,

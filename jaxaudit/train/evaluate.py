@@ -5,7 +5,9 @@ Records are padded on the host to a bucket of sizes and run under ``lax.map``
 are rounded up to a power of two; beyond, batches of ``batch_size`` rows and
 a bucketed number of batches. Requests of nearby sizes (every audit queries
 sets of its own size) therefore reuse one compiled program, and no per-N
-padding or slicing program is compiled (both happen in NumPy).
+padding or slicing program is compiled (both happen in NumPy). With several
+devices the rows of every batch are split over them
+(:func:`jaxaudit.train.devices.record_mesh`); the parameters are replicated.
 """
 
 from __future__ import annotations
@@ -17,31 +19,40 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from jaxaudit.compilation import bucket_size
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn
-from jaxaudit.train.devices import resolve_strategy
+from jaxaudit.train.devices import RECORD_AXIS, batched, place, record_mesh, resolve_strategy, \
+    shard_map, to_host
 
 Params = Any
 
 
 @functools.lru_cache(maxsize=64)
-def _logits_program(model: nn.Module, batch_size: int, ensemble: bool | str, strategy: str):
+def _logits_program(model: nn.Module, batch_size: int, ensemble: bool | str, strategy: str,
+                    mesh: Mesh | None = None):
+  """The jitted scoring program; with a ``mesh`` the rows of every batch are split over it."""
   apply_fn = make_apply_fn(model)
 
   def one_model(params, xb):   # xb (S, B, ...) -> (S, B, C)
     return jax.lax.map(lambda b: apply_fn(params, b), xb)
 
+  rows = PartitionSpec(None, RECORD_AXIS)              # (S, B, ...): B split
   if ensemble == 'gathered':     # model k on rows idx[k] of a shared x
     def gathered(params, x, idx):      # idx (S, B) -> (S, B, C)
-      return jax.lax.map(lambda rows: apply_fn(params, x[rows]), idx)
-    return jax.jit(jax.vmap(gathered, in_axes=(0, None, 0)))
-  if ensemble:
-    fn = jax.vmap(one_model, in_axes=(0, None)) if strategy == 'vmap' else (
-        lambda params, xb: jax.lax.map(lambda p: one_model(p, xb), params))
+      return jax.lax.map(lambda r: apply_fn(params, x[r]), idx)
+    fn = jax.vmap(gathered, in_axes=(0, None, 0))
+    specs, out = (PartitionSpec(), PartitionSpec(), PartitionSpec(None, None, RECORD_AXIS)), \
+        PartitionSpec(None, None, RECORD_AXIS)
+  elif ensemble:
+    fn = batched(one_model, strategy, (0, None))
+    specs, out = (PartitionSpec(), rows), PartitionSpec(None, None, RECORD_AXIS)
   else:
-    fn = one_model
+    fn, specs, out = one_model, (PartitionSpec(), rows), rows
+  if mesh is not None:
+    fn = shard_map(fn, mesh=mesh, in_specs=specs, out_specs=out)
   return jax.jit(fn)
 
 
@@ -95,7 +106,9 @@ def predict_logits(model: nn.Module, params: Params, x, *, batch_size: int = 512
   xp = np.zeros((steps * b,) + x.shape[1:], np.float32)
   xp[:n] = x
   xb = xp.reshape((steps, b) + x.shape[1:])
-  out = np.asarray(_logits_program(model, b, ensemble, strategy)(params, xb))
+  mesh = record_mesh(b)
+  program = _logits_program(model, b, ensemble, strategy, mesh)
+  out = to_host(program(place(params, mesh), place(xb, mesh, PartitionSpec(None, RECORD_AXIS))))
   lead = 1 if ensemble else 0      # (K?, steps, b, *output_shape)
   out = out.reshape(out.shape[:lead] + (steps * b,) + out.shape[lead + 2:])
   return np.ascontiguousarray(out[:, :n] if lead else out[:n])
@@ -123,8 +136,11 @@ def predict_logits_gathered(model: nn.Module, params: Params, x, idx, *,
   steps, b = padded_layout(n, batch_size)
   ip = np.zeros((k, steps * b), np.int32)
   ip[:, :n] = idx
-  out = _logits_program(model, b, 'gathered', 'vmap')(params, x, ip.reshape(k, steps, b))
-  out = np.asarray(out)
+  mesh = record_mesh(b)
+  program = _logits_program(model, b, 'gathered', 'vmap', mesh)
+  out = to_host(program(place(params, mesh), place(x, mesh),
+                        place(ip.reshape(k, steps, b), mesh,
+                              PartitionSpec(None, None, RECORD_AXIS))))
   return out.reshape((k, steps * b) + out.shape[3:])[:, :n]
 
 

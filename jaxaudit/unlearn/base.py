@@ -33,9 +33,11 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from jaxaudit.errors import ConfigError, SplitError
-from jaxaudit.train.devices import check_strategy, resolve_strategy
+from jaxaudit.train.devices import (MODEL_AXIS, Layout, check_strategy, map_models, model_layout,
+                                    pad_members, place, resolve_strategy)
 from jaxaudit.train.recipe import Recipe
 
 Params = Any
@@ -513,6 +515,17 @@ def seed_keys(key, seeds: int | Sequence[int]) -> jax.Array:
   return jnp.stack([jax.random.fold_in(key, s) for s in seeds])
 
 
+def _run_sharded(method: UnlearnMethod, params: Params, model, data: UnlearnData, keys: jax.Array,
+                 layout: Layout) -> Params:
+  """The K seeds of a traceable method split over ``layout``'s devices (stacked (K, ...))."""
+  k = keys.shape[0]
+  key_data = pad_members(np.asarray(jax.random.key_data(keys)), layout.padded(k))
+  one = lambda d: method.fn(params, model, data, jax.random.wrap_key_data(d))   # noqa: E731
+  out = jax.jit(map_models(one, layout, (0,)))(
+      place(key_data, layout.mesh, PartitionSpec(MODEL_AXIS)))
+  return out if layout.padded(k) == k else jax.tree.map(lambda p: p[:k], out)
+
+
 def run_method(method: UnlearnMethod | str, params: Params, model, data: UnlearnData, key,
                seeds: int | Sequence[int] | None = None, *, strategy: str = 'auto') -> Params:
   """Runs an unlearning method for one key or for several seeds at once.
@@ -533,7 +546,9 @@ def run_method(method: UnlearnMethod | str, params: Params, model, data: Unlearn
       models with one train_ensemble call), else ``vmap`` if the method is
       vmappable and the backend/model favour it (see
       :func:`jaxaudit.train.devices.default_strategy`: on CPU convolutional models run
-      one after the other), else ``map``.
+      one after the other), else ``map``. With several devices, the seeds of a
+      vmappable method are split over them (:func:`jaxaudit.train.devices.model_layout`),
+      each device running its share with ``strategy``.
   Returns:
     The unlearned params; with ``seeds``, every leaf stacked (K, ...).
   """
@@ -549,6 +564,9 @@ def run_method(method: UnlearnMethod | str, params: Params, model, data: Unlearn
   if strategy == 'auto' and method.batched is not None:
     return method.batched(params, model, data, keys)
   strategy = resolve_strategy(strategy, model, vmappable=method.vmappable)
+  layout = model_layout(keys.shape[0], strategy, model, vmappable=method.vmappable)
+  if layout.mesh is not None and method.vmappable:
+    return _run_sharded(method, params, model, data, keys, layout)
   if strategy == 'vmap':
     if not method.vmappable:
       raise ConfigError(f'method {method.name!r} cannot be vmapped over keys; use '

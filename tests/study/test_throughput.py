@@ -2,6 +2,7 @@
 
 import pytest
 
+from jaxaudit.errors import ConfigError
 from jaxaudit.study import throughput
 
 
@@ -20,3 +21,15 @@ def test_bench_audit_reports_every_figure():
 
 def test_matmul_peak_is_a_rate():
   assert throughput.matmul_peak(n=128, repeats=2) > 1e6
+
+
+@pytest.mark.slow
+def test_device_axis_runs_one_process_per_count():
+  from jaxaudit.study import device_scaling
+  rows = device_scaling.bench_devices((1, 2), data='digits', k=3, epochs=1, train_size=200,
+                                      score_records=256, log=lambda s: None)
+  assert [r['devices'] for r in rows] == [1, 2]
+  assert rows[0]['train_vs_first'] == 1.0 and rows[1]['models_per_minute'] > 0
+  assert '3 members on 2 device(s)' in rows[1]['layout']
+  with pytest.raises(ConfigError):
+    device_scaling.bench_devices((0,), log=lambda s: None)

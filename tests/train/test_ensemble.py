@@ -7,6 +7,7 @@ from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import get_model
 from jaxaudit.train import Recipe, accuracy, predict_logits, train_ensemble, train_model, unstack
 from jaxaudit.train import ensemble as ensemble_lib
+from jaxaudit.train.devices import Layout
 
 RECIPE = Recipe(epochs=3, batch_size=32, learning_rate=3e-3)
 
@@ -67,7 +68,7 @@ def test_second_call_does_not_recompile(digits):
   recipe = RECIPE.replace(epochs=2, batch_size=16)
   train_ensemble(model, digits.x_train, digits.y_train, subs, [0, 1], recipe, strategy='vmap')
   steps = 4
-  _, _, epoch_fn = ensemble_lib._programs(model, recipe.replace(epochs=0), 'vmap', steps,
+  _, _, epoch_fn = ensemble_lib._programs(model, recipe.replace(epochs=0), Layout('vmap'), steps,
                                           digits.input_shape, None)
   size = epoch_fn._cache_size()
   assert size == 1

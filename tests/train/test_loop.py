@@ -140,7 +140,7 @@ def test_loss_keys_the_program_cache(digits):
     _equal(default, plain)
   _equal(plain, train_model(model, x, y, sub, 0, recipe.replace(label_smoothing=0.0)).params)
   from jaxaudit.train import ensemble as ensemble_lib
-  strategy = ensemble_lib.resolve_strategy('auto', model)
+  strategy = ensemble_lib.model_layout(1, 'auto', model)
   _, _, prog = ensemble_lib._programs(model, recipe.replace(epochs=0), strategy, 3,
                                       digits.input_shape, Huber(0.5))
   assert prog is ensemble_lib._programs(model, recipe.replace(epochs=0), strategy, 3,
