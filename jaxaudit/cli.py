@@ -19,6 +19,7 @@ COMMANDS = {
     'demo': 'train → unlearn (retrain, finetune, gradient_ascent) → audit, on digits',
     'train': 'train the original model M on D (and the retrain reference on Dr; --config.sisa.shards: SISA)',
     'unlearn': 'run an unlearning method on M and save Mu',
+    'tune': 'search unlearning methods\' hyper-parameters against the retrain (Optuna, resumable)',
     'methods': 'list the unlearning methods, their families and hyper-parameters',
     'audit': 'audit an unlearned model: is it ignorant of Du?',
     'report': 'render a Markdown/HTML report from a results table',

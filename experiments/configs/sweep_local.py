@@ -103,6 +103,9 @@ def get_config(arg: str = 'local'):
   c.forget_settings = 'random10'
   c.seeds = '0'
   c.method_hparams = ml_collections.ConfigDict()
+  # A workdir tuned by experiments/tune_methods.py (on a development seed, never a reported
+  # one): its tuning/METHOD.json settings are used by every cell of the plain methods.
+  c.tuned_dir = ''
   # Variants of registered methods: name -> registered method (hparams per entry below).
   # gradient_ascent_early: GA stopped before it diverges. At lr 0.01 (the registry default
   # until it became the published 1e-4), 5 epochs, GA gives NaN weights on MNIST and does

@@ -13,7 +13,7 @@ import time
 from absl import flags
 
 from jaxaudit import io_utils, pipeline
-from jaxaudit import configs
+from jaxaudit import configs, tune
 from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
@@ -32,7 +32,8 @@ def run_demo(config, workdir: str, methods, log=pipeline.log_to_stdout) -> list[
   rows = []
   targets = [('original', 'original (no unlearning)')]
   for m in methods:
-    pipeline.run_unlearn(config, workdir, m, configs.config_hparams(config, m), log=log)
+    hp = configs.config_hparams(config, m, tune.tuned_hparams(workdir, m))  # `jaxaudit tune`'s
+    pipeline.run_unlearn(config, workdir, m, hp, log=log)
     targets.append((f'unlearned/{m}', m))
   for target, label in targets:
     result, out = pipeline.run_audit(config, workdir, target=target, log=log)

@@ -44,7 +44,10 @@ def parse_hparams(items) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {argv[1:]}')
-  hparams = configs.config_hparams(FLAGS.config, FLAGS.method, parse_hparams(FLAGS.hparam))
+  from jaxaudit import tune
+  hparams = configs.config_hparams(FLAGS.config, FLAGS.method,
+                                   {**tune.tuned_hparams(FLAGS.workdir, FLAGS.method),
+                                    **parse_hparams(FLAGS.hparam)})   # tuned, then --hparam
   res = pipeline.run_unlearn(FLAGS.config, FLAGS.workdir, FLAGS.method, hparams,
                              out_name=FLAGS.name, init_checkpoint=FLAGS.init_checkpoint,
                              overwrite=FLAGS.overwrite)

@@ -125,9 +125,21 @@ def base_method(config, method: str) -> str:
   return str(aliases[method]) if aliases is not None and method in aliases else method
 
 
+def tuned_dir(config, entry: str) -> str:
+  """The workdir whose ``jaxaudit tune`` results the entry's methods use ('' for none):
+  the entry's ``tuned_dir``, else the config's."""
+  own = config.entries[entry].get('tuned_dir')
+  return str(own if own else (config.get('tuned_dir') or ''))
+
+
 def method_hparams(config, entry: str, method: str) -> dict:
-  """Hyper-parameters of ``method``: the config's, updated by the entry's."""
+  """Hyper-parameters of ``method``: the tuned ones (:func:`tuned_dir`; registered methods
+  only, not aliases, which are deliberate variants), then the config's, then the entry's."""
   hp = {}
+  where = tuned_dir(config, entry)
+  if where and base_method(config, method) == method:
+    from jaxaudit.tune import tuned_hparams
+    hp.update(tuned_hparams(where, method))
   for src in (config.get('method_hparams'), config.entries[entry].get('method_hparams')):
     if src is not None and method in src:
       hp.update(src[method].to_dict() if hasattr(src[method], 'to_dict') else dict(src[method]))

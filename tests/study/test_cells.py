@@ -49,3 +49,20 @@ def test_cell_keys_lists_and_applies():
   assert cells.as_list(None) == [] and cells.as_list(('1', '2'), int) == [1, 2]
   assert cells.applies('all', 'x') and cells.applies('x,y', 'y') and not cells.applies('', 'x')
   assert cells.group_dir('/w', ('e', 'class3', 1)) == '/w/runs/e-class3-s1'
+
+
+def test_tuned_settings_feed_plain_methods_not_aliases(tmp_path):
+  from jaxaudit import io_utils
+  from experiments.configs import sweep_local
+  c = sweep_local.get_config('tiny')
+  io_utils.write_json(str(tmp_path / 'tuning' / 'gradient_ascent.json'),
+                      {'hparams': {'lr': 0.3, 'epochs': 2}})
+  explicit = cells.method_hparams(c, 'digits_mlp', 'gradient_ascent')   # the config's own
+  alias = cells.method_hparams(c, 'digits_mlp', 'gradient_ascent_early')
+  c.tuned_dir = str(tmp_path)
+  # Tuned settings first, the config's explicit ones on top.
+  assert cells.method_hparams(c, 'digits_mlp', 'gradient_ascent') == \
+      {'lr': 0.3, 'epochs': 2, **explicit}
+  # An alias is a deliberate variant: its own settings, never the tuned ones.
+  assert cells.method_hparams(c, 'digits_mlp', 'gradient_ascent_early') == alias
+  assert 'lr' not in cells.method_hparams(c, 'digits_mlp', 'finetune')   # not tuned: untouched
