@@ -66,6 +66,10 @@ def main(argv):
                   process_index=FLAGS.process_index, process_count=FLAGS.process_count)
   rows = sweep.read_results(results, FLAGS.config)   # main file and every shard
   print('\n' + tables.decision_summary(rows))
+  print('\nverdict rates over the seeds (forgotten: exact 95% interval):')
+  print(tables.format_table(tables.verdict_rates(rows), [
+      'method', 'family', 'cells', 'errors', 'forgotten', 'not_forgotten', 'inconclusive',
+      'population_mia_not_forgotten', 'acc_du']))
   if FLAGS.cost_table:
     print('\ncost per audit request, as a ratio to one retrain from scratch (same workdir):')
     print(tables.format_table(cost.cost_table(rows), ['entry', 'auditor', 'cells', 'models',

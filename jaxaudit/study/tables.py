@@ -43,3 +43,39 @@ def decision_summary(rows: Sequence[dict]) -> str:
                       score=o.get('forgetting_score'), acc_Du=acc.get('forget'),
                       acc_test=acc.get('test')))
   return format_table(lines, ['key', 'decision', 'p', 'score', 'acc_Du', 'acc_test'])
+
+
+def verdict_rates(rows: Sequence[dict], by: str = 'method') -> list[dict[str, Any]]:
+  """Per method (or ``by='family'``) over a sweep's seeds: how often our audit said what.
+
+  Returns one dict per group, in first-appearance order: ``cells`` (rows without error),
+  ``errors``, ``forgotten`` as 'k/n' with its exact 95% (Clopper–Pearson) interval,
+  ``not_forgotten`` with its directions, ``inconclusive`` (and any other decision), the
+  population MIA's not_forgotten count and the mean accuracy of Mu on Du.
+  """
+  import collections
+  from jaxaudit.audit.stats import clopper_pearson
+  groups: dict[str, list[dict]] = collections.OrderedDict()
+  for r in rows:
+    groups.setdefault(str(r.get(by)), []).append(r)
+  out = []
+  for name, rs in groups.items():
+    ok = [r for r in rs if not r.get('error') and r.get('ours')]
+    dec = collections.Counter(r['ours']['decision'] for r in ok)
+    dirs = collections.Counter(r['ours'].get('direction') for r in ok
+                               if r['ours']['decision'] == 'not_forgotten')
+    lo, hi = clopper_pearson(dec['forgotten'], len(ok)) if ok else (float('nan'),) * 2
+    pop = sum(1 for r in ok
+              if ((r.get('peers') or {}).get('population_mia') or {}).get('decision')
+              == 'not_forgotten')
+    accs = [((r.get('accuracy') or {}).get('unlearned') or {}).get('forget') for r in ok]
+    accs = [a for a in accs if a is not None]
+    out.append({by: name, 'family': rs[0].get('family'), 'cells': len(ok),
+                'errors': len(rs) - len(ok),
+                'forgotten': f"{dec['forgotten']}/{len(ok)} [{lo:.2f}, {hi:.2f}]",
+                'not_forgotten': f"{dec['not_forgotten']} (" + ', '.join(
+                    f'{k} {v}' for k, v in sorted(dirs.items(), key=lambda kv: str(kv[0]))) + ')',
+                'inconclusive': len(ok) - dec['forgotten'] - dec['not_forgotten'],
+                'population_mia_not_forgotten': f'{pop}/{len(ok)}',
+                'acc_du': sum(accs) / len(accs) if accs else None})
+  return out

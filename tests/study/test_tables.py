@@ -45,3 +45,24 @@ def test_check_main_args():
   with pytest.raises(ConfigError, match='unexpected arguments'):
     script.check_main_args(['prog', 'extra'], F)
   script.check_main_args(['prog'], F, ('workdir',))
+
+
+def test_verdict_rates_count_decisions_with_exact_intervals():
+  from jaxaudit.audit.stats import clopper_pearson
+  def row(method, decision, direction=None, error=None, pop='forgotten'):
+    r = dict(method=method, family='f-' + method, error=error,
+             accuracy=dict(unlearned=dict(forget=0.5)))
+    if not error:
+      r['ours'] = dict(decision=decision, direction=direction)
+      r['peers'] = dict(population_mia=dict(decision=pop))
+    return r
+  rows = ([row('a', 'forgotten')] * 3 + [row('a', 'not_forgotten', 'remembers', pop='not_forgotten')]
+          + [row('a', 'inconclusive'), row('a', None, error='unlearn: boom'), row('b', 'forgotten')])
+  a, b = tables.verdict_rates(rows)
+  lo, hi = clopper_pearson(3, 5)
+  assert a['forgotten'] == f'3/5 [{lo:.2f}, {hi:.2f}]' and a['errors'] == 1
+  assert a['not_forgotten'] == '1 (remembers 1)' and a['inconclusive'] == 1
+  assert a['population_mia_not_forgotten'] == '1/5' and a['acc_du'] == 0.5
+  assert b['method'] == 'b' and b['cells'] == 1
+  fam = tables.verdict_rates(rows, by='family')
+  assert [f['family'] for f in fam] == ['f-a', 'f-b']
