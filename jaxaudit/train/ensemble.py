@@ -104,14 +104,16 @@ def per_example_loss(recipe: Recipe, loss: Callable | None = None) -> Callable:
 
 @functools.lru_cache(maxsize=64)
 def _programs(model: nn.Module, recipe: Recipe, layout: Layout, steps_per_epoch: int,
-              input_shape: tuple[int, ...], loss: Callable | None = None):
+              input_shape: tuple[int, ...], loss: Callable | None = None,
+              key_impl: str = 'threefry2x32'):
   """Compiled (init, opt_init, epoch) programs for one (model, recipe, layout, shape, loss).
 
   The number of epochs is a traced argument of the epoch program, so recipes
   that differ only in ``epochs`` share one compiled program (callers pass
   ``recipe.replace(epochs=0)`` as the cache key). ``loss`` is the per-example
   loss (None: :func:`per_example_loss`'s default). Keys enter as raw key data
-  (K, ...) uint32, which can be laid out over devices like any array.
+  (K, ...) uint32 of the PRNG implementation ``key_impl``, which can be laid out
+  over devices like any array.
   """
   del steps_per_epoch   # part of the cache key: the epoch program's shapes
   apply_fn = make_apply_fn(model)
@@ -119,14 +121,16 @@ def _programs(model: nn.Module, recipe: Recipe, layout: Layout, steps_per_epoch:
   objective = MeanLoss(per_example_loss(recipe, loss))
 
   def init_one(init_key_data):
-    return _init_params(model, jax.random.wrap_key_data(init_key_data), input_shape)
+    return _init_params(model, jax.random.wrap_key_data(init_key_data, impl=key_impl),
+                        input_shape)
 
   def opt_init_one(params):
     return tx.init(params), jnp.zeros((), jnp.int32)
 
   def epoch_one(carry, x, y, subset, mask, data_key_data, epoch, num_epochs):
     return member_epoch(apply_fn, tx, recipe, objective, carry, x, y, subset, mask,
-                        jax.random.wrap_key_data(data_key_data), epoch, num_epochs)
+                        jax.random.wrap_key_data(data_key_data, impl=key_impl), epoch,
+                        num_epochs)
 
   epoch_all = map_models(epoch_one, layout, (0, None, None, 0, 0, 0, None, None))
   init_all = map_models(init_one, layout, (0,))
@@ -261,7 +265,8 @@ def train_ensemble(model: nn.Module, x, y, subsets, keys, recipe: Recipe, *,
   subsets, masks = pad_subsets(subsets, masks, recipe.batch_size)
   init_all, opt_init_all, epoch_all = _programs(model, recipe.replace(epochs=0), layout,
                                                 subsets.shape[1] // recipe.batch_size,
-                                                input_shape, loss)
+                                                input_shape, loss,
+                                                str(jax.random.key_impl(keys)))
   # Padding members (K up to a multiple of the device count) repeat member 0's key with
   # an all-False mask: they never take a step, and are dropped at the end.
   kp = layout.padded(k)

@@ -520,7 +520,8 @@ def _run_sharded(method: UnlearnMethod, params: Params, model, data: UnlearnData
   """The K seeds of a traceable method split over ``layout``'s devices (stacked (K, ...))."""
   k = keys.shape[0]
   key_data = pad_members(np.asarray(jax.random.key_data(keys)), layout.padded(k))
-  one = lambda d: method.fn(params, model, data, jax.random.wrap_key_data(d))   # noqa: E731
+  impl = str(jax.random.key_impl(keys))
+  one = lambda d: method.fn(params, model, data, jax.random.wrap_key_data(d, impl=impl))  # noqa: E731
   out = jax.jit(map_models(one, layout, (0,)))(
       place(key_data, layout.mesh, PartitionSpec(MODEL_AXIS)))
   return out if layout.padded(k) == k else jax.tree.map(lambda p: p[:k], out)

@@ -69,7 +69,7 @@ def test_second_call_does_not_recompile(digits):
   train_ensemble(model, digits.x_train, digits.y_train, subs, [0, 1], recipe, strategy='vmap')
   steps = 4
   _, _, epoch_fn = ensemble_lib._programs(model, recipe.replace(epochs=0), Layout('vmap'), steps,
-                                          digits.input_shape, None)
+                                          digits.input_shape, None, 'threefry2x32')
   size = epoch_fn._cache_size()
   assert size == 1
   train_ensemble(model, digits.x_train, digits.y_train, _subsets(len(digits.y_train), 2, 64, 1),
