@@ -18,7 +18,7 @@ from jaxaudit.commands import common
 from jaxaudit.errors import ConfigError
 
 common.define_config_and_workdir()
-common.define_scale_out()
+common.define_compilation_cache()   # one process: Optuna's journal has one writer
 flags.DEFINE_list('methods', None, 'Methods to tune (see `jaxaudit methods`).', required=True)
 flags.DEFINE_integer('trials', 20, 'Trials per method (finished, pruned and failed ones count).')
 flags.DEFINE_integer('seed', 0, 'Seed of the TPE sampler.')
