@@ -129,14 +129,10 @@ def initialize_from_flags(log: Callable[[str], None] = lambda s: None) -> bool:
                     mode=fv.distributed, log=log)
 
 
-def joined() -> bool:
-  """Whether this process belongs to a multi-process JAX job."""
-  return jax.distributed.is_initialized() and jax.process_count() > 1
-
-
 def collective() -> bool:
-  """Whether every process of a multi-process job runs this same code (SPMD): in a joined job."""
-  return joined()
+  """Whether this process belongs to a multi-process JAX job, whose processes all run this
+  same code (SPMD)."""
+  return jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def is_primary() -> bool:
@@ -177,5 +173,5 @@ def broadcast_str(value: str) -> str:
 
 
 __all__ = ['MODES', 'define_flags', 'environment_is_multiprocess', 'check_job', 'initialize',
-           'initialize_from_flags', 'joined', 'collective', 'is_primary', 'barrier', 'write_once',
+           'initialize_from_flags', 'collective', 'is_primary', 'barrier', 'write_once',
            'broadcast_str']

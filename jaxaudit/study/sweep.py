@@ -274,7 +274,7 @@ def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: in
     index, count = executors.default_process(executor.name)
     process_index = index if process_index is None else process_index
     process_count = count if process_count is None else process_count
-  if process_count > 1 and distributed.joined():
+  if process_count > 1 and distributed.collective():
     raise ConfigError(
         f'process {process_index} of {process_count}: a static partition needs independent '
         'processes, but this one joined a multi-process JAX job (Orbax cannot write one '

@@ -30,11 +30,9 @@ results come back to every host through :func:`to_host`.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -107,37 +105,12 @@ def batched(fn: Callable, strategy: str, in_axes: tuple) -> Callable:
   return mapped
 
 
-_SCOPE: contextvars.ContextVar[tuple | None] = contextvars.ContextVar('jaxaudit_devices',
-                                                                     default=None)
-
-
-@contextlib.contextmanager
-def scope(devices: Sequence[jax.Device] | None) -> Iterator[None]:
-  """Within the block, layouts use ``devices`` instead of every device of the job.
-
-  Like ``jax.default_device``, a scoped (context-variable) setting, not a
-  global: a process of a statically partitioned sweep runs its own cells on
-  ``jax.local_devices()`` while the job spans several hosts. None: no change.
-  """
-  token = _SCOPE.set(None if devices is None else tuple(devices))
-  try:
-    yield
-  finally:
-    _SCOPE.reset(token)
-
-
-def available() -> list:
-  """The devices layouts may use: the :func:`scope`'s, else ``jax.devices()`` (every process's)."""
-  scoped = _SCOPE.get()
-  return list(jax.devices() if scoped is None else scoped)
-
-
 def _devices(devices: Sequence[jax.Device] | int | None) -> list:
-  """``devices``, the first ``devices`` of :func:`available` when an int, or all of them."""
+  """``devices``, the first ``devices`` of ``jax.devices()`` when an int, or all of them."""
   if devices is None:
-    return available()
+    return list(jax.devices())
   if isinstance(devices, (int, np.integer)):
-    all_devices = available()
+    all_devices = jax.devices()
     if not 1 <= int(devices) <= len(all_devices):
       raise ConfigError(f'devices={devices}: this process sees {len(all_devices)} device(s) '
                         f'({jax.default_backend()})')
@@ -176,7 +149,7 @@ def model_layout(k: int, strategy: str = 'auto', model=None, *, vmappable: bool 
   """The layout of a K-member ensemble: the strategy and the devices.
 
   The members are split over ``min(D, K)`` of the D devices (``devices``,
-  default :func:`available`: every device of every process); with one device
+  default: every device of every process); with one device
   there is no mesh. When the devices belong to several processes (a
   multi-process job), all D are used, K padded up to a multiple of D, since
   every process must take part in every program of the job.
@@ -220,11 +193,6 @@ def pad_members(tree: Any, padded: int) -> Any:
       return a
     return np.concatenate([a, np.repeat(a[:1], padded - a.shape[0], axis=0)])
   return jax.tree.map(pad, tree)
-
-
-def sharding(mesh: Mesh | None, spec: PartitionSpec = PartitionSpec()) -> NamedSharding | None:
-  """The NamedSharding of ``spec`` on ``mesh`` (None without a mesh)."""
-  return None if mesh is None else NamedSharding(mesh, spec)
 
 
 def place(tree: Any, mesh: Mesh | None, spec: PartitionSpec = PartitionSpec()) -> Any:
@@ -279,7 +247,6 @@ def describe(layout: Layout, k: int) -> str:
           f'{layout.strategy}{extra})')
 
 
-__all__ = ['STRATEGIES', 'MODEL_AXIS', 'RECORD_AXIS', 'Layout', 'scope', 'available',
-           'default_strategy',
+__all__ = ['STRATEGIES', 'MODEL_AXIS', 'RECORD_AXIS', 'Layout', 'default_strategy',
            'check_strategy', 'resolve_strategy', 'batched', 'model_layout', 'map_models',
-           'pad_members', 'sharding', 'place', 'to_host', 'record_mesh', 'describe', 'shard_map']
+           'pad_members', 'place', 'to_host', 'record_mesh', 'describe', 'shard_map']

@@ -72,9 +72,3 @@ def test_layout_padding_arithmetic():
   assert fake.per_device(7) == 7
   padded = devices.pad_members({'a': np.arange(6).reshape(3, 2)}, 5)['a']
   np.testing.assert_array_equal(padded[3:], [[0, 1], [0, 1]])
-
-
-def test_scope_restricts_the_devices():
-  with devices.scope(jax.devices()[:1]):
-    assert devices.available() == jax.devices()[:1]
-  assert devices.available() == jax.devices()
