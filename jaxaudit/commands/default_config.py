@@ -15,8 +15,10 @@ def get_config(arg: str = 'local'):
   c.split.forget_fraction = 0.3
   c.split.ref_fraction = 0.3
   c.audit.num_verifiers = 8
-  # Gradient ascent on a saturated MLP either does nothing (lr <= 0.05) or
-  # diverges; this learning rate shows its typical damage.
+  # Gradient ascent on this saturated MLP leaves Du untouched up to lr ~0.18
+  # (5 epochs) and diverges or collapses just above (measured: BUILD_NOTES.md,
+  # "The demo"); 0.08 is the untuned default, `jaxaudit tune` and the demo
+  # search it.
   c.unlearn.hparams.gradient_ascent = {'lr': 0.08}
   if arg == 'tiny':   # used by tests
     c.model_kwargs.hidden = (64,)

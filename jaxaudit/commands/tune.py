@@ -22,6 +22,10 @@ common.define_compilation_cache()   # one process: Optuna's journal has one writ
 flags.DEFINE_list('methods', None, 'Methods to tune (see `jaxaudit methods`).', required=True)
 flags.DEFINE_integer('trials', 20, 'Trials per method (finished, pruned and failed ones count).')
 flags.DEFINE_integer('seed', 0, 'Seed of the TPE sampler.')
+flags.DEFINE_bool('require_forgetting', False,
+                  'Choose only settings whose Du accuracy falls to the retrained model\'s '
+                  '(the forget-accuracy rule of Jia et al. 2023); default: DeepUnlearn\'s '
+                  'objective alone.')
 FLAGS = flags.FLAGS
 
 
@@ -30,7 +34,9 @@ def main(argv):
     raise ConfigError(f'unexpected arguments: {argv[1:]}')
   from jaxaudit import tune
   res = tune.run_tuning(FLAGS.config, FLAGS.workdir, FLAGS.methods, trials=FLAGS.trials,
-                        seed=FLAGS.seed, log=lambda s: print(s, flush=True))
+                        seed=FLAGS.seed,
+                        require_forgetting=FLAGS.require_forgetting,
+                        log=lambda s: print(s, flush=True))
   for m, r in res.items():
     print(f'{m}: objective {r["objective"]:.4f} with {r["hparams"]} '
           f'-> {tune.search.tuned_path(FLAGS.workdir, m)}')

@@ -2,7 +2,10 @@
 
 Three sources, one pipeline:
 
-* embedded (``digits``: scikit-learn's 1,797 8x8 digit images, no download);
+* embedded (``digits``: scikit-learn's 1,797 8x8 digit images, no download;
+  ``shakespeare_speakers``: hashed word n-grams of tiny-shakespeare speeches
+  by speaker, read from the shared data, see
+  :mod:`jaxaudit.data.text_features`);
 * a local ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``;
 * a TFDS data set prepared (``array_record`` format) under a ``data_dir``,
   read without TensorFlow (see :mod:`jaxaudit.data.tfds_io`).
@@ -257,8 +260,22 @@ EMBEDDED_DATASETS: Mapping[str, Callable[[], Dataset]] = types.MappingProxyType(
     {'digits': load_digits})
 
 
+def _load_shakespeare_speakers(data_dir: str | None = None) -> Dataset:
+  from jaxaudit.data import text_features  # pylint: disable=g-import-not-at-top
+  return text_features.load_shakespeare_speakers(data_dir)
+
+
+# Built-in data sets read from a file of the project's shared data (no
+# download): name -> loader(data_dir), where ``data_dir`` (or None) may hold
+# the file and the loader falls back to ``../shared/data``.
+FILE_DATASETS: Mapping[str, Callable[[str | None], Dataset]] = (
+    types.MappingProxyType(
+        {'shakespeare_speakers': _load_shakespeare_speakers}))
+
+
 def _options() -> str:
-  return (f'built-in: {", ".join(sorted(EMBEDDED_DATASETS))}; a local file: '
+  builtin = sorted(EMBEDDED_DATASETS) + sorted(FILE_DATASETS)
+  return (f'built-in: {", ".join(builtin)}; a local file: '
           'a path ending in .npz (or npz=PATH) with x_train, y_train, x_test, '
           'y_test; a TFDS data set: its name plus data_dir=DIR where it was '
           f'prepared in array_record format, e.g. with {IMPORT_HINT}')
@@ -271,10 +288,14 @@ def load_dataset(name: str | os.PathLike[str],
   """Loads a data set by name.
 
   Args:
-    name: ``digits`` (embedded), a path ending in ``.npz``, or the name of a
-      TFDS data set prepared under ``data_dir`` (``NAME``, ``NAME:VERSION``,
+    name: ``digits`` (embedded), ``shakespeare_speakers`` (speaker
+      attribution on tiny-shakespeare, :mod:`jaxaudit.data.text_features`),
+      a path ending in ``.npz``, or the name of a TFDS data set prepared
+      under ``data_dir`` (``NAME``, ``NAME:VERSION``,
       ``NAME/CONFIG[:VERSION]``).
-    data_dir: the TFDS data directory (only used for TFDS names).
+    data_dir: the TFDS data directory (TFDS names), or for
+      ``shakespeare_speakers`` a folder holding ``tiny_shakespeare.txt``
+      (optional: the default is ``../shared/data``).
     npz: path of a local npz data set; ``name`` then names the data set.
     num_classes: declared class count of a local npz data set (default: the
       largest training label + 1; test labels must lie in that range).
@@ -302,6 +323,9 @@ def load_dataset(name: str | os.PathLike[str],
     return load_npz(name, num_classes=num_classes)
   if name in EMBEDDED_DATASETS:
     return EMBEDDED_DATASETS[name]()
+  if name in FILE_DATASETS:
+    return FILE_DATASETS[name](
+        None if data_dir is None else os.fspath(data_dir))
   if data_dir is None:
     raise DataError(
         f'unknown data set {name!r} and no data_dir given to look for a '

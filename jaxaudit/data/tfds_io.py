@@ -349,9 +349,9 @@ def import_npz(name: str, npz_path: str | os.PathLike[str],
     raise DataError(
         f'invalid TFDS data set name {name!r}: use lower-case letters, digits '
         'and "_", starting with a letter (e.g. "mnist_local")')
-  if name in datasets.EMBEDDED_DATASETS:
+  if name in datasets.EMBEDDED_DATASETS or name in datasets.FILE_DATASETS:
     raise DataError(
-        f'{name!r} is an embedded data set name and would never be read from '
+        f'{name!r} is a built-in data set name and would never be read from '
         'TFDS; choose another name')
   x_train, y_train, x_test, y_test, num_classes = validate.validate_arrays(
       *datasets.read_npz(npz_path), num_classes=num_classes)

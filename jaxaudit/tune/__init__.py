@@ -7,6 +7,6 @@
   workdir, and the chosen settings that ``unlearn``, the sweep and the demo read back.
 """
 
-from jaxaudit.tune.search import TUNE_DIR, run_tuning, tuned_hparams
+from jaxaudit.tune.search import TUNE_DIR, read_result, run_tuning, tuned_hparams
 
-__all__ = ['TUNE_DIR', 'run_tuning', 'tuned_hparams']
+__all__ = ["TUNE_DIR", "read_result", "run_tuning", "tuned_hparams"]

@@ -6,6 +6,14 @@ suggested hyper-parameters (the method's own key, as ``jaxaudit unlearn`` uses i
 chosen setting reproduces exactly) and score :func:`jaxaudit.tune.objective.distance` to the
 retrained model. Trials whose Mu has non-finite weights are pruned.
 
+With ``require_forgetting`` a trial is *feasible* only when Mu's accuracy on Du is at most the
+retrained model's plus ``FORGET_TOLERANCE``: the selection rule of papers that tune a method
+until its forget accuracy reaches the retrain's (Jia et al. 2023, SalUn). TPE is told the
+constraint, and the chosen setting is the best feasible trial (when none is feasible, the
+finished trial whose Du accuracy came closest to the retrain's, marked ``feasible: false``
+with a warning). Without it a method that changes
+nothing can win: on a saturated model the retrain's accuracies are close to M's.
+
 Storage: ``WORKDIR/tuning/optuna.journal`` (Optuna's journal file: every finished trial is
 appended, so an interrupted search resumes where it stopped; the study of a method is named
 after the method, the split, the search space and the seed, so none of them changes without a
@@ -27,6 +35,8 @@ from jaxaudit.errors import ConfigError
 
 TUNE_DIR = 'tuning'
 JOURNAL = 'optuna.journal'
+# require_forgetting: Mu's Du accuracy may exceed the retrain's by at most this much.
+FORGET_TOLERANCE = 0.01
 
 
 def tuned_path(workdir: str, method: str) -> str:
@@ -34,17 +44,25 @@ def tuned_path(workdir: str, method: str) -> str:
   return os.path.join(workdir, TUNE_DIR, f'{io_utils.check_name(method, "method")}.json')
 
 
-def tuned_hparams(workdir: str, method: str) -> dict[str, Any]:
-  """The hyper-parameters ``jaxaudit tune`` chose for ``method`` in ``workdir`` ({} if none)."""
+def read_result(workdir: str, method: str) -> dict[str, Any] | None:
+  """The whole tuning result of ``method`` in ``workdir`` (:func:`run_tuning`), None if none."""
   path = tuned_path(workdir, method)
   if not os.path.isfile(path):
-    return {}
+    return None
   try:
     with open(path, encoding='utf-8') as f:
-      return dict(json.load(f)['hparams'])
+      result = json.load(f)
+    dict(result['hparams'])
+    return result
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ConfigError(f'{path} is not a tuning result of jaxaudit ({type(e).__name__}: {e}); '
                       'delete it or run `jaxaudit tune` again') from e
+
+
+def tuned_hparams(workdir: str, method: str) -> dict[str, Any]:
+  """The hyper-parameters ``jaxaudit tune`` chose for ``method`` in ``workdir`` ({} if none)."""
+  result = read_result(workdir, method)
+  return {} if result is None else dict(result['hparams'])
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
@@ -61,7 +79,26 @@ def _reference(config, workdir: str, log):
   return checkpoint.load_checkpoint(path)[0], path
 
 
+def forget_violation(mu_forget: float, ref_forget: float) -> float:
+  """How far Mu's Du accuracy lies above the retrain's (+ tolerance): <= 0 is feasible."""
+  return float(mu_forget - ref_forget - FORGET_TOLERANCE)
+
+
+def choose_trial(complete: Sequence[Any], require_forgetting: bool) -> tuple[Any, bool]:
+  """(the chosen trial, whether it is feasible) among finished trials (objects with
+  ``value``, ``number`` and ``user_attrs['forget_violation']``): the lowest objective (ties:
+  the earliest trial); with ``require_forgetting`` the lowest among feasible trials, else,
+  when none is feasible, the trial closest to feasibility."""
+  def violation(t):
+    return float(t.user_attrs.get('forget_violation', 1.0))
+  feasible = [t for t in complete if not require_forgetting or violation(t) <= 0]
+  if feasible:
+    return min(feasible, key=lambda t: (t.value, t.number)), True
+  return min(complete, key=lambda t: (violation(t), t.value, t.number)), False
+
+
 def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20, seed: int = 0,
+               require_forgetting: bool = False,
                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
   """Tunes each method against the retrained model; returns {method: result} (also on disk).
 
@@ -72,6 +109,8 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
     trials: the budget per method (finished and pruned trials count; a resumed search
       runs only the missing ones).
     seed: seed of the TPE sampler.
+    require_forgetting: only settings whose Du accuracy falls to the retrain's (within
+      ``FORGET_TOLERANCE``) are chosen (module docstring).
   """
   import jax
   import optuna
@@ -111,9 +150,12 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
     fixed = configs.config_hparams(config, m)
     fixed = {k: v for k, v in fixed.items() if k not in dims}   # searched ones are the trial's
     key = configs.method_key(config, m)
+    tag = '-forget' if require_forgetting else ''
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, constraints_func=_constraint if require_forgetting else None)
     study = optuna.create_study(
-        study_name=f'{m}-{split_hash(split)[:12]}-{spaces.fingerprint(dims)}-s{seed}', storage=storage, direction='minimize',
-        sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+        study_name=f'{m}-{split_hash(split)[:12]}-{spaces.fingerprint(dims)}-s{seed}{tag}',
+        storage=storage, direction='minimize', sampler=sampler, load_if_exists=True)
 
     def objective(trial, m=m, dims=dims, fixed=fixed, key=key):
       hp = {**fixed, **spaces.suggest(trial, dims)}
@@ -123,6 +165,7 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
         raise optuna.TrialPruned('non-finite weights')
       mu = objective_lib.metrics(model, new, data, seed=seed)
       trial.set_user_attr('metrics', mu._asdict())
+      trial.set_user_attr('forget_violation', forget_violation(mu.forget, ref.forget))
       return objective_lib.distance(mu, ref)
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -137,8 +180,11 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
       complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
       if not complete:
         return None
-      best = min(complete, key=lambda t: (t.value, t.number))
+      best, feasible = choose_trial(complete, require_forgetting)
       results[m] = dict(
+          require_forgetting=bool(require_forgetting), feasible=bool(feasible),
+          diverged=len(study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.PRUNED,))),
           method=m, hparams={**fixed, **best.params}, objective=best.value,
           metrics=best.user_attrs.get('metrics'), reference=ref._asdict(),
           reference_path=ref_path, trials=len(study.get_trials(deepcopy=False, states=finished)),
@@ -156,4 +202,12 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
           + f'  ({time.time() - t0:.0f}s)')
     if record() is None:
       raise ConfigError(f'{m}: no trial of {trials} finished (every one diverged or failed)')
+    if not results[m]['feasible']:
+      log(f'[tune] warning: {m}: no trial of {trials} lowered Du accuracy to the retrain\'s '
+          f'({ref.forget:.3f}); chose the one closest to it, marked feasible=false')
   return results
+
+
+def _constraint(trial) -> tuple[float]:
+  """Optuna's constraint value of a trial (<= 0 feasible; pruned trials are infeasible)."""
+  return (float(trial.user_attrs.get('forget_violation', 1.0)),)

@@ -81,3 +81,17 @@ def test_tune_refuses_before_any_work(tmp_path):
   assert r.returncode == 1 and 'no original model' in r.stderr
   r = _run(['tune', f'--workdir={tmp_path}/none', '--methods=finetune', '--trials=0'])
   assert r.returncode == 1 and '--trials' in r.stderr
+
+
+def test_choose_trial_keeps_only_settings_that_forget_when_asked():
+  from types import SimpleNamespace as T
+  from jaxaudit.tune import search
+  assert search.forget_violation(0.97, 0.967) == pytest.approx(0.97 - 0.967 - search.FORGET_TOLERANCE)
+  noop = T(value=0.04, number=0, user_attrs={'forget_violation': 0.02})      # Du untouched
+  damage = T(value=0.50, number=1, user_attrs={'forget_violation': -0.10})   # forgot, costly
+  closer = T(value=0.90, number=2, user_attrs={'forget_violation': 0.005})   # nearly forgot
+  assert search.choose_trial([noop, damage, closer], False) == (noop, True)
+  assert search.choose_trial([noop, damage, closer], True) == (damage, True)
+  assert search.choose_trial([noop, closer], True) == (closer, False)          # closest to it
+  tie = T(value=0.50, number=3, user_attrs={'forget_violation': -0.2})
+  assert search.choose_trial([tie, damage], True) == (damage, True)            # earliest wins
