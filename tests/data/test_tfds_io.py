@@ -126,7 +126,8 @@ def test_existing_dataset_needs_overwrite(tmp_path):
 @pytest.mark.parametrize('name,pattern', [
     ('Bad-Name', 'invalid TFDS data set name'),
     ('1abc', 'invalid TFDS data set name'),
-    ('digits', 'embedded data set name'),
+    ('digits', 'built-in data set name'),
+    ('shakespeare_speakers', 'built-in data set name'),
 ])
 def test_import_rejects_bad_names(tmp_path, name, pattern):
   npz, _ = _synthetic(tmp_path)
