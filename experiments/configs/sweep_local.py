@@ -14,7 +14,12 @@ Entries (data set × model), each with its own pipeline config:
                    30% (|Du| = 1200): the fake-unlearning setting with power (not in
                    the default list);
   mnist_mlp_class  MNIST, forgetting the whole class 3, 8 methods (not in the
-                   default list: time; add with --config.datasets=...).
+                   default list: time; add with --config.datasets=...);
+  cifar10_cnn      CIFAR-10 (../shared/data/cifar10_jpeg.npz), the small CNN,
+                   |D| = 2500, random 10%, 9 methods (``cifar10``);
+  shakespeare_mlp  speaker attribution on tiny-shakespeare (ten speakers,
+                   hashed word n-grams, jaxaudit.data.text_features), an MLP,
+                   random 30%, 8 methods (no CT: no conv kernels) (``text``).
 
 CT transposes conv kernels and is undefined for an MLP (the method raises
 ConfigError): it is listed only for the CNN entry. Listed for an MLP entry it
@@ -24,8 +29,8 @@ gives a row with ``error`` instead of stopping the sweep.
       --workdir=runs/sweep_local
   jaxaudit report --results=runs/sweep_local/results.jsonl --out=docs/example_report
 
-Args: ``local`` (the study), ``digits`` / ``mnist`` (one data set), ``tiny``
-(tests: digits MLP, 2 methods, a few epochs).
+Args: ``local`` (the study), ``digits`` / ``mnist`` / ``cifar10`` / ``text`` (one data
+set), ``tiny`` (tests: digits MLP, 2 methods, a few epochs).
 """
 
 import ml_collections
@@ -83,6 +88,21 @@ def mnist_mlp_large():
   c.audit.ref_sample = 5000
   c.audit.num_verifiers = 8
   return c
+
+
+def cifar10_cnn():
+  """CIFAR-10 (../shared/data/cifar10_jpeg.npz), the small CNN, |D| = 2500 (random 10%)."""
+  return load_base('cifar10_cnn', 'local')
+
+
+def shakespeare_mlp():
+  """Speaker attribution on tiny-shakespeare (ten speakers, hashed word n-grams), an MLP."""
+  return load_base('shakespeare_mlp', 'local')
+
+
+# The methods the study asks for on CIFAR-10 and the text classifier (issue 16): CT needs
+# conv kernels, so the text classifier (an MLP over n-gram features) runs all but CT.
+SMALL_METHODS = 'original,retrain,finetune,neggrad_plus,gradient_ascent,msg,fisher,scrub'
 
 
 def peers_default():
@@ -143,6 +163,17 @@ def get_config(arg: str = 'local'):
       config=mnist_mlp_large(), methods='', forget_settings='random30',
       method_hparams=ml_collections.ConfigDict(
           {'gradient_ascent_early': {'epochs': 3, 'lr': 0.01}})))
+  c.entries.cifar10_cnn = ml_collections.ConfigDict(dict(
+      config=cifar10_cnn(), methods=SMALL_METHODS + ',ct', forget_settings='random10',
+      # Each U-LiRA run is 8 extra unlearning runs of a CNN: population MIA only.
+      peers=ml_collections.ConfigDict(dict(lira_shadows=0, rmia_refs=0, neurips23_models=0,
+                                           ulira_methods=''))))
+  c.entries.shakespeare_mlp = ml_collections.ConfigDict(dict(
+      config=shakespeare_mlp(), methods=SMALL_METHODS, forget_settings='random30',
+      # digits-sized: U-LiRA (8 shadows) for every method but the Fisher one.
+      peers=ml_collections.ConfigDict(dict(
+          rmia_refs=0, neurips23_models=0,
+          ulira_methods='original,retrain,finetune,neggrad_plus,gradient_ascent,msg,scrub'))))
   # The local study; mnist_mlp_class is defined for `--config.datasets=...` but left out of
   # the default list to fit the local time budget.
   c.datasets = 'mnist_mlp,digits_mlp,digits_cnn,digits_mlp_class'
@@ -169,6 +200,10 @@ def get_config(arg: str = 'local'):
     c.datasets = 'digits_mlp,digits_cnn,digits_mlp_class'
   elif arg == 'mnist':
     c.datasets = 'mnist_mlp,mnist_mlp_class'
+  elif arg == 'cifar10':
+    c.datasets = 'cifar10_cnn'
+  elif arg == 'text':
+    c.datasets = 'shakespeare_mlp'
   elif arg == 'tiny':
     t = c.entries.digits_mlp.config
     t.model_kwargs.hidden = (32,)
@@ -188,5 +223,6 @@ def get_config(arg: str = 'local'):
     c.fake.fakes = 'honest_retrain,noop,mask_scale,adaptive'
     c.fake.adaptive_epochs = 1
   elif arg != 'local':
-    raise ValueError(f'unknown sweep_local variant {arg!r}: local, digits, mnist or tiny')
+    raise ValueError(f'unknown sweep_local variant {arg!r}: local, digits, mnist, cifar10, '
+                     'text or tiny')
   return c

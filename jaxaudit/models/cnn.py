@@ -3,8 +3,12 @@
 Two implementation switches leave the parameters (names, shapes, values) and
 the function computed unchanged, so checkpoints are interchangeable:
 
-* ``conv_impl``: ``'xla'`` (``flax.linen.Conv``) or ``'patches'``
-  (:class:`jaxaudit.models.conv_patches.PatchConv`, im2col + matmul).
+* ``conv_impl``: ``'xla'`` (``flax.linen.Conv``), ``'patches'``
+  (:class:`jaxaudit.models.conv_patches.PatchConv`, im2col + matmul),
+  ``'patch_grad'`` (XLA's forward convolution, patch-matmul gradients) or
+  ``'auto'`` (the default: ``patch_grad`` on CPU, where XLA's gradient
+  convolutions inside the trainer's ``lax.scan`` are ~20x slower than outside
+  it, jax-ml/jax#12868; ``xla`` elsewhere).
 * ``pool_impl``: ``'xla'`` (``flax.linen.max_pool``: ``reduce_window``, whose
   gradient is XLA's ``select_and_scatter``) or ``'reshape'``
   (:func:`window_max_pool`: the same ``reduce_window`` forward; a gradient
@@ -23,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxaudit.models.conv_patches import PatchConv
+from jaxaudit.models.conv_patches import conv_layer
 
-CONV_IMPLS = ('xla', 'patches')
 POOL_IMPLS = ('xla', 'reshape')
 
 
@@ -104,25 +107,24 @@ class CNN(nn.Module):
     num_classes: output size.
     width: channels of the first conv (the second has twice as many).
     dense: width of the hidden dense layer.
-    conv_impl: 'xla' or 'patches' (same parameters, same function).
+    conv_impl: 'auto' (default), 'xla', 'patches' or 'patch_grad' (same parameters, same
+      function; module docstring).
     pool_impl: 'reshape' (default: about 2× faster training on CPU) or 'xla' (same function
       and gradient).
   """
   num_classes: int
   width: int = 32
   dense: int = 128
-  conv_impl: str = 'xla'
+  conv_impl: str = 'auto'
   pool_impl: str = 'reshape'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     if x.ndim != 4:
       raise ValueError(f'CNN expects (B, H, W, C) images, got shape {x.shape}')
-    if self.conv_impl not in CONV_IMPLS:
-      raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {self.conv_impl!r}')
     if self.pool_impl not in POOL_IMPLS:
       raise ValueError(f'pool_impl must be one of {POOL_IMPLS}, got {self.pool_impl!r}')
-    conv = nn.Conv if self.conv_impl == 'xla' else PatchConv
+    conv = conv_layer(self.conv_impl)
 
     def pool(h):
       if self.pool_impl == 'reshape':

@@ -14,9 +14,11 @@ with a ``jax.custom_vjp`` whose backward pass is two more matmuls on patches:
 
 :class:`PatchConv` is a Linen module with the parameters of ``flax.linen.Conv``
 (``kernel`` (kh, kw, cin, cout), ``bias`` (cout,)), so checkpoints of either
-load into the other. On this project's 2-core CPU it is slower than XLA's own
-convolution (``experiments/bench_cnn_cpu.py``); it exists as a measured
-alternative, selected with ``CNN(conv_impl='patches')``.
+load into the other. A lone training step is about as fast with either on this
+project's 2-core CPU (``experiments/bench_cnn_cpu.py``), but inside a compiled loop
+(the trainer's ``lax.scan`` over steps) XLA's gradient convolutions are ~20x slower
+and these matmuls are not: :func:`xla_conv_patch_grad` keeps XLA's forward with
+these gradients, the CNN's default on CPU (``CNN(conv_impl='auto')``).
 """
 
 from __future__ import annotations
@@ -95,13 +97,20 @@ def patch_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
   Returns:
     (B, Ho, Wo, cout).
   """
+  return _patch_conv_primal(x, kernel, strides, pads)
+
+
+def _patch_conv_primal(x, kernel, strides, pads):
   kh, kw, cin, cout = kernel.shape
   patches = extract_patches(x, (kh, kw), strides, pads)
   return _matmul(patches, kernel.reshape(kh * kw * cin, cout))
 
 
+# The forward rules compute the primal directly (not by calling the custom_vjp function
+# again), so that forward-over-reverse differentiation (the curvature methods' HVPs,
+# jax.jvp(jax.grad(f))) differentiates them and the matmul backward rule like plain code.
 def _patch_conv_fwd(x, kernel, strides, pads):
-  return patch_conv(x, kernel, strides, pads), (x, kernel)
+  return _patch_conv_primal(x, kernel, strides, pads), (x, kernel)
 
 
 def _patch_conv_bwd(strides, pads, res, g):
@@ -126,6 +135,32 @@ def _patch_conv_bwd(strides, pads, res, g):
 patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def xla_conv_patch_grad(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                        pads: tuple[tuple[int, int], tuple[int, int]]) -> jnp.ndarray:
+  """The convolution of :func:`patch_conv` computed by XLA's own convolution, with the
+  patch-matmul gradients of :func:`patch_conv`. Shapes as :func:`patch_conv`.
+
+  Inside a compiled loop (``lax.scan`` over training steps, ``lax.map`` over batches) XLA:CPU
+  runs the *gradient* convolutions of ``lax.conv_general_dilated`` an order of magnitude slower
+  than outside one (jax-ml/jax#12868; BUILD_NOTES "The CNN on CPU"), while its forward
+  convolution stays fast and the patch matmuls are fast in both places.
+  """
+  return _xla_conv_primal(x, kernel, strides, pads)
+
+
+def _xla_conv_primal(x, kernel, strides, pads):
+  return lax.conv_general_dilated(x, kernel, strides, pads,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _xla_conv_fwd(x, kernel, strides, pads):
+  return _xla_conv_primal(x, kernel, strides, pads), (x, kernel)
+
+
+xla_conv_patch_grad.defvjp(_xla_conv_fwd, _patch_conv_bwd)
+
+
 class PatchConv(nn.Module):
   """``flax.linen.Conv`` (2-D, NHWC) computed by :func:`patch_conv`.
 
@@ -139,6 +174,8 @@ class PatchConv(nn.Module):
     strides: an int or (sh, sw).
     padding: 'SAME', 'VALID' or ((low_h, high_h), (low_w, high_w)).
     use_bias: whether to add a bias.
+    forward: ``'patches'`` (im2col + matmul) or ``'xla'`` (XLA's convolution forward,
+      patch-matmul gradients: :func:`xla_conv_patch_grad`).
   """
   features: int
   kernel_size: Sequence[int]
@@ -147,6 +184,7 @@ class PatchConv(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  forward: str = 'patches'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -160,8 +198,36 @@ class PatchConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (*window, x.shape[-1], self.features),
                         jnp.float32)
     pads = _pairs(self.padding, x.shape[1:3], window, strides)
-    y = patch_conv(x, kernel.astype(x.dtype), strides, pads)
+    if self.forward not in ('patches', 'xla'):
+      raise ValueError(f"PatchConv forward must be 'patches' or 'xla', got {self.forward!r}")
+    conv = patch_conv if self.forward == 'patches' else xla_conv_patch_grad
+    y = conv(x, kernel.astype(x.dtype), strides, pads)
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
       y = y + bias.astype(y.dtype)
     return y
+
+
+# Convolution implementations of the package's conv nets (same parameters, same function).
+CONV_IMPLS = ('auto', 'xla', 'patches', 'patch_grad')
+
+
+def conv_layer(impl: str):
+  """The Linen conv constructor of an implementation (``nn.Conv``'s signature and params).
+
+  ``'xla'``: ``flax.linen.Conv``; ``'patches'``: :class:`PatchConv`; ``'patch_grad'``: XLA's
+  forward with patch-matmul gradients (:func:`xla_conv_patch_grad`); ``'auto'``:
+  ``patch_grad`` on the CPU backend (XLA:CPU's gradient convolutions inside a compiled loop
+  are ~20x slower, jax-ml/jax#12868), ``xla`` elsewhere.
+
+  Raises:
+    ValueError: an unknown ``impl``.
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
+  if impl == 'auto':
+    impl = 'patch_grad' if jax.default_backend() == 'cpu' else 'xla'
+  if impl == 'xla':
+    return nn.Conv
+  return functools.partial(PatchConv, forward='patches' if impl == 'patches' else 'xla')
+

@@ -45,6 +45,8 @@ class Recipe:
   augment: str = 'none'
 
   def __post_init__(self):
+    if self.augment is None:    # `--config.train.augment=none` reaches us as None
+      object.__setattr__(self, 'augment', 'none')
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f'unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}')
     if self.schedule not in SCHEDULES:
