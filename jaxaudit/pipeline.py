@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -22,7 +23,7 @@ from jaxaudit.configs import (KEY_ORIGINAL, KEY_RETRAIN, KEY_SISA, audit_setting
                               method_key, model_from_config, recipe_from_config, role_key,
                               sisa_expect, sisa_settings, validate_config)
 from jaxaudit.errors import CheckpointError, ConfigError, TrainingError
-from jaxaudit.train import loop, train_model
+from jaxaudit.train import loop, train_ensemble, train_model, unstack
 from jaxaudit.train import sisa as sisa_lib
 from jaxaudit.train.evaluate import evaluate_sets, format_accs
 from jaxaudit.train.evaluate import MEAN_SOFTMAX
@@ -202,6 +203,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if sisa is not None:
     summary['sisa'] = _train_sisa_and_save(config, dataset, split, workdir, log)
   return summary
+
+
+def train_many(items, log: Callable[[str], None] = log_to_stdout) -> list[str]:
+  """Trains the missing originals and retrains of several classifier workdirs as ONE ensemble.
+
+  The workdirs differ only by seed (the sweep's initialisations of one entry and forget
+  setting): same data, model and recipe, each with its own split and keys. Every missing
+  ``models/original`` and ``models/retrain`` becomes one member of a single
+  :func:`jaxaudit.train.train_ensemble` program (member k equals the lone run of
+  :func:`train_and_evaluate` with its key and subset, so the checkpoints are the ones it would
+  write) and is saved as it would save it; :func:`train_and_evaluate` then reuses them.
+
+  Args:
+    items: a sequence of (config, workdir).
+  Returns:
+    The checkpoint paths written ([] when nothing was missing, for text workdirs, SISA
+    configs or workdirs whose model or recipe differ: those are left to
+    :func:`train_and_evaluate`).
+  """
+  jobs, prepared = [], []
+  for config, workdir in items:
+    if is_text(config) or sisa_settings(config) is not None:
+      return []
+    validate_config(config, training=True)
+    dataset = preflight(config, workdir)
+    dataset, split = prepare(config, workdir, lambda s: None, dataset=dataset)
+    prepared.append((config, workdir, dataset, split))
+    kinds = [('original', split.train, KEY_ORIGINAL)]
+    if config.get('train_retrain', True):
+      kinds.append(('retrain', split.retain, KEY_RETRAIN))
+    for kind, subset, role in kinds:
+      if not checkpoint.exists(os.path.join(workdir, 'models', kind)):
+        jobs.append((config, workdir, dataset, split, kind, subset, role_key(config, role)))
+  if len(jobs) < 2:
+    return []
+  config0, _, dataset0, *_ = jobs[0]
+  model, recipe = model_from_config(config0, dataset0), recipe_from_config(config0)
+  for config, workdir, dataset, *_ in jobs[1:]:
+    if (dataset.fingerprint != dataset0.fingerprint or model_from_config(config, dataset) != model
+        or recipe_from_config(config) != recipe):
+      return []
+  log(f'[train] {len(jobs)} models ({", ".join(sorted({j[4] for j in jobs}))}) of '
+      f'{len({j[1] for j in jobs})} workdir(s) as one {config0.model} ensemble, '
+      f'{recipe.epochs} epochs')
+  t0 = time.time()
+  res = train_ensemble(model, dataset0.x_train, dataset0.y_train, [j[5] for j in jobs],
+                       jnp.stack([j[6] for j in jobs]), recipe,
+                       callback=lambda e, l: log(f'[train] epoch {e + 1}/{recipe.epochs} '
+                                                 f'({time.time() - t0:.1f}s)'))
+  params = jax.block_until_ready(res.params)
+  wall = (time.time() - t0) / len(jobs)
+  written = []
+  for k, (config, workdir, dataset, split, kind, subset, _) in enumerate(jobs):
+    if res.nonfinite_step[k] >= 0:
+      log(f'[train] {workdir} {kind}: diverged; left to the per-workdir run to report')
+      continue
+    member = unstack(params, k)
+    check_finite(member, f'training {kind}')
+    path = os.path.join(workdir, 'models', kind)
+    accs = evaluate_sets(model, member, dataset, split)
+    checkpoint.save_checkpoint(path, member, checkpoint_meta(
+        config, dataset, split, kind, accuracy=accs, wall_time_s=wall,
+        trained_in_ensemble=dict(members=len(jobs), wall_time_s=time.time() - t0)),
+        overwrite=True)
+    log(f'[train] {path}: {format_accs(accs)}')
+    written.append(path)
+  return written
 
 
 def run_audit(config, workdir: str, *, target: str | None = None, logits_file: str | None = None,

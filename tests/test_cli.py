@@ -33,7 +33,7 @@ def test_top_level_help_lists_every_command(tmp_path):
     ('report', ['--results', '--out', '--title', '--overwrite']),
     ('data', ['--npz', '--data_dir', '--overwrite']),
     ('methods', ['--docs']),
-    ('demo', ['--methods', '--workdir']),
+    ('demo', ['--methods', '--workdir', '--tune', '--tune_trials']),
 ])
 def test_command_help_lists_its_own_flags(command, flags, tmp_path):
   r = run([command, '--help'], tmp_path)

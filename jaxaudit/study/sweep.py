@@ -5,7 +5,9 @@ For every cell (entry, forget setting, seed, method) the sweep
 1. trains or reuses the original model M and the retrain-from-scratch
    reference (one pipeline workdir per (entry, forget setting, seed):
    ``WORKDIR/runs/ENTRY-FORGET-sSEED``, Orbax checkpoints reused across cells
-   and across restarts, see :mod:`jaxaudit.pipeline`);
+   and across restarts, see :mod:`jaxaudit.pipeline`); in process, the
+   originals and retrains of all seeds of an (entry, forget setting) are
+   trained first as one ensemble program (:func:`train_initialisations`);
 2. runs the method (:func:`jaxaudit.pipeline.run_unlearn`, checkpoint reused);
 3. audits Mu with jaxaudit's audit (verifiers trained once per workdir and
    cached) and with the peer auditors (population MIA, LiRA, RMIA,
@@ -241,6 +243,25 @@ def registered_methods() -> set[str]:
   return set(unlearn_lib.method_names()) | {ORIGINAL}
 
 
+def train_initialisations(config, workdir: str, cells, log: Callable[[str], None] = print
+                          ) -> list[str]:
+  """Trains the originals and retrains of the cells' groups, per (entry, forget setting), as
+  one ensemble program over their seeds (:func:`jaxaudit.pipeline.train_many`); the groups'
+  pipelines then reuse the checkpoints. Returns the paths written."""
+  from jaxaudit import pipeline
+  by_setting: dict[tuple[str, str], list] = {}
+  for g in sorted({c.group for c in cells}):
+    by_setting.setdefault(g[:2], []).append(g)
+  written = []
+  for (entry, forget), groups in by_setting.items():
+    if len(groups) < 2:
+      continue
+    items = [(cells_lib.cell_config(config, entry, forget, seed),
+              cells_lib.group_dir(workdir, (entry, forget, seed))) for _, _, seed in groups]
+    written += pipeline.train_many(items, log=lambda s: log(f'[sweep] {entry}/{forget} {s}'))
+  return written
+
+
 def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: int | None = None,
               log: Callable[[str], None] = print,
               executor: str | executors.Executor = 'inprocess',
@@ -328,6 +349,8 @@ def run_sweep(config, workdir: str, results: str | None = None, *, max_cells: in
         f'{fmt_duration(elapsed)} | ETA {fmt_duration(eta)} | {row["key"]}: {verdict(row)}')
     return True
 
+  if executor.name == 'inprocess':
+    train_initialisations(config, workdir, todo, log)
   executor.run(config, workdir, todo, write, log)
   if stop:
     log(f'[sweep] stopping after {computed} cell(s) (--max_cells)')

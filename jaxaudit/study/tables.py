@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from jaxaudit.study import schema
+
 
 def fmt_duration(s: float) -> str:
   """Seconds as ``1h02m`` (an hour or more) or ``3m05s``."""
@@ -51,7 +53,8 @@ def verdict_rates(rows: Sequence[dict], by: str = 'method') -> list[dict[str, An
   Returns one dict per group, in first-appearance order: ``cells`` (rows without error),
   ``errors``, ``forgotten`` as 'k/n' with its exact 95% (Clopper–Pearson) interval,
   ``not_forgotten`` with its directions, ``inconclusive`` (and any other decision), the
-  population MIA's not_forgotten count and the mean accuracy of Mu on Du.
+  population MIA's and U-LiRA's not_forgotten counts (U-LiRA: of the cells it audited) and
+  the mean accuracy of Mu on Du.
   """
   import collections
   from jaxaudit.audit.stats import clopper_pearson
@@ -65,9 +68,9 @@ def verdict_rates(rows: Sequence[dict], by: str = 'method') -> list[dict[str, An
     dirs = collections.Counter(r['ours'].get('direction') for r in ok
                                if r['ours']['decision'] == 'not_forgotten')
     lo, hi = clopper_pearson(dec['forgotten'], len(ok)) if ok else (float('nan'),) * 2
-    pop = sum(1 for r in ok
-              if ((r.get('peers') or {}).get('population_mia') or {}).get('decision')
-              == 'not_forgotten')
+    pop = sum(1 for r in ok if schema.peer_not_forgotten(r, 'population_mia'))
+    ulira = [schema.peer_not_forgotten(r, 'ulira') for r in ok]
+    ulira = [u for u in ulira if u is not None]
     accs = [((r.get('accuracy') or {}).get('unlearned') or {}).get('forget') for r in ok]
     accs = [a for a in accs if a is not None]
     out.append({by: name, 'family': rs[0].get('family'), 'cells': len(ok),
@@ -77,5 +80,6 @@ def verdict_rates(rows: Sequence[dict], by: str = 'method') -> list[dict[str, An
                     f'{k} {v}' for k, v in sorted(dirs.items(), key=lambda kv: str(kv[0]))) + ')',
                 'inconclusive': len(ok) - dec['forgotten'] - dec['not_forgotten'],
                 'population_mia_not_forgotten': f'{pop}/{len(ok)}',
+                'ulira_not_forgotten': f'{sum(ulira)}/{len(ulira)}' if ulira else '–',
                 'acc_du': sum(accs) / len(accs) if accs else None})
   return out

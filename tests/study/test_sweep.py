@@ -102,3 +102,30 @@ def test_failing_method_gives_an_error_row(tmp_path):
   rows = sweep.run_sweep(c, str(tmp_path), log=lambda s: None)
   assert len(rows) == 1 and rows[0]['error'].startswith('unlearn: ConfigError')
   assert 'conv' in rows[0]['error']
+
+
+def test_initialisations_train_as_one_ensemble_equal_to_lone_runs(tmp_path):
+  """The seeds' originals and retrains trained as one program (issue 16 item 2) are the
+  checkpoints each workdir's own pipeline would have trained."""
+  import jax
+  import numpy as np
+  from jaxaudit import checkpoint, pipeline
+  from jaxaudit.study import cells as cells_lib
+  c = tiny_config()
+  c.seeds = '0,1'
+  cells = cells_lib.plan_cells(c)
+  written = sweep.train_initialisations(c, str(tmp_path / 'ens'), cells, log=lambda s: None)
+  assert len(written) == 4          # 2 seeds x (original, retrain)
+  for seed in (0, 1):
+    cfg = cells_lib.cell_config(c, 'digits_mlp', 'random30', seed)
+    lone = str(tmp_path / f'lone{seed}')
+    pipeline.train_and_evaluate(cfg, lone, log=lambda s: None)
+    ens = cells_lib.group_dir(str(tmp_path / 'ens'), ('digits_mlp', 'random30', seed))
+    for kind in ('original', 'retrain'):
+      a = checkpoint.load_checkpoint(f'{ens}/models/{kind}')[0]
+      b = checkpoint.load_checkpoint(f'{lone}/models/{kind}')[0]
+      jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+    # ... and its pipeline reuses them.
+    summary = pipeline.train_and_evaluate(cfg, ens, log=lambda s: None)
+    assert summary['original']['path'].endswith('models/original')
+  assert sweep.train_initialisations(c, str(tmp_path / 'ens'), cells, log=lambda s: None) == []

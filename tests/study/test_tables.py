@@ -64,5 +64,9 @@ def test_verdict_rates_count_decisions_with_exact_intervals():
   assert a['not_forgotten'] == '1 (remembers 1)' and a['inconclusive'] == 1
   assert a['population_mia_not_forgotten'] == '1/5' and a['acc_du'] == 0.5
   assert b['method'] == 'b' and b['cells'] == 1
+  assert a['ulira_not_forgotten'] == '–'          # no U-LiRA in these rows
+  rows[0] = dict(rows[0], peers=dict(rows[0]['peers'], ulira=dict(decision='not_forgotten')))
+  rows[1] = dict(rows[1], peers=dict(rows[1]['peers'], ulira=dict(decision='forgotten')))
+  assert tables.verdict_rates(rows)[0]['ulira_not_forgotten'] == '1/2'
   fam = tables.verdict_rates(rows, by='family')
   assert [f['family'] for f in fam] == ['f-a', 'f-b']

@@ -178,3 +178,12 @@ def test_divergence_probe_names_the_first_non_finite_step(digits):
   # Outside a probe nothing is recorded and nothing is fetched.
   loop.fit(model, params, x, y, [idx], jax.random.key(1), bad, CrossEntropy())
   assert probe.calls == 2
+
+
+def test_recipe_reads_a_none_augment_as_no_augmentation():
+  """`--config.train.augment=none` reaches the config as None (ml_collections parses it)."""
+  from jaxaudit.errors import ConfigError
+  from jaxaudit.train import Recipe
+  assert Recipe(augment=None).augment == 'none'
+  with pytest.raises(ConfigError, match='unknown augment'):
+    Recipe(augment='rotate')
