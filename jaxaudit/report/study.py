@@ -180,11 +180,28 @@ def study_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]
                    f'{_pct(mu.get("test"))}/{_pct(rt.get("test"))}'] + peers)
     tables['cells'] = (head, body)
     tables['families'] = _family_table(sweep)
+    tables['rates'] = _rates_table(sweep)
     tables['agreement'] = _agreement_table(sweep)
     tables['cost'] = _cost_table(sweep)
   if fake:
     tables['fakes'] = _fake_table(fake)
   return tables
+
+
+RATE_COLUMNS = ('cells', 'errors', 'forgotten', 'not_forgotten', 'inconclusive',
+                'population_mia_not_forgotten', 'ulira_not_forgotten')
+
+
+def _rates_table(rows):
+  """Per data set / forget setting × family, over seeds: our verdict rates with exact
+  (Clopper–Pearson) intervals and the peers' not_forgotten counts
+  (:func:`jaxaudit.study.tables.verdict_rates`)."""
+  from jaxaudit.study import tables as tables_lib
+  body = []
+  for col in _unique(column(r) for r in rows):
+    for v in tables_lib.verdict_rates([r for r in rows if column(r) == col], by='family'):
+      body.append([col, str(v['family'])] + [str(v[c]) for c in RATE_COLUMNS])
+  return ['data / forget', 'family'] + list(RATE_COLUMNS), body
 
 
 def _family_table(rows):
@@ -605,6 +622,9 @@ def build_report(rows: list[dict], *, title: str = 'jaxaudit study report',
     head, body = tables['families']
     doc.para('Decisions by method family (cells per category):')
     doc.table(head, body)
+    doc.para('Verdict rates over the seeds (initialisations) per family: forgotten k/n with '
+             'its exact 95% interval; the peers\' not_forgotten counts beside them:')
+    doc.table(*tables['rates'])
     doc.heading('Forgetting score with intervals')
     if plots:
       doc.image('scores.png', plot_scores(sweep), 'forgetting score with 95% interval')

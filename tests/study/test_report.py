@@ -58,6 +58,11 @@ def test_report_tables_from_synthetic_rows():
   assert fakes['mask_scale'][2] == '1/1' and fakes['honest_retrain'][2] == '0/1'
   assert study.category(rows[1]) == 'remembers' and study.category(rows[4]) == 'diverged'
   assert study.category(rows[3]) == 'remembers_class'
+  head, body = t['rates']          # per data set × family over seeds, with intervals
+  rates = {b[1]: dict(zip(head, b)) for b in body}
+  assert rates['retraining']['forgotten'].startswith('1/1 [')
+  assert rates['distillation']['errors'] == '1'
+  assert rates['fine-tuning']['ulira_not_forgotten'] == '1/1'
 
 
 def test_report_command_renders(tmp_path):
