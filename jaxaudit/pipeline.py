@@ -254,9 +254,9 @@ def train_many(items, log: Callable[[str], None] = log_to_stdout) -> list[str]:
                                                  f'({time.time() - t0:.1f}s)'))
   params = jax.block_until_ready(res.params)
   wall = (time.time() - t0) / len(jobs)
-  written = []
+  written, diverged = [], set(res.diverged())
   for k, (config, workdir, dataset, split, kind, subset, _) in enumerate(jobs):
-    if res.nonfinite_step[k] >= 0:
+    if k in diverged:
       log(f'[train] {workdir} {kind}: diverged; left to the per-workdir run to report')
       continue
     member = unstack(params, k)

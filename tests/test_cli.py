@@ -94,6 +94,7 @@ def test_a_config_field_can_be_cleared_and_train_overwrite_retrains(tmp_path):
   del before
 
 
+@pytest.mark.slow   # CLI wiring only: the same check runs in process in tests/audit/test_reference_api.py
 def test_audit_with_a_user_reference_file(tmp_path):
   """--reference: the user's own held-out records; a shifted set is refused."""
   from jaxaudit.data import load_dataset, splits

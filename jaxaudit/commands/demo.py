@@ -103,8 +103,8 @@ def explain(row: dict, original: dict) -> str:
           else ', with its test accuracy intact')
   auc = row['effect_auc']
   auc_s = f'AUC {auc:.2f}' if auc is not None and math.isfinite(auc) else 'no AUC'
-  if row['method'] is None:
-    return f'trained on Du: Du is more familiar than unseen data ({auc_s}) — the reference row'
+  if row['method'] is None:      # the reference row, explained by the same rules
+    return 'no unlearning: ' + explain(dict(row, method='original'), original)
   if row['decision'] == 'forgotten':
     return (f'Du is as unfamiliar as data the model never saw ({auc_s}): indistinguishable '
             'from a model trained without Du')
