@@ -12,6 +12,7 @@ WORKDIR/summary.md. The logic lives in :mod:`jaxaudit.study.llm`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
@@ -25,13 +26,17 @@ flags.DEFINE_enum('config', 'local', ['local', 'full'], 'Model and corpus sizes.
 flags.DEFINE_integer('draws', 2, 'Independent draws (split and training seeds).')
 flags.DEFINE_integer('first_draw', 0, 'Seed of the first draw.')
 flags.DEFINE_string('workdir', 'runs/llm', 'Where results go.')
+flags.DEFINE_list('methods', None, "LM unlearning methods applied to M (default: the config's).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   script.check_main_args(argv, FLAGS)
   make = llm.local_config if FLAGS.config == 'local' else llm.full_config
-  table = llm.run(make(FLAGS.corpus), FLAGS.workdir, draws=FLAGS.draws,
+  cfg = make(FLAGS.corpus)
+  if FLAGS.methods:
+    cfg = dataclasses.replace(cfg, methods=tuple(FLAGS.methods))
+  table = llm.run(cfg, FLAGS.workdir, draws=FLAGS.draws,
                   first_draw=FLAGS.first_draw, data_dir=SHARED,
                   log=lambda s: print(s, flush=True))
   print(table)

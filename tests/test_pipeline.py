@@ -103,6 +103,17 @@ def test_bad_audit_inputs(workdir, tmp_path, digits):
               settings=AuditSettings(num_verifiers=2, views=('identity',)),
               cache_dir=str(tmp_path))
   assert (res.decision, res.direction) == ('not_forgotten', 'collapse')
+  # A finite model that answers class 0 to everything: ignorant of Du like of everything
+  # else, and far below the verifiers on D_ref (the utility test).
+  const_fn = lambda x: np.tile(np.float32(5) * np.eye(10, dtype=np.float32)[:1], (len(x), 1))
+  res = audit(Target.from_fn(const_fn), ds, split, verifier_model=model, recipe=recipe,
+              settings=AuditSettings(num_verifiers=2, views=('identity',)),
+              cache_dir=str(tmp_path))
+  u = res.details['utility_test']
+  assert (res.decision, res.direction) == ('not_forgotten', 'collapse')
+  assert u['p_value'] < 1e-6 and u['mean_target'] < u['mean_verifiers']
+  sizes = res.details['sizes']                # the D_ref sample and the test sample, unseen by all
+  assert u['n'] == sizes['ref'] + sizes['test'] and 'test_records' not in res.details['accuracy']
   with pytest.raises(AuditError, match='one column per class'):
     audit(Target.from_fn(lambda x: np.zeros((len(x), 7), np.float32)), ds, split,
           verifier_model=model, recipe=recipe,

@@ -13,6 +13,8 @@ Entries (data set × model), each with its own pipeline config:
   mnist_mlp_large  mnist_mlp with |D_ref| = 6000 (5000 sampled) and K = 8, random
                    30% (|Du| = 1200): the fake-unlearning setting with power (not in
                    the default list);
+  mnist_cnn        MNIST with the small CNN, |D| = 4000, random 10%: CT (conv
+                   kernels) with MSG, finetune, GA and NG+ as anchors (``mnist``);
   mnist_mlp_class  MNIST, forgetting the whole class 3, 8 methods (not in the
                    default list: time; add with --config.datasets=...);
   cifar10_cnn      CIFAR-10 (../shared/data/cifar10_jpeg.npz), the small CNN,
@@ -75,6 +77,19 @@ def mnist_mlp():
   c.split.test_size = 2000
   c.split.ref_fraction = 0.04       # 2,400 reference records of the 60k pool
   c.train.epochs = 20
+  c.audit.num_verifiers = 6
+  c.audit.ref_sample = 2000
+  return c
+
+
+def mnist_cnn():
+  """MNIST with the small CNN, sized like ``mnist_mlp`` (|D| = 4000): for CT, which needs
+  conv kernels, on MNIST."""
+  c = load_base('mnist_cnn', 'local')
+  c.split.train_size = 4000
+  c.split.test_size = 2000
+  c.split.ref_fraction = 0.04
+  c.train.epochs = 10
   c.audit.num_verifiers = 6
   c.audit.ref_sample = 2000
   return c
@@ -159,6 +174,12 @@ def get_config(arg: str = 'local'):
                'fisher,msg'),
       method_hparams=ml_collections.ConfigDict(
           {'gradient_ascent_early': {'epochs': 3, 'lr': 0.01}})))
+  c.entries.mnist_cnn = ml_collections.ConfigDict(dict(
+      config=mnist_cnn(),
+      methods='original,retrain,finetune,gradient_ascent,neggrad_plus,msg,ct',
+      forget_settings='random10',
+      peers=ml_collections.ConfigDict(dict(lira_shadows=0, rmia_refs=0, neurips23_models=0,
+                                           ulira_methods=''))))
   c.entries.mnist_mlp_large = ml_collections.ConfigDict(dict(
       config=mnist_mlp_large(), methods='', forget_settings='random30',
       method_hparams=ml_collections.ConfigDict(
@@ -199,7 +220,7 @@ def get_config(arg: str = 'local'):
   if arg == 'digits':
     c.datasets = 'digits_mlp,digits_cnn,digits_mlp_class'
   elif arg == 'mnist':
-    c.datasets = 'mnist_mlp,mnist_mlp_class'
+    c.datasets = 'mnist_mlp,mnist_mlp_class,mnist_cnn'
   elif arg == 'cifar10':
     c.datasets = 'cifar10_cnn'
   elif arg == 'text':

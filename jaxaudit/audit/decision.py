@@ -89,8 +89,18 @@ Decision:
   * not rejected but the estimated power to detect a Du that behaves like
     Mu's members is < ``power_target`` → ``inconclusive``.
   * otherwise ``forgotten``.
-  * utility collapse (Mu clearly worse than the verifiers on D_ref) turns a
-    pass into ``not_forgotten`` with direction ``collapse``.
+  * utility collapse turns a pass into ``not_forgotten`` with direction
+    ``collapse`` (:func:`utility_test`): Mu's per-record utility on the
+    records neither it nor the verifiers saw (the D_ref sample and the test
+    sample) is significantly *below* the verifiers'. The verifiers are trained on 15% of
+    Dr with the recipe Mu is audited under, so an honest Mu (trained on all of
+    Dr) is at least as useful on unseen records as they are; a Mu below them
+    has lost, with Du, what the retained data taught it (gradient ascent that
+    degrades every record alike: Du then looks as unseen as D_ref, and only
+    its utility shows the damage). One-sided paired test at
+    ``utility_alpha`` (0.01: it adds at most that to the false-alarm rate, and
+    only where an honest Mu would be no better than a model trained on 15% of
+    its data).
 
 A task-specific test (``extra_test``, e.g. the classification task's
 whole-class test, :mod:`jaxaudit.tasks.classification`) joins the record test
@@ -128,8 +138,10 @@ class TestSettings:
     fdr: false-discovery rate of the per-record evidence (Benjamini–Hochberg).
     power_target: minimum estimated power for a pass to count as evidence.
     self_check_alpha: level of the reference-exchangeability check.
-    collapse_margin: Mu's D_ref accuracy below the worst verifier's minus this
-      margin is a utility collapse.
+    collapse_margin: tolerance of the utility test (:func:`utility_test`): Mu's
+      mean per-record utility on unseen records may fall this far below the verifiers'
+      before it counts against Mu.
+    utility_alpha: level of the one-sided utility test.
     class_margin: slack over the verifiers' utility allowed under H0 by a
       task's extra test (the classification task's whole-class test).
     combine: family adjustment of the statistics' p-values, ``maxt`` or
@@ -149,7 +161,8 @@ class TestSettings:
   fdr: float = 0.05
   power_target: float = 0.8
   self_check_alpha: float = 0.01
-  collapse_margin: float = 0.05
+  collapse_margin: float = 0.0
+  utility_alpha: float = 0.01
   class_margin: float = 0.05
   combine: str = 'maxt'
   self_check: tuple[str, ...] = ('loo', 'verifiers', 'inputs')
@@ -575,10 +588,51 @@ def verdict(*, reference_ok: bool, rejected: bool, collapse: bool, power: float,
   return 'inconclusive'
 
 
+def utility_test(u_target: np.ndarray, u_verifiers: np.ndarray, *, margin: float = 0.0,
+                 alpha: float = 0.01) -> dict[str, Any]:
+  """Is Mu's utility on D_ref below the verifiers'? One-sided paired t-test.
+
+  H0: E[u_Mu(x) − mean_k u_k(x)] ≥ −margin over records x of D_ref (an honest
+  Mu, trained on all of Dr, is at least as useful on unseen records as models
+  trained on 15% of it). Paired by record, so the records' difficulty cancels.
+
+  Args:
+    u_target: (n,) Mu's per-record utility (top-1 correctness; token accuracy).
+    u_verifiers: (K, n) the same for each verifier.
+    margin: tolerance in utility units.
+    alpha: level.
+  Returns:
+    dict: p_value, collapse (p ≤ alpha), mean_target, mean_verifiers,
+    difference (mean of u_Mu − mean_k u_k) and its 95% interval, n, margin, alpha.
+  """
+  from scipy import stats as sps
+  u_t = np.asarray(u_target, np.float64).reshape(-1)
+  u_v = np.asarray(u_verifiers, np.float64)
+  u_v = u_v.reshape(-1, u_t.shape[0]) if u_v.size else u_v.reshape(0, u_t.shape[0])
+  if u_v.shape[0] == 0 or u_t.shape[0] == 0:
+    raise AuditError('the utility test needs Mu and at least one verifier on D_ref records')
+  if not (np.all(np.isfinite(u_t)) and np.all(np.isfinite(u_v))):
+    raise AuditError('the utility test got non-finite per-record utilities')
+  d = u_t - u_v.mean(0)
+  n = d.shape[0]
+  mean = float(d.mean())
+  sd = float(d.std(ddof=1)) if n > 1 else 0.0
+  if sd > 0:
+    se = sd / np.sqrt(n)
+    p = float(sps.t.cdf((mean + margin) / se, df=n - 1))
+    half = float(sps.t.ppf(0.975, df=n - 1) * se)
+  else:   # every record differs by the same amount: the sign decides
+    p = 0.0 if mean + margin < 0 else 1.0
+    half = 0.0
+  return dict(p_value=p, collapse=bool(p <= alpha), mean_target=float(u_t.mean()),
+              mean_verifiers=float(u_v.mean()), difference=mean,
+              difference_ci=[mean - half, mean + half], n=int(n), margin=float(margin),
+              alpha=float(alpha))
+
+
 def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndarray | None,
                    ver_du: np.ndarray, ver_ref: np.ndarray, settings: TestSettings,
-                   *, acc_target_ref: float | None = None,
-                   acc_verifiers_ref: np.ndarray | None = None,
+                   *, utility_ref: tuple[np.ndarray, np.ndarray] | None = None,
                    extra_test: dict[str, Any] | None = None,
                    extra_only: bool = False, gap_du: np.ndarray | None = None,
                    gap_ref: np.ndarray | None = None,
@@ -595,8 +649,9 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
     ver_du: (n_du,) the verifiers' mean φ on the exact Du records.
     ver_ref: (n_ref,) the same on D_ref (reference-exchangeability check).
     settings: the decision settings.
-    acc_target_ref: Mu's accuracy on D_ref (collapse check).
-    acc_verifiers_ref: (K,) the verifiers' accuracies on D_ref.
+    utility_ref: ((n,), (K, n)) per-record (per-unit) utility of Mu and of each
+      verifier on unseen records (the runner passes the D_ref sample and the test
+      sample), for the collapse check (:func:`utility_test`); None: no check.
     extra_test: the result of the task's extra test (dict with p_value, power
       and direction; its p-value joins the record test by Bonferroni), or None.
       Reported under ``class_level``.
@@ -693,9 +748,10 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
   per_record_p = records_lib.tail_p_values(per_record_score, cal_ref.mean(0))
   flagged = stats.benjamini_hochberg(per_record_p, s.fdr)
 
-  collapse = False
-  if acc_target_ref is not None and acc_verifiers_ref is not None:
-    collapse = bool(acc_target_ref < np.min(acc_verifiers_ref) - s.collapse_margin)
+  utility = None
+  if utility_ref is not None:
+    utility = utility_test(*utility_ref, margin=s.collapse_margin, alpha=s.utility_alpha)
+  collapse = bool(utility is not None and utility['collapse'])
 
   rejected = p_value <= s.alpha
   direction = None
@@ -726,7 +782,7 @@ def ignorance_test(cal_du: np.ndarray, cal_ref: np.ndarray, cal_members: np.ndar
               forgetting_score=float(fs), forgetting_score_ci=list(fs_ci),
               reference_check=reference,
               forgetting_score_method=FORGETTING_SCORE_METHOD,
-              utility_collapse=collapse,
+              utility_collapse=collapse, utility_test=utility,
               per_record=dict(score=per_record_score.tolist(), p_value=per_record_p.tolist(),
                               flagged=flagged.tolist(), fdr=s.fdr),
               n_forget=int(cal_du.shape[1]), n_ref=int(cal_ref.shape[1]),

@@ -413,8 +413,16 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
                settings: AuditSettings, *, memo: dict | None = None,
                log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
   """Step 5: utility (top-1 accuracy for classifiers) of Mu and of each verifier on
-  members, Du, D_ref and test."""
+  members, Du, D_ref and test.
+
+  Returns:
+    {'target': {set: utility}, 'verifiers': {set: [K utilities]}} and, where the task
+    gives per-record utilities and Mu answered the test records, ``'test_records'``:
+    ((n_test,) Mu's, (K, n_test) the verifiers', (n_test,) units or None) for the
+    utility test (:func:`test`; not part of the report).
+  """
   acc = {'target': {}, 'verifiers': {}}
+  u_target_test = None
   verifier_model = p.task.query_model(verifier_model)
   for name, key in (('retain_members', 'members'), ('forget', 'forget'), ('ref', 'ref')):
     if key in sig:
@@ -428,6 +436,7 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
     if bad_test:
       raise _Collapse(dict(q.nonfinite, test=bad_test))
     acc['target']['test'] = float(p.task.utility(tl_test, ds.y_test[test_idx]))
+    u_target_test = p.task.record_utility(tl_test, ds.y_test[test_idx])
   except AuditError as e:
     if not target.is_table:
       raise
@@ -436,6 +445,11 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
       q.vs, verifier_model, ds.x_test[test_idx][None], test_idx, pseudo=True,
       views=('identity',), offset=len(ds.x_train))[0])
   acc['verifiers']['test'] = p.task.utility(vl_test, ds.y_test[test_idx]).tolist()
+  u_verifiers_test = p.task.record_utility(vl_test, ds.y_test[test_idx])
+  if u_target_test is not None and u_verifiers_test is not None:
+    acc['test_records'] = (np.asarray(u_target_test, np.float64),
+                           np.asarray(u_verifiers_test, np.float64),
+                           p.task.test_units(test_idx))
   return acc
 
 
@@ -515,8 +529,7 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
-      settings.test, acc_target_ref=acc['target']['ref'],
-      acc_verifiers_ref=np.asarray(acc['verifiers']['ref']),
+      settings.test, utility_ref=_unseen_utility(sig['ref'], acc.get('test_records')),
       extra_test=extra, extra_only=extra_only,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
       reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'],
@@ -527,6 +540,22 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
                         members=int(len(np.unique(units['members']))) if 'members' in units
                         else 0, record_groups=units['forget'].tolist())
   return res, cal, betas
+
+
+def _unseen_utility(ref: Signals, test_records: tuple | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Per-unit utility of Mu (n,) and of the verifiers (K, n) on the records neither saw:
+  the D_ref sample (already per unit) followed by the test sample (averaged per unit
+  where the task gives test units)."""
+  u_t, u_v = np.asarray(ref.correct_target, np.float64), np.asarray(ref.correct_verifiers,
+                                                                    np.float64)
+  if test_records is None:
+    return u_t, u_v
+  t_t, t_v, t_units = test_records
+  if t_units is not None:
+    means = unit_means(t_units)
+    t_t, t_v = means(t_t), means(t_v)
+  return np.concatenate([u_t, t_t]), np.concatenate([u_v, t_v], axis=1)
 
 
 def unit_means(units: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -595,11 +624,12 @@ def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: di
           'forgetting_score_method', 'rejected',
           'exact_inputs_masked', 'p_record', 'class_level', 'member_auc', 'power_ci',
           'power_target',
-          'reference_check', 'utility_collapse', 'per_record')
+          'reference_check', 'utility_collapse', 'utility_test', 'per_record')
   units = res.get('units')
   n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
   details = dict(
-      **{k: res[k] for k in keys}, accuracy=acc,
+      **{k: res[k] for k in keys},
+      accuracy={k: a for k, a in acc.items() if k != 'test_records'},
       signals={k: _signal_means(s) for k, s in sig.items()},
       scores={k: c.tolist() for k, c in cal.items()}, calibration_betas=betas.tolist(),
       raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},
@@ -635,6 +665,7 @@ def collapse(p: Plan, v: Verifiers, q: Queries, nonfinite: dict[str, int], targe
       exact_inputs_masked=False, p_record=nan, class_level=None, member_auc=nan,
       power_ci=[nan, nan],
       power_target=settings.test.power_target, reference_check=None, utility_collapse=True,
+      utility_test=None,
       per_record=dict(score=[], p_value=[], flagged=[], fdr=settings.test.fdr, indices=[]),
       accuracy={}, sizes=dict(forget=len(p.split.forget),
                               **{k: n for k, n in sizes.items() if k != 'forget'}),

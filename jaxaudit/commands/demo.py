@@ -121,8 +121,9 @@ def explain(row: dict, original: dict) -> str:
     return (f'Du is now LESS familiar than unseen data ({auc_s}): the unlearning left its own '
             f'trace (an attacker sees which records were removed){lost}')
   if d == 'collapse':
-    return f'the model lost its accuracy (test {100 * (row["acc_test"] or 0):.0f}%): Du is ' \
-           'not forgotten, the model is destroyed'
+    return (f'the model lost accuracy (test {100 * (row["acc_test"] or 0):.0f}%) and is now worse on '
+            'unseen data than models trained on 15% of the retained data: Du is not forgotten, '
+            'the model is damaged')
   if d.startswith('remembers'):
     return f'Du is still more familiar than unseen data ({auc_s}): the model remembers it{lost}'
   return f'Du is treated unlike unseen data ({d})'

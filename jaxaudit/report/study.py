@@ -610,8 +610,8 @@ def build_report(rows: list[dict], *, title: str = 'jaxaudit study report',
            f'{sorted(_unique(r.get("seed") for r in rows))}; {len(fake)} fake-unlearning row(s). '
            f'Source: {", ".join(sources) or "(rows)"}.')
   doc.para('Decisions of jaxaudit: pass = forgotten; remembers / damaged = not_forgotten with '
-           'Du more / less familiar than unseen data; collapse = not_forgotten because Mu lost '
-           'its accuracy; inconclusive = no evidence either way (too little power); diverged = '
+           'Du more / less familiar than unseen data; collapse = not_forgotten because Mu is '
+           'less accurate on unseen data than the verifiers (trained on 15% of Dr); inconclusive = no evidence either way (too little power); diverged = '
            'the method produced NaN/inf outputs. Peers: F / NF = their decision rule '
            '(forgotten / not_forgotten); score = their headline number (MIA accuracy, AUC, '
            'KL, challenge score).')

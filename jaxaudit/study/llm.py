@@ -255,6 +255,8 @@ def run_draw(r: int, prep: Prepared, *, settings=None,
                        verifier_accuracy=cl.get('verifier_accuracy')) if cl else None,
         tests={k: v.get('p_adjusted', v.get('p_value')) for k, v in (d.get('tests') or {}).items()},
         accuracy=d.get('accuracy', {}).get('target', {}),
+        verifier_accuracy=d.get('accuracy', {}).get('verifiers', {}),
+        utility=d.get('utility_test'),
         wall_time_s=d['cost']['wall_time_s'], models_trained=d['cost']['models_trained'],
         peers=peers['targets'].get(t.name))
   return dict(draw=r, corpus=cfg.corpus,
@@ -335,6 +337,9 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
 def run(cfg: LMConfig, workdir: str, *, draws: int, first_draw: int = 0, data_dir: str = '',
         log: Callable[[str], None] = print) -> str:
   """Runs (or resumes) ``draws`` draws; writes WORKDIR/draws.jsonl and summary.md; returns it."""
+  from jaxaudit.unlearn import get_method
+  for name in cfg.methods:   # an unknown method fails here, before any training
+    get_method(name)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'draws.jsonl')
   prep = prepare(cfg, workdir, data_dir=data_dir, log=log)

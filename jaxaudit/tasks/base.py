@@ -119,6 +119,19 @@ class Task(abc.ABC):
   def utility(self, outputs, targets) -> np.ndarray:
     """Per-model utility in [0, 1]: outputs (..., n, ...), targets (n, ...) -> (...)."""
 
+  def record_utility(self, outputs, targets) -> np.ndarray | None:
+    """Per-record utility in [0, 1], the ``correct_*`` of :class:`Signals`: outputs
+    (..., n, ...), targets (n, ...) -> (..., n); None (the default): unavailable, and the
+    audit's utility test then uses D_ref alone (not the test records)."""
+    del outputs, targets
+    return None
+
+  def test_units(self, test_idx: np.ndarray) -> np.ndarray | None:
+    """The units of test records ``test_idx`` (n,), as :meth:`units` for pool records:
+    (n,) ids, or None when every test record is its own unit."""
+    del test_idx
+    return None
+
   def default_views(self, input_shape: tuple[int, ...], flips: bool = False) -> tuple[str, ...]:
     """The neighbourhood queried by default (``identity`` first)."""
     del input_shape, flips

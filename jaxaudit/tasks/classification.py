@@ -299,7 +299,11 @@ class Classification(Task):
 
   def utility(self, outputs, targets) -> np.ndarray:
     """Top-1 accuracy: logits (..., n, C), labels (n,) -> (...)."""
-    return np.mean(np.argmax(np.asarray(outputs), -1) == np.asarray(targets), axis=-1)
+    return np.mean(self.record_utility(outputs, targets), axis=-1)
+
+  def record_utility(self, outputs, targets) -> np.ndarray:
+    """Top-1 correctness: logits (..., n, C), labels (n,) -> (..., n) in {0, 1}."""
+    return (np.argmax(np.asarray(outputs), -1) == np.asarray(targets)).astype(np.float64)
 
   def default_views(self, input_shape: tuple[int, ...], flips: bool = False) -> tuple[str, ...]:
     return default_views(input_shape, flips)

@@ -139,6 +139,8 @@ class LanguageModeling(Task):
     base_id: a fingerprint of ``base_params`` (keys the verifier cache).
     groups: (N,) group id of each pool record (a person, an author), for the
       knowledge test; None: no knowledge test.
+    test_groups: (M,) group id of each test record, or None (the units of the
+      audit's utility test on test records, :meth:`test_units`).
   """
 
   name = 'language_model'
@@ -146,7 +148,7 @@ class LanguageModeling(Task):
   def __init__(self, vocab_size: int, context: int, *, signal: str = 'mean_loglik',
                k: float = 0.2, neighbours: dict[str, np.ndarray] | None = None,
                knowledge: Any = None, base_params: Any = None, base_id: str = '',
-               groups: np.ndarray | None = None):
+               groups: np.ndarray | None = None, test_groups: np.ndarray | None = None):
     if int(vocab_size) < 2 or int(context) < 1:
       raise AuditError(f'a language-model task needs vocab_size >= 2 and context >= 1, got '
                        f'{vocab_size}, {context}')
@@ -162,6 +164,7 @@ class LanguageModeling(Task):
       base_id = params_fingerprint(base_params)
     self.base_params, self.base_id = base_params, str(base_id)
     self.groups = None if groups is None else np.asarray(groups)
+    self.test_groups = None if test_groups is None else np.asarray(test_groups)
     self.top1 = True        # the outputs carry the model's top-1 token (see for_target)
 
   @classmethod
@@ -170,7 +173,8 @@ class LanguageModeling(Task):
     return cls(dataset.num_classes, dataset.input_shape[0] - 1,
                neighbours=getattr(dataset, 'neighbours', None),
                knowledge=getattr(dataset, 'knowledge', None),
-               groups=getattr(dataset, 'groups', None), **kwargs)
+               groups=getattr(dataset, 'groups', None),
+               test_groups=getattr(dataset, 'test_groups', None), **kwargs)
 
   def __repr__(self) -> str:
     return (f'LanguageModeling(vocab_size={self.vocab_size}, context={self.context}, '
@@ -261,15 +265,20 @@ class LanguageModeling(Task):
         phi_target=phi_t, phi_verifiers=phi_v, calibrated=phi_t - phi_v.mean(1),
         loss_target=-membership_scores(t, 'mean_loglik'),
         agreement=agreement if self.top1 else None, kl=kl,
-        correct_target=self._record_utility(t[0], tgt),
-        correct_verifiers=self._record_utility(v[0], tgt), kl_ensemble=kl_ens)
+        correct_target=self.record_utility(t[0], tgt),
+        correct_verifiers=self.record_utility(v[0], tgt), kl_ensemble=kl_ens)
 
-  def _record_utility(self, f: np.ndarray, targets: np.ndarray) -> np.ndarray:
+  def record_utility(self, outputs, targets) -> np.ndarray:
     """Per-record utility (..., n, T, 5) -> (..., n): token top-1 accuracy, or without
     top-1 tokens the per-token probability exp(mean log p)."""
+    f = np.asarray(outputs)
     if self.top1:
       return token_correct(f, targets)
     return np.exp(membership_scores(f, 'mean_loglik'))
+
+  def test_units(self, test_idx: np.ndarray) -> np.ndarray | None:
+    """The groups of test records test_idx (n,) -> (n,), None without groups."""
+    return None if self.test_groups is None else self.test_groups[np.asarray(test_idx, np.int64)]
 
   def utility(self, outputs, targets) -> np.ndarray:
     """Token top-1 accuracy over all valid tokens (:func:`token_accuracy`; without top-1

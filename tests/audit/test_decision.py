@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from jaxaudit.audit.decision import (TestSettings, matched_sample, forgetting_score,
-                                     ignorance_test)
+                                     ignorance_test, utility_test)
 from jaxaudit.errors import AuditError
 
 FAST = TestSettings(n_boot=50)
@@ -84,9 +84,45 @@ def test_inconclusive_without_power_and_invalid_reference():
 def test_collapse_flag():
   rng = np.random.default_rng(4)
   du, ref, mem, vdu, vref = _null_draw(rng, n_du=200, n_ref=300)
-  r = ignorance_test(du, ref, mem, vdu, vref, FAST, acc_target_ref=0.3,
-                     acc_verifiers_ref=np.array([0.9, 0.88]))
+  u_v = (rng.random((2, 300)) < 0.9).astype(float)
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST,
+                     utility_ref=((rng.random(300) < 0.3).astype(float), u_v))
   assert r['utility_collapse'] and r['decision'] == 'not_forgotten' and r['direction'] == 'collapse'
+  assert r['utility_test']['p_value'] < 1e-6
+  # Mu more useful than the verifiers (an honest model trained on all of Dr): no collapse.
+  r = ignorance_test(du, ref, mem, vdu, vref, FAST,
+                     utility_ref=((rng.random(300) < 0.97).astype(float), u_v))
+  assert not r['utility_collapse'] and r['direction'] != 'collapse'
+  assert r['utility_test']['p_value'] > 0.5
+
+
+def test_utility_test_equals_scipy_paired_t_test():
+  rng = np.random.default_rng(11)
+  for n, k in ((5, 1), (40, 4), (300, 8)):
+    u_t = rng.random(n)
+    u_v = rng.random((k, n))
+    r = utility_test(u_t, u_v, margin=0.03, alpha=0.01)
+    ref = sps.ttest_1samp(u_t - u_v.mean(0) + 0.03, 0.0, alternative='less')
+    assert abs(r['p_value'] - ref.pvalue) < 1e-10
+    lo, hi = r['difference_ci']
+    assert lo < r['difference'] < hi and r['collapse'] == (ref.pvalue <= 0.01)
+
+
+def test_utility_test_uniform_at_the_boundary_and_edge_cases():
+  rng = np.random.default_rng(12)
+  # Mu exchangeable with the verifiers (the boundary of H0): p-values uniform.
+  p = np.array([utility_test((rng.random(200) < 0.7).astype(float),
+                             (rng.random((4, 200)) < 0.7).astype(float))['p_value']
+                for _ in range(600)])
+  assert sps.kstest(p, 'uniform').pvalue > 0.01
+  assert abs(np.mean(p <= 0.05) - 0.05) < 0.03
+  # Constant differences: the sign decides; bad input is refused with one line.
+  assert utility_test(np.zeros(5), np.ones((2, 5)))['collapse']
+  assert not utility_test(np.ones(5), np.ones((2, 5)))['collapse']
+  with pytest.raises(AuditError, match='non-finite'):
+    utility_test(np.array([np.nan, 1.0]), np.ones((2, 2)))
+  with pytest.raises(AuditError, match='at least one verifier'):
+    utility_test(np.ones(3), np.ones((0, 3)))
 
 
 def test_per_record_evidence_finds_planted_leaks():

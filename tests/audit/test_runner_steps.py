@@ -85,3 +85,22 @@ def test_non_finite_outputs_stop_at_signals_with_a_collapse_verdict(digits, requ
   res = runner.collapse(p, v, q, q.nonfinite, target, settings, 0.0)
   assert (res.decision, res.direction) == ('not_forgotten', 'collapse')
   assert 'NaN or inf' in res.details['reason']
+
+
+def test_utility_test_units_join_d_ref_and_the_test_sample():
+  from jaxaudit.tasks import Signals
+  ref = Signals(*[None] * 6, correct_target=np.array([1.0, 0.5]),
+                correct_verifiers=np.array([[0.5, 0.5], [1.0, 0.0]]))
+  # No test records: D_ref alone.
+  u_t, u_v = runner._unseen_utility(ref, None)
+  np.testing.assert_array_equal(u_t, [1.0, 0.5])
+  assert u_v.shape == (2, 2)
+  # Test records of two units (groups 7 and 3): averaged per unit, appended after D_ref.
+  test = (np.array([1.0, 0.0, 1.0]), np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]),
+          np.array([7, 3, 7]))
+  u_t, u_v = runner._unseen_utility(ref, test)
+  np.testing.assert_allclose(u_t, [1.0, 0.5, 0.0, 1.0])            # units sorted: 3, then 7
+  np.testing.assert_allclose(u_v, [[0.5, 0.5, 0.0, 0.5], [1.0, 0.0, 1.0, 1.0]])
+  # Records that are their own units pass through.
+  u_t, _ = runner._unseen_utility(ref, (test[0], test[1], None))
+  np.testing.assert_allclose(u_t, [1.0, 0.5, 1.0, 0.0, 1.0])

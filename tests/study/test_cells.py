@@ -23,6 +23,9 @@ def test_plan_cells_and_forget_settings():
   cfg = cells.cell_config(c, 'digits_mlp', 'class3', 2)
   assert cfg.split.forget_classes == '3' and cfg.seed == 2 and cfg.split.seed == 2
   assert cells.base_method(c, 'gradient_ascent_early') == 'gradient_ascent'
+  # CT (conv kernels only) runs on MNIST through the CNN entry, never on an MLP entry.
+  m = {(x.entry, x.method) for x in cells.plan_cells(sweep_local.get_config('mnist'))}
+  assert ('mnist_cnn', 'ct') in m and ('mnist_mlp', 'ct') not in m
 
 
 def test_results_file_tolerates_a_truncated_last_line(tmp_path):

@@ -129,3 +129,9 @@ def test_knowledge_test_compares_answers_at_the_probe_positions():
   assert out['direction'] == 'remembers_knowledge' and out['people'] == 1
   no_test = AuditSettings(class_test=False)
   assert task.extra_test(None, split, no_test, query, None) == (None, False)
+
+
+def test_test_units_are_the_test_groups():
+  task = LanguageModeling(11, 4, test_groups=np.array([5, 5, 7]))
+  np.testing.assert_array_equal(task.test_units(np.array([2, 0])), [7, 5])
+  assert LanguageModeling(11, 4).test_units(np.array([0])) is None
