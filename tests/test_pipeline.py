@@ -119,7 +119,7 @@ def test_bad_audit_inputs(workdir, tmp_path, digits):
           verifier_model=model, recipe=recipe,
           settings=AuditSettings(num_verifiers=2, views=('identity',)), cache_dir=str(tmp_path))
   # Verifier data touching Du.
-  from jaxaudit.audit.verifiers import VerifierSet, check_disjoint
+  from jaxaudit.audit.verifiers import check_disjoint
   with pytest.raises(AuditError, match='overlap Du'):
     check_disjoint(split, np.stack([split.retain[:10], split.forget[:10]]))
   with pytest.raises(CheckpointError):
