@@ -45,6 +45,8 @@ METHOD_DIMS: dict[str, dict[str, Dim]] = {
     'fisher_hessian': {'alpha': Dim('float', 1e-9, 1e-4, True)},
     'ssd': {'alpha': Dim('float', 1.0, 100.0, True), 'lambda': Dim('float', 0.1, 5.0, True)},
     'bad_teacher': {'temperature': Dim('float', 1.0, 8.0)},
+    # RNI's epochs include its final fine-tuning epochs (fine_epochs, 2): at least those.
+    'rni': {'epochs': Dim('int', 2, 12)},
 }
 
 

@@ -34,6 +34,24 @@ def test_every_tunable_method_has_a_space_holding_its_defaults():
     spaces.space('retrain', {})
 
 
+def test_every_corner_of_every_space_is_a_valid_setting():
+  # A trial may draw any point of a space: each corner must build the method (RNI's
+  # epochs once reached 1, below its fine_epochs of 2, and such trials failed).
+  import itertools
+  for name in unlearn.method_names():
+    meth = unlearn.get_method(name)
+    if meth.family in ('retraining', 'language-model') or meth.output != 'single':
+      continue
+    try:
+      dims = spaces.space(name, meth.hparams)
+    except ConfigError:
+      continue
+    for corner in itertools.product(*[(d.low, d.high) for d in dims.values()]):
+      hp = {n: (int(v) if d.kind == 'int' else float(v))
+            for (n, d), v in zip(dims.items(), corner)}
+      unlearn.get_method(name, **hp)       # raises ConfigError on an invalid setting
+
+
 @settings(max_examples=50, deadline=None)
 @given(a=st.lists(st.floats(0, 1), min_size=4, max_size=4),
        b=st.lists(st.floats(0, 1), min_size=4, max_size=4))
