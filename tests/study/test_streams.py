@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import pytest
 
 from jaxaudit.audit import AuditSettings
 from jaxaudit.audit.stream import StreamSettings
@@ -10,6 +11,7 @@ from jaxaudit.study import streams
 from jaxaudit.train import Recipe
 
 
+@pytest.mark.slow   # study plumbing (~33 s); the bank and stream are tested in tests/audit
 def test_bank_and_stream_draws_summarise(digits, tmp_path):
   net = get_model('mlp', 10, digits.input_shape, hidden=(32,))
   recipe = Recipe(epochs=4, batch_size=64, learning_rate=2e-3)
@@ -32,6 +34,7 @@ def test_bank_and_stream_draws_summarise(digits, tmp_path):
   assert 'Bank vs fresh' in text and 'Stream verdicts' in text and 'LiRA offline' in text
 
 
+@pytest.mark.slow   # study plumbing (~31 s)
 def test_curve_draw_covers_every_setting(digits, monkeypatch):
   monkeypatch.setattr(streams, 'CURVE_REF', (150, 300))
   net = get_model('mlp', 10, digits.input_shape, hidden=(32,))
