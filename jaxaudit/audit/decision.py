@@ -183,7 +183,9 @@ class TestSettings:
       raise AuditError(f"combine must be 'maxt' or 'bonferroni', got {self.combine!r}")
     if not 0 <= self.class_margin < 1:
       raise AuditError(f'class_margin must be in [0, 1), got {self.class_margin}')
-    for name in ('alpha', 'fdr', 'power_target', 'self_check_alpha'):
+    if not 0 <= self.collapse_margin < 1:
+      raise AuditError(f'collapse_margin must be in [0, 1), got {self.collapse_margin}')
+    for name in ('alpha', 'fdr', 'power_target', 'self_check_alpha', 'utility_alpha'):
       v = getattr(self, name)
       if not 0 < v < 1:
         raise AuditError(f'{name} must be in (0, 1), got {v}')

@@ -123,6 +123,10 @@ def test_utility_test_uniform_at_the_boundary_and_edge_cases():
     utility_test(np.array([np.nan, 1.0]), np.ones((2, 2)))
   with pytest.raises(AuditError, match='at least one verifier'):
     utility_test(np.ones(3), np.ones((0, 3)))
+  with pytest.raises(AuditError, match='utility_alpha'):
+    TestSettings(utility_alpha=1.5)
+  with pytest.raises(AuditError, match='collapse_margin'):
+    TestSettings(collapse_margin=-0.1)
 
 
 def test_per_record_evidence_finds_planted_leaks():
