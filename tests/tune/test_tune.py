@@ -16,16 +16,21 @@ from jaxaudit.tune import objective, spaces, tuned_hparams
 EXE = os.path.join(os.path.dirname(sys.executable), 'jaxaudit')
 
 
-def test_every_tunable_method_has_a_space_holding_its_defaults():
-  searched = 0
+def _tunable_spaces():
+  """(name, method, its space) of every single-model method that has something to tune."""
   for name in unlearn.method_names():
     meth = unlearn.get_method(name)
     if meth.family in ('retraining', 'language-model') or meth.output != 'single':
       continue
     try:
-      dims = spaces.space(name, meth.hparams)
+      yield name, meth, spaces.space(name, meth.hparams)
     except ConfigError:
       continue
+
+
+def test_every_tunable_method_has_a_space_holding_its_defaults():
+  searched = 0
+  for name, meth, dims in _tunable_spaces():
     searched += 1
     for n, d in dims.items():
       assert d.low <= meth.hparams[n] <= d.high, (name, n, meth.hparams[n], d)
@@ -38,14 +43,7 @@ def test_every_corner_of_every_space_is_a_valid_setting():
   # A trial may draw any point of a space: each corner must build the method (RNI's
   # epochs once reached 1, below its fine_epochs of 2, and such trials failed).
   import itertools
-  for name in unlearn.method_names():
-    meth = unlearn.get_method(name)
-    if meth.family in ('retraining', 'language-model') or meth.output != 'single':
-      continue
-    try:
-      dims = spaces.space(name, meth.hparams)
-    except ConfigError:
-      continue
+  for name, _, dims in _tunable_spaces():
     for corner in itertools.product(*[(d.low, d.high) for d in dims.values()]):
       hp = {n: (int(v) if d.kind == 'int' else float(v))
             for (n, d), v in zip(dims.items(), corner)}
