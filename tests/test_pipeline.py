@@ -114,6 +114,8 @@ def test_bad_audit_inputs(workdir, tmp_path, digits):
   assert u['p_value'] < 1e-6 and u['mean_target'] < u['mean_verifiers']
   sizes = res.details['sizes']                # the D_ref sample and the test sample, unseen by all
   assert u['n'] == sizes['ref'] + sizes['test'] and 'test_records' not in res.details['accuracy']
+  from jaxaudit.audit.report import markdown
+  assert 'utility collapse (Mu below the verifiers on unseen records) | True (Mu' in markdown(res)
   with pytest.raises(AuditError, match='one column per class'):
     audit(Target.from_fn(lambda x: np.zeros((len(x), 7), np.float32)), ds, split,
           verifier_model=model, recipe=recipe,

@@ -122,6 +122,16 @@ def _fmt(v, nd=3):
   return 'n/a' if v is None or (isinstance(v, float) and not math.isfinite(v)) else f'{v:.{nd}g}'
 
 
+def _utility_text(u: dict | None) -> str:
+  """' (Mu … vs verifiers …, difference … [lo, hi], one-sided p=…, level …)' or ''."""
+  if not u:
+    return ''
+  lo, hi = u['difference_ci']
+  return (f' (Mu {_fmt(u["mean_target"])} vs verifiers {_fmt(u["mean_verifiers"])}, difference '
+          f'{_fmt(u["difference"])} [{_fmt(lo)}, {_fmt(hi)}], one-sided p={_fmt(u["p_value"])}, '
+          f'level {u["alpha"]})')
+
+
 def markdown(result: AuditResult) -> str:
   """A human-readable report."""
   d = result.details
@@ -150,11 +160,8 @@ def markdown(result: AuditResult) -> str:
            + (f' (per group: {sum(d["per_record"].get("flagged", []))} of {len(d["per_record"].get("flagged", []))} groups flagged)'
               if d.get('per_record', {}).get('unit') == 'group' else '') + ' |',
            f'| reference check (D_ref exchangeable with Du; {rc.get("n_statistics", 0)} statistics, {rc.get("combine", "n/a")}) | {"not run" if not rc else ("ok" if rc.get("ok") else "FAILED")} (family p={_fmt(rc.get("p_value"))}, level {rc.get("alpha", "n/a")}) |',
-           f'| utility collapse (Mu below the verifiers on D_ref) | {d.get("utility_collapse")}'
-           + (lambda u: f' (Mu {_fmt(u["mean_target"])} vs verifiers {_fmt(u["mean_verifiers"])}, '
-              f'difference {_fmt(u["difference"])} [{_fmt(u["difference_ci"][0])}, '
-              f'{_fmt(u["difference_ci"][1])}], one-sided p={_fmt(u["p_value"])}, level {u["alpha"]})'
-              if u else '')(d.get('utility_test')) + ' |',
+           f'| utility collapse (Mu below the verifiers on unseen records) | '
+           f'{d.get("utility_collapse")}{_utility_text(d.get("utility_test"))} |',
            f'| exact inputs masked | {d.get("exact_inputs_masked")} |', '',
            '## Statistics', '', '| statistic | AUC(Du vs D_ref) | p-value | adjusted |',
            '|---|---|---|---|']
