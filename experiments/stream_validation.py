@@ -38,13 +38,16 @@ flags.DEFINE_integer('bank_size', 64, 'B, members of the verifier bank.')
 flags.DEFINE_integer('retrains', 4, 'stream: honest models per draw.')
 flags.DEFINE_integer('per_retrain', 30, 'stream: users each honest model never saw.')
 flags.DEFINE_integer('max_records', 20, 'stream: largest user (records).')
+flags.DEFINE_bool('share_members', True, 'bank: the fresh verifiers are trained around the '
+                  "bank's member reference (the two audits differ only in their verifiers); "
+                  'false: the fresh audit draws its own member sample.')
 flags.DEFINE_string('workdir', 'runs/streams', 'Where results go.')
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   script.check_main_args(argv, FLAGS)
-  kw = {} if FLAGS.kind == 'bank' else dict(retrains=FLAGS.retrains,
+  kw = dict(share_members=FLAGS.share_members) if FLAGS.kind == 'bank' else dict(retrains=FLAGS.retrains,
                                            per_retrain=FLAGS.per_retrain,
                                            max_records=FLAGS.max_records)
   table = streams.run(FLAGS.kind, FLAGS.data, FLAGS.workdir, draws=FLAGS.draws,

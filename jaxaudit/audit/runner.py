@@ -320,17 +320,27 @@ def _matched(strata: np.ndarray | None, forget, pool, size: int, seed: int):
 def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
                     cache_dir: str | None = None, verifiers: VerifierSet | None = None,
                     memo: dict | None = None, bank: bank_lib.VerifierBank | None = None,
-                    bank_cache: dict | None = None,
+                    bank_cache: dict | None = None, member_reference: np.ndarray | None = None,
                     log: Callable[[str], None] = lambda s: None) -> Verifiers:
   """Step 2: trains or loads one verifier set per ratio (or checks a given one), or
-  draws each record's verifiers from a bank (nothing trained)."""
+  draws each record's verifiers from a bank (nothing trained).
+
+  ``member_reference`` (pool indices in Dr) fixes Mu's member reference for fresh
+  verifiers; with a bank that cannot serve the request, the bank's member
+  records are used, so that a request keeps its member reference whichever
+  verifiers audit it."""
   models_trained = 0
   candidates: list = []
   if bank is not None and p.task.needs_unseen_verifiers(p.dataset, p.split, settings):
     log('[audit] this request needs verifiers that never saw any of Du (whole classes): '
         'training fresh ones instead of using the bank')
+    if member_reference is None:
+      member_reference = np.setdiff1d(bank.member_records(), p.split.forget)
     bank = None
   if bank is not None:
+    if member_reference is not None:
+      raise AuditError('member_reference applies to fresh verifiers; a bank audit uses the '
+                       "bank's member groups")
     bank.check_training_set(p.split.train)
     members = np.setdiff1d(bank.member_records(), p.split.forget)
     candidates.append(bank_lib.BankVerifiers(bank, verifier_model, settings.num_verifiers,
@@ -347,7 +357,7 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
                          num_verifiers=settings.num_verifiers, ratio=ratio,
                          member_sample=settings.member_sample, seed=settings.seed,
                          cache_dir=cache_dir, loss=p.task.loss(),
-                         init=p.task.initial_params(), log=log)
+                         init=p.task.initial_params(), members=member_reference, log=log)
       models_trained += 0 if vs.from_cache else vs.num_models
       candidates.append(vs)
       if memo is not None:
@@ -682,8 +692,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
           cache_dir: str | None = None, verifiers: VerifierSet | None = None,
           log: Callable[[str], None] = lambda s: None, memo: dict | None = None,
           reference: tuple[Any, Any] | None = None, task: Task | None = None,
-          bank: bank_lib.VerifierBank | None = None, bank_cache: dict | None = None
-          ) -> AuditResult:
+          bank: bank_lib.VerifierBank | None = None, bank_cache: dict | None = None,
+          member_reference: np.ndarray | None = None) -> AuditResult:
   """Decides whether ``target`` is ignorant of Du.
 
   The named steps, in order: :func:`plan` → :func:`train_verifiers` →
@@ -745,6 +755,10 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
     bank_cache: optional dict owned by the caller, in which the bank's outputs
       on records outside D (D_ref, test, members) are kept for later requests
       on the same bank (whatever the audited model).
+    member_reference: optional (m,) pool indices of Dr that are Mu's member
+      reference (records Mu trained on and no verifier sees); fresh verifiers
+      are trained around them. None: ``settings.member_sample`` records of Dr
+      drawn with the seed (with a bank: the bank's member groups).
   Returns:
     AuditResult.
   """
@@ -752,7 +766,8 @@ def audit(target: Target, dataset: Dataset, split: AuditSplit, *, verifier_model
   p = plan(target, dataset, split, recipe=recipe, settings=settings, reference=reference,
            task=task, log=log)
   v = train_verifiers(p, verifier_model, settings, cache_dir=cache_dir, verifiers=verifiers,
-                      memo=memo, bank=bank, bank_cache=bank_cache, log=log)
+                      memo=memo, bank=bank, bank_cache=bank_cache,
+                      member_reference=member_reference, log=log)
   q = query(p, v, target, verifier_model, settings, memo=memo)
   try:
     sig = signals(p, q)

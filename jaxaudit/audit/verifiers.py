@@ -52,9 +52,13 @@ class VerifierSet(NamedTuple):
 
 
 def plan_subsets(split: AuditSplit, *, num_verifiers: int, ratio: float, member_sample: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+                 seed: int, members: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Draws the member sample and the K verifier subsets (pure in its arguments).
 
+  Args:
+    members: a given member reference (pool indices inside Dr, e.g. a verifier
+      bank's member groups, so that fresh verifiers and the bank share Mu's
+      member reference); None: ``member_sample`` records of Dr drawn with ``seed``.
   Returns:
     (subsets (K, M) sorted pool indices, members (m,) sorted pool indices),
     with every subset ⊂ Dr \\ members.
@@ -65,8 +69,16 @@ def plan_subsets(split: AuditSplit, *, num_verifiers: int, ratio: float, member_
     raise AuditError(f'verifier subset ratio must be in (0, 1), got {ratio}')
   retain = np.asarray(split.retain)
   rng = np.random.default_rng([int(seed), 7919])
-  n_mem = int(min(member_sample, len(retain) // 4))
-  members = np.sort(rng.choice(retain, n_mem, replace=False)) if n_mem else np.zeros(0, np.int64)
+  if members is not None:
+    members = np.unique(np.asarray(members, np.int64))
+    outside = np.setdiff1d(members, retain)
+    if outside.size:
+      raise AuditError(f'{outside.size} member-reference record(s) lie outside Dr, e.g. '
+                       f'{outside[:5].tolist()}')
+  else:
+    n_mem = int(min(member_sample, len(retain) // 4))
+    members = (np.sort(rng.choice(retain, n_mem, replace=False)) if n_mem
+               else np.zeros(0, np.int64))
   pool = np.setdiff1d(retain, members)
   m = int(round(ratio * len(retain)))
   if m < 1 or m > len(pool):
@@ -95,7 +107,7 @@ def check_disjoint(split: AuditSplit, subsets: np.ndarray, members: np.ndarray |
 
 def cache_key(dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *, num_verifiers: int,
               ratio: float, member_sample: int, seed: int, loss: Callable | None = None,
-              init_id: str = '') -> str:
+              init_id: str = '', members: np.ndarray | None = None) -> str:
   """sha256 of everything that determines a verifier set (the loss when not the default,
   the fingerprint of the parameters the verifiers start from when given)."""
   fields = dict(data=dataset.fingerprint, split=split_hash(split),
@@ -106,6 +118,9 @@ def cache_key(dataset: Dataset, split: AuditSplit, model, recipe: Recipe, *, num
     fields['loss'] = repr(loss)
   if init_id:
     fields['init'] = str(init_id)
+  if members is not None:
+    fields['member_records'] = hashlib.sha256(
+        np.unique(np.asarray(members, np.int64)).tobytes()).hexdigest()
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -113,6 +128,7 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
                   num_verifiers: int = 4, ratio: float = 0.15, member_sample: int = 1000,
                   seed: int = 0, cache_dir: str | None = None, model_meta: dict | None = None,
                   loss: Callable | None = None, init: tuple[Any, str] = (None, ''),
+                  members: np.ndarray | None = None,
                   log: Callable[[str], None] = lambda s: None) -> VerifierSet:
   """Trains (or loads from ``cache_dir``) K verification models.
 
@@ -136,16 +152,19 @@ def get_verifiers(model, dataset: Dataset, split: AuditSplit, recipe: Recipe, *,
     init: (params every verifier starts from — e.g. the base LM that M was
       fine-tuned from — or None for a fresh initialisation; their fingerprint,
       which keys the cache) (:meth:`jaxaudit.tasks.Task.initial_params`).
+    members: a given member reference (see :func:`plan_subsets`); None: drawn.
   Returns:
     A VerifierSet: params stacked (K, ...), subsets (K, M), members (m,).
   Raises:
     CheckpointError: the cache entry is corrupt or does not match the request.
   """
+  given = members
   subsets, members = plan_subsets(split, num_verifiers=num_verifiers, ratio=ratio,
-                                  member_sample=member_sample, seed=seed)
+                                  member_sample=member_sample, seed=seed, members=given)
   check_disjoint(split, subsets, members)
   key = cache_key(dataset, split, model, recipe, num_verifiers=num_verifiers, ratio=ratio,
-                  member_sample=member_sample, seed=seed, loss=loss, init_id=init[1])
+                  member_sample=member_sample, seed=seed, loss=loss, init_id=init[1],
+                  members=given)
   if not cache_dir:
     return _train(model, dataset, split, recipe, subsets, members, ratio, key, seed, None,
                   model_meta, log, loss, init[0])

@@ -44,8 +44,13 @@ def _train(net, ds, recipe, subset, seed: int):
 
 
 def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: int = 64,
+              share_members: bool = True,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """One request audited with fresh verifiers and with a bank (module docstring).
+
+  ``share_members``: the fresh verifiers are trained around the bank's member
+  reference (``audit(member_reference=)``), so that the two audits differ only
+  in their verifiers; False: the fresh audit draws its own member sample.
 
   Returns:
     dict(draw, sizes, retrain_s (a warm retrain), bank_s (building the bank),
@@ -65,6 +70,7 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
   targets = {'retrain': Target.from_params(net, ret, 'retrain'),
              'original': Target.from_params(net, orig, 'original')}
   cache: dict = {}
+  members = np.setdiff1d(bank.member_records(), split.forget)
   # Fills the bank's D_ref cache, as the first request of a stream does.
   audit(targets['original'], ds, split, verifier_model=net, recipe=recipe, settings=s, bank=bank,
         bank_cache=cache)
@@ -73,15 +79,18 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
     results[name] = {}
     for mode in ('bank', 'fresh'):
       t0 = time.time()
-      res = audit(tgt, ds, split, verifier_model=net, recipe=recipe, settings=s,
-                  **(dict(bank=bank, bank_cache=cache) if mode == 'bank' else {}))
+      kw = (dict(bank=bank, bank_cache=cache) if mode == 'bank' else
+            dict(member_reference=members) if share_members else {})
+      res = audit(tgt, ds, split, verifier_model=net, recipe=recipe, settings=s, **kw)
       results[name][mode] = dict(decision=res.decision, direction=res.direction,
                                  p_value=float(res.p_value), power=float(res.power),
+                                 member_auc=float(res.details.get('member_auc', np.nan)),
                                  wall_s=time.time() - t0)
   log(f'draw {r}: ' + ', '.join(f'{t}: {v["bank"]["decision"]}/{v["fresh"]["decision"]}'
                                 for t, v in results.items()))
   return dict(kind='bank', draw=r, sizes=dict(train=len(split.train), forget=len(split.forget)),
-              retrain_s=retrain_s, bank_s=bank_s, bank_size=bank_size, results=results)
+              retrain_s=retrain_s, bank_s=bank_s, bank_size=bank_size,
+              share_members=bool(share_members), results=results)
 
 
 def _peer_scores(sc: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -281,7 +290,7 @@ def run(kind: str, data: str, workdir: str, *, draws: int, first_draw: int = 0,
       continue
     if kind == 'bank':
       row = bank_draw(r, ds, net, recipe, split_kw, AuditSettings(), bank_size=bank_size,
-                      log=log)
+                      log=log, **kw)
     elif kind == 'curve':
       row = curve_draw(r, ds, net, recipe, split_kw, bank_size=bank_size, log=log)
     else:

@@ -164,3 +164,34 @@ def test_bank_over_another_d_is_refused_and_whole_classes_train_fresh(digits, se
               bank=bank, log=logs.append)
   assert any('whole classes' in line for line in logs)
   assert res.details['verifiers']['source'] == 'trained'
+
+
+def test_fresh_verifiers_share_a_given_member_reference(digits, setup):
+  from jaxaudit.audit import runner
+  from jaxaudit.audit.verifiers import cache_key, plan_subsets
+  split, model, _, bank = setup
+  given = np.setdiff1d(bank.member_records(), split.forget)
+  subsets, members = plan_subsets(split, num_verifiers=3, ratio=0.15, member_sample=50, seed=4,
+                                  members=given[::-1])
+  np.testing.assert_array_equal(members, given)               # the given records, sorted
+  assert not np.isin(subsets, given).any() and np.isin(subsets, split.retain).all()
+  with pytest.raises(AuditError, match='outside Dr'):
+    plan_subsets(split, num_verifiers=3, ratio=0.15, member_sample=50, seed=4,
+                 members=split.forget[:3])
+  key = lambda **kw: cache_key(digits, split, model, RECIPE, num_verifiers=3, ratio=0.15,
+                               member_sample=50, seed=4, **kw)
+  assert key() != key(members=given) == key(members=given[::-1])
+  # A whole-class request that the bank cannot serve trains fresh verifiers around the
+  # bank's member reference; a bank audit refuses a member reference of its own.
+  y = digits.y_train
+  forget = split.train[y[split.train] == 4]
+  cls = dataclasses.replace(split, forget=forget, retain=np.setdiff1d(split.train, forget),
+                            forget_mode='classes', forget_classes=(4,))
+  tgt = Target.from_fn(lambda x: np.zeros((len(x), 10), np.float32), name='zeros')
+  p = runner.plan(tgt, digits, cls, recipe=RECIPE, settings=SETTINGS)
+  v = runner.train_verifiers(p, model, SETTINGS, bank=bank)
+  np.testing.assert_array_equal(v.candidates[0].members,
+                                np.setdiff1d(bank.member_records(), forget))
+  p = runner.plan(tgt, digits, split, recipe=RECIPE, settings=SETTINGS)
+  with pytest.raises(AuditError, match='member groups'):
+    runner.train_verifiers(p, model, SETTINGS, bank=bank, member_reference=given)
