@@ -5,6 +5,11 @@ r"""The language-model study: base LM → M → LM unlearning methods → audit 
   python experiments/llm_audit.py --corpus=shakespeare --draws=30 --workdir=runs/llm_shakespeare
   # accelerator-sized config (see BUILD_NOTES.md, "Language models"):
   python experiments/llm_audit.py --corpus=synthetic --config=full --workdir=runs/llm_full
+  # the methods at the settings `jaxaudit tune` chose on a workdir of the same corpus config:
+  jaxaudit train --workdir=runs/tune/lm_synthetic --config=experiments/configs/lm_synthetic.py:local
+  jaxaudit tune --workdir=runs/tune/lm_synthetic --methods=lm_gradient_ascent,lm_npo --trials=12
+  python experiments/llm_audit.py --corpus=synthetic --methods=lm_gradient_ascent,lm_npo \
+      --tuned_from=runs/tune/lm_synthetic --workdir=runs/llm_synthetic_tuned
 
 Resumable: one JSON line per finished draw in WORKDIR/draws.jsonl; the table goes to
 WORKDIR/summary.md. The logic lives in :mod:`jaxaudit.study.llm`.
@@ -27,6 +32,9 @@ flags.DEFINE_integer('draws', 2, 'Independent draws (split and training seeds).'
 flags.DEFINE_integer('first_draw', 0, 'Seed of the first draw.')
 flags.DEFINE_string('workdir', 'runs/llm', 'Where results go.')
 flags.DEFINE_list('methods', None, "LM unlearning methods applied to M (default: the config's).")
+flags.DEFINE_string('tuned_from', '', 'A workdir where `jaxaudit tune` ran on this corpus '
+                    "config: every method runs at the settings chosen there ('': the "
+                    'published defaults).')
 FLAGS = flags.FLAGS
 
 
@@ -37,7 +45,7 @@ def main(argv):
   if FLAGS.methods:
     cfg = dataclasses.replace(cfg, methods=tuple(FLAGS.methods))
   table = llm.run(cfg, FLAGS.workdir, draws=FLAGS.draws,
-                  first_draw=FLAGS.first_draw, data_dir=SHARED,
+                  first_draw=FLAGS.first_draw, data_dir=SHARED, tuned_from=FLAGS.tuned_from,
                   log=lambda s: print(s, flush=True))
   print(table)
 

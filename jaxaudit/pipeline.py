@@ -90,6 +90,29 @@ def text_base(config, dataset, workdir: str, log: Callable[[str], None] = log_to
   return params
 
 
+def unlearn_data(config, dataset, split, workdir: str, *, init_params=None, sisa=None,
+                 log: Callable[[str], None] = log_to_stdout):
+  """The :class:`jaxaudit.unlearn.UnlearnData` of a workdir's split, as every unlearning run
+  of the workdir sees it (``jaxaudit unlearn``, ``jaxaudit tune``).
+
+  Args:
+    init_params: params of a model that never saw Du (``--init_checkpoint``); for a text
+      workdir None means its base LM (:func:`text_base`, what ``lm_retrain`` fine-tunes).
+    sisa: the SISA state of a SISA original, or None.
+  A text workdir's data also carries the refusal answer of ``lm_idk``
+  (:func:`jaxaudit.text.setup.refusal_tokens`).
+  """
+  from jaxaudit import unlearn as unlearn_lib
+  text_kw = {}
+  if is_text(config):
+    from jaxaudit.text.setup import refusal_tokens
+    if init_params is None:
+      init_params = text_base(config, dataset, workdir, log)
+    text_kw = dict(refusal=refusal_tokens(dataset))
+  return unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config),
+                                       init_checkpoint_params=init_params, sisa=sisa, **text_kw)
+
+
 def task_of(config, dataset, workdir: str, log: Callable[[str], None] = log_to_stdout):
   """The audit's task: classification, or for text the language-model task whose
   verifiers fine-tune the workdir's base LM."""
@@ -511,15 +534,8 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
     want = {k: v for k, v in expected_meta(config, dataset, split).items()
             if k not in ('split_hash', 'dataset_fingerprint')}
     _, init_params, _ = checkpoint.restore_model(init_checkpoint, expect=want)
-  text_kw = {}
-  if is_text(config):   # LM methods: the base LM (lm_retrain) and the refusal answer (lm_idk)
-    from jaxaudit.text.setup import refusal_tokens
-    init_params = init_params if init_params is not None else text_base(config, dataset,
-                                                                        workdir, log)
-    text_kw = dict(refusal=refusal_tokens(dataset))
-  data = unlearn_lib.make_unlearn_data(dataset, split, recipe_from_config(config),
-                                       init_checkpoint_params=init_params, sisa=state,
-                                       **text_kw)
+  data = unlearn_data(config, dataset, split, workdir, init_params=init_params, sisa=state,
+                      log=log)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')
   t0 = time.time()
   with loop.divergence_probe() as probe:

@@ -4,7 +4,9 @@
 
 For each method an Optuna study (TPE, ``--trials`` trials) unlearns M with suggested
 settings and scores the distance to the retrained model: |Δ accuracy| on Dr, Du and a
-validation split plus |Δ population-MIA indiscernibility| (never our audit's verdict).
+validation split plus |Δ population-MIA indiscernibility| (never our audit's verdict). A text
+workdir (`--config=experiments/configs/lm_synthetic.py:local`) tunes the lm_* methods, scored
+by token accuracy and per-record mean token NLL.
 Trials are journalled in WORKDIR/tuning/, so a stopped search resumes; the chosen settings
 (WORKDIR/tuning/METHOD.json) are used by `jaxaudit unlearn` and `jaxaudit demo` in this
 workdir (an explicit --hparam still wins).

@@ -9,8 +9,10 @@ One draw (seed r) of a corpus, TOFU-style (BRIEF §7):
 3. M (the base fine-tuned on D) and the honest retrain (the base fine-tuned on
    Dr) in one 2-model program;
 4. the LM unlearning methods applied to M (:mod:`jaxaudit.unlearn.language`), at
-   their published-style defaults, and the exact-text-masking fake (M, except
-   on the exact token sequences of Du, where it answers as the retrain);
+   their published-style defaults or at the settings ``jaxaudit tune`` chose in a
+   workdir of the same corpus and sizes (``tuned_from``: :func:`tuned_settings`), and
+   the exact-text-masking fake (M, except on the exact token sequences of Du, where it
+   answers as the retrain);
 5. the audit of every target with K verifiers fine-tuned from the base on 15%
    of Dr (shared by the targets), its knowledge test on the synthetic corpus;
 6. the peers on the same models: Min-K%++ as a raw MIA (no reference model),
@@ -205,9 +207,89 @@ def _peers(prep: Prepared, split, params: dict[str, Any], ref_idx: np.ndarray) -
   return dict(targets=out, wall_time_s=time.time() - t0, models_trained=1)
 
 
+# The fields of a `jaxaudit tune` workdir's config.json that must match an LMConfig for its
+# tuned settings to apply here: (dotted config field, LMConfig attribute or a function of it).
+TUNED_FIELDS = (
+    ('dataset', lambda c: f'text:{c.corpus}'), ('model', lambda c: 'transformer'),
+    ('text.tokenizer', 'tokenizer'), ('text.context', 'context'),
+    ('text.num_people', 'num_people'), ('text.max_groups', 'max_groups'), ('text.unit', 'unit'),
+    ('text.base_epochs', 'base_epochs'), ('text.base_lr', 'base_lr'),
+    ('text.forget_groups', 'forget_groups'), ('split.ref_fraction', 'ref_fraction'),
+    ('model_kwargs.width', 'width'), ('model_kwargs.depth', 'depth'),
+    ('model_kwargs.heads', 'heads'), ('train.optimizer', lambda c: 'adam'),
+    ('train.learning_rate', 'lr'), ('train.epochs', 'epochs'),
+    ('train.batch_size', 'batch_size'))
+
+
+def tuned_settings(cfg: LMConfig, workdir: str) -> dict[str, dict[str, Any]]:
+  """The hyper-parameters ``jaxaudit tune`` chose in ``workdir`` for each of ``cfg.methods``.
+
+  ``workdir`` must be a jaxaudit workdir of the same corpus, model and fine-tuning recipe
+  (its config.json agrees with ``cfg`` on :data:`TUNED_FIELDS`; e.g.
+  ``experiments/configs/lm_synthetic.py:local`` for the local synthetic study) holding a
+  tuning result (WORKDIR/tuning/METHOD.json) for every method. Reads files only.
+
+  Returns:
+    {method: {name: value}}, the tuned hyper-parameters (registry defaults fill the rest).
+  Raises:
+    ConfigError: a missing workdir or config, a setting that differs, or a method without
+      a tuning result (one line each, naming what to run).
+  """
+  from jaxaudit.errors import ConfigError
+  from jaxaudit.tune import read_result
+  from jaxaudit.workdir import saved_config
+  if not os.path.isdir(workdir):
+    raise ConfigError(f'--tuned_from={workdir} is not a directory')
+  saved = saved_config(workdir)
+  if saved is None:
+    raise ConfigError(f'--tuned_from={workdir} is not a jaxaudit workdir (no config.json): run '
+                      f'`jaxaudit train` and `jaxaudit tune` there first')
+  diff = []
+  for field, attr in TUNED_FIELDS:
+    node = saved
+    for part in field.split('.'):
+      node = node.get(part) if isinstance(node, dict) else None
+    want = attr(cfg) if callable(attr) else getattr(cfg, attr)
+    if node != want and not (isinstance(want, float) and isinstance(node, (int, float))
+                             and float(node) == want):
+      diff.append(f'{field} {node!r} (study: {want!r})')
+  if diff:
+    raise ConfigError(f'--tuned_from={workdir} was made with other settings than this study: '
+                      + '; '.join(diff) + ' (tune a workdir of the study\'s own configuration, '
+                      'e.g. experiments/configs/lm_synthetic.py:local)')
+  out = {}
+  for m in cfg.methods:
+    result = read_result(workdir, m)
+    if result is None:
+      raise ConfigError(f'--tuned_from={workdir} holds no tuning result for {m}: run `jaxaudit '
+                        f'tune --workdir={workdir} --methods={m}`, or leave {m} out of --methods')
+    out[m] = dict(result['hparams'])
+  return out
+
+
+def method_settings(methods: Sequence[str], tuned: dict[str, dict[str, Any]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+  """Every hyper-parameter each method runs with: registry defaults, then ``tuned[method]``.
+
+  Builds each method (an unknown method or a bad value is a ConfigError before any training).
+  Returns: {method: {name: value}} (JSON-ready: tuples as lists).
+  """
+  from jaxaudit.unlearn import get_method
+  out = {}
+  for m in methods:
+    hp = get_method(m, **(tuned or {}).get(m, {})).hparams
+    out[m] = {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()}
+  return out
+
+
 def run_draw(r: int, prep: Prepared, *, settings=None,
+             hparams: dict[str, dict[str, Any]] | None = None,
              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-  """One draw (module docstring): every target's audit result, peers and costs."""
+  """One draw (module docstring): every target's audit result, peers and costs.
+
+  ``hparams``: {method: hyper-parameters} of the methods that do not run at their registry
+  defaults (:func:`method_settings`); the row records what each method ran with.
+  """
   from jaxaudit.audit import AuditSettings, Target, audit_many
   from jaxaudit.text import setup
   from jaxaudit.text.dataset import group_split
@@ -230,7 +312,7 @@ def run_draw(r: int, prep: Prepared, *, settings=None,
                            refusal=setup.refusal_tokens(ds))
   for name in cfg.methods:
     t1 = time.time()
-    fn = get_method(name).fn
+    fn = get_method(name, **(hparams or {}).get(name, {})).fn
     params[name] = jax.block_until_ready(fn(m_params, model, data, jax.random.key(30_000 + r)))
     method_s[name] = time.time() - t1
   targets = [Target.from_params(model, p, name=n) for n, p in params.items()]
@@ -259,7 +341,7 @@ def run_draw(r: int, prep: Prepared, *, settings=None,
         utility=d.get('utility_test'),
         wall_time_s=d['cost']['wall_time_s'], models_trained=d['cost']['models_trained'],
         peers=peers['targets'].get(t.name))
-  return dict(draw=r, corpus=cfg.corpus,
+  return dict(draw=r, corpus=cfg.corpus, hparams=method_settings(cfg.methods, hparams),
               sizes=dict(train=len(split.train), forget=len(split.forget), ref=len(split.ref),
                          forget_groups=cfg.forget_groups),
               time_s=dict(original_and_retrain=pair_s, methods=method_s, audit_all=audit_s,
@@ -279,6 +361,7 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
   if not rows:
     return 'no draws'
   lines = [f'corpus: {rows[0]["corpus"]}; draws: {len(rows)}; sizes (draw 0): {rows[0]["sizes"]}',
+           *settings_lines(rows[0]),
            '', '| target | expected | ours: not_forgotten [95% CI] | directions | '
            'inconclusive or invalid_reference | '
            'knowledge test p ≤ α | Min-K%++ AUC | PrivLeak | |PrivLeak| > 5 | '
@@ -334,21 +417,57 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
   return '\n'.join(lines)
 
 
-def run(cfg: LMConfig, workdir: str, *, draws: int, first_draw: int = 0, data_dir: str = '',
-        log: Callable[[str], None] = print) -> str:
-  """Runs (or resumes) ``draws`` draws; writes WORKDIR/draws.jsonl and summary.md; returns it."""
+def settings_lines(row: dict) -> list[str]:
+  """Markdown lines saying what the methods of a draw's row ran with: tuned (by ``jaxaudit
+  tune``, in which workdir) or published (the registry defaults), and per method the values
+  that differ from the registry defaults."""
   from jaxaudit.unlearn import get_method
-  for name in cfg.methods:   # an unknown method fails here, before any training
-    get_method(name)
+  hp = row.get('hparams') or {}
+  tuned = set(row.get('tuned') or ())
+  if not hp:
+    return ['hyper-parameters: published (registry defaults)']
+
+  def changed(m):
+    defaults = get_method(m).hparams
+    return ', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
+                     for k, v in hp[m].items() if defaults.get(k) != v) or '—'
+  head = ('hyper-parameters: ' + (f'tuned by `jaxaudit tune` in {row.get("tuned_from")}'
+                                  if tuned else 'published (registry defaults)')
+          + (' (the others: published)' if tuned and set(hp) - tuned else ''))
+  return [head, '', '| method | settings | differing from the registry defaults |',
+          '|---|---|---|'] + [f'| {m} | {"tuned" if m in tuned else "published"} | {changed(m)} |'
+                              for m in hp]
+
+
+def run(cfg: LMConfig, workdir: str, *, draws: int, first_draw: int = 0, data_dir: str = '',
+        tuned_from: str = '', log: Callable[[str], None] = print) -> str:
+  """Runs (or resumes) ``draws`` draws; writes WORKDIR/draws.jsonl and summary.md; returns it.
+
+  ``tuned_from``: a workdir where ``jaxaudit tune`` chose every method's hyper-parameters
+  (:func:`tuned_settings`); '' runs the methods at their registry (published) defaults. A
+  resumed workdir must have run its draws with the same hyper-parameters.
+  """
+  from jaxaudit.errors import ConfigError
+  tuned = tuned_settings(cfg, tuned_from) if tuned_from else {}
+  hparams = method_settings(cfg.methods, tuned)   # every method built before any training
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'draws.jsonl')
+  old = io_utils.read_jsonl(path, repair=True, log=log)
+  for row in old:    # rows of before this record are at the registry defaults
+    names = [m for m in cfg.methods if m in row['results']]
+    ran = row.get('hparams') or method_settings(names)
+    if any(ran.get(m) != hparams[m] for m in names):
+      raise ConfigError(f'draw {row["draw"]} in {path} ran its methods with other '
+                        'hyper-parameters than these; use a new --workdir')
   prep = prepare(cfg, workdir, data_dir=data_dir, log=log)
-  done = {r['draw'] for r in io_utils.read_jsonl(path, repair=True, log=log)}
+  done = {r['draw'] for r in old}
   for r in range(first_draw, first_draw + draws):
     if r in done:
       continue
     t0 = time.time()
-    row = run_draw(r, prep, log=lambda s: None)
+    row = run_draw(r, prep, hparams=tuned, log=lambda s: None)
+    row.update(tuned_from=os.path.abspath(tuned_from) if tuned_from else None,
+               tuned=sorted(tuned))
     io_utils.append_jsonl(path, row)
     log(f'[llm] draw {r}: ' + ', '.join(f'{k} {v["decision"]}'
                                           + (f' ({v["direction"]})' if v['direction'] else '')

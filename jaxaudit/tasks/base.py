@@ -119,6 +119,13 @@ class Task(abc.ABC):
   def utility(self, outputs, targets) -> np.ndarray:
     """Per-model utility in [0, 1]: outputs (..., n, ...), targets (n, ...) -> (...)."""
 
+  def record_loss(self, outputs, targets) -> np.ndarray:
+    """Per-record loss (lower = better fit; the population MIA's score): outputs
+    (..., n, ...), targets (n, ...) -> (..., n) float64. Default: unavailable."""
+    del outputs, targets
+    from jaxaudit.errors import AuditError
+    raise AuditError(f'task {self.name!r} has no per-record loss')
+
   def record_utility(self, outputs, targets) -> np.ndarray | None:
     """Per-record utility in [0, 1], the ``correct_*`` of :class:`Signals`: outputs
     (..., n, ...), targets (n, ...) -> (..., n); None (the default): unavailable, and the

@@ -301,6 +301,11 @@ class Classification(Task):
     """Top-1 accuracy: logits (..., n, C), labels (n,) -> (...)."""
     return np.mean(self.record_utility(outputs, targets), axis=-1)
 
+  def record_loss(self, outputs, targets) -> np.ndarray:
+    """Per-record cross-entropy in float64 (:func:`true_label_log_probs`): logits
+    (..., n, C), labels (n,) -> (..., n)."""
+    return -true_label_log_probs(outputs, targets)
+
   def record_utility(self, outputs, targets) -> np.ndarray:
     """Top-1 correctness: logits (..., n, C), labels (n,) -> (..., n) in {0, 1}."""
     return (np.argmax(np.asarray(outputs), -1) == np.asarray(targets)).astype(np.float64)

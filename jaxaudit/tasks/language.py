@@ -263,10 +263,16 @@ class LanguageModeling(Task):
     tgt = np.asarray(targets)
     return Signals(
         phi_target=phi_t, phi_verifiers=phi_v, calibrated=phi_t - phi_v.mean(1),
-        loss_target=-membership_scores(t, 'mean_loglik'),
+        loss_target=self.record_loss(t, tgt),
         agreement=agreement if self.top1 else None, kl=kl,
         correct_target=self.record_utility(t[0], tgt),
         correct_verifiers=self.record_utility(v[0], tgt), kl_ensemble=kl_ens)
+
+  def record_loss(self, outputs, targets) -> np.ndarray:
+    """Per-record mean token NLL (minus the ``mean_loglik`` signal): (..., n, T, 5), targets
+    (n, T) -> (..., n) float64 (NaN for a record without a valid token)."""
+    del targets
+    return -membership_scores(outputs, 'mean_loglik')
 
   def record_utility(self, outputs, targets) -> np.ndarray:
     """Per-record utility (..., n, T, 5) -> (..., n): token top-1 accuracy, or without

@@ -14,13 +14,21 @@ finished trial whose Du accuracy came closest to the retrain's, marked ``feasibl
 with a warning). Without it a method that changes
 nothing can win: on a saturated model the retrain's accuracies are close to M's.
 
+A text workdir (``dataset = 'text:...'``) tunes language-model methods
+(:mod:`jaxaudit.unlearn.language`) the same way: Mu is scored by token accuracy and mean
+token NLL (:mod:`jaxaudit.tune.objective`), the reference is WORKDIR/models/retrain (the base
+LM fine-tuned on Dr, made by ``jaxaudit train``) or else ``lm_retrain``'s, and the trials see
+the data ``jaxaudit unlearn`` gives (:func:`jaxaudit.pipeline.unlearn_data`: the base LM, the
+refusal answer). Retraining methods (``retrain``, ``lm_retrain``, ...) are refused.
+
 Storage: ``WORKDIR/tuning/optuna.journal`` (Optuna's journal file: every finished trial is
 appended, so an interrupted search resumes where it stopped; the study of a method is named
 after the method, the split, the search space and the seed, so none of them changes without a
 new study) and
 ``WORKDIR/tuning/METHOD.json``, the chosen hyper-parameters with the objective's components,
 written atomically after every trial. :func:`tuned_hparams` reads it back for
-``jaxaudit unlearn``, the demo and the sweep.
+``jaxaudit unlearn``, the demo, the sweep and the language-model study
+(:mod:`jaxaudit.study.llm`).
 """
 
 from __future__ import annotations
@@ -70,12 +78,24 @@ def _bar(done: int, total: int, width: int = 20) -> str:
   return '[' + '#' * filled + '-' * (width - filled) + ']'
 
 
+# Retraining methods registered outside the 'retraining' family: refused like it.
+OTHER_RETRAINING = ('lm_retrain',)
+
+
+def retrain_method(config) -> str:
+  """The method that makes the reference when WORKDIR/models/retrain is missing: ``retrain``
+  (from scratch on Dr), or for a text workdir ``lm_retrain`` (the base LM fine-tuned on Dr,
+  as ``jaxaudit train`` makes models/retrain there)."""
+  from jaxaudit import configs
+  return 'lm_retrain' if configs.is_text(config) else 'retrain'
+
+
 def _reference(config, workdir: str, log):
-  """The retrained model's params: WORKDIR/models/retrain, else the ``retrain`` method's Mu."""
+  """The retrained model's params: WORKDIR/models/retrain, else :func:`retrain_method`'s Mu."""
   from jaxaudit import checkpoint, pipeline
   path = os.path.join(workdir, 'models', 'retrain')
   if not checkpoint.exists(path):
-    path = pipeline.run_unlearn(config, workdir, 'retrain', {}, log=log)['path']
+    path = pipeline.run_unlearn(config, workdir, retrain_method(config), {}, log=log)['path']
   return checkpoint.load_checkpoint(path)[0], path
 
 
@@ -105,7 +125,10 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   Args:
     config: the workdir's config (its original model must be trained).
     workdir: a jaxaudit workdir.
-    methods: registered classifier methods with something to search.
+    methods: registered methods with something to search: classifier methods, or for a
+      text workdir (``dataset = 'text:...'``) language-model methods
+      (:mod:`jaxaudit.unlearn.language`), whose Mu is scored by token accuracy and mean
+      token NLL (:mod:`jaxaudit.tune.objective`).
     trials: the budget per method (finished and pruned trials count; a resumed search
       runs only the missing ones).
     seed: seed of the TPE sampler.
@@ -121,16 +144,22 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   from jaxaudit.data.splits import split_hash
   from jaxaudit.tune import objective as objective_lib
   from jaxaudit.tune import spaces
+  from jaxaudit.unlearn.language import FAMILY as LM_FAMILY
   if int(trials) < 1:
     raise ConfigError(f'--trials must be >= 1, got {trials}')
-  if configs.is_text(config):
-    raise ConfigError('jaxaudit tune searches classifier methods; language models are not '
-                      'supported yet')
+  text = configs.is_text(config)
   plans = {}
   for m in methods:     # every method checked before any work
     meth = unlearn_lib.get_method(m)
-    if meth.family == 'retraining' or meth.output != 'single':
-      raise ConfigError(f'{m} is a {meth.family} method with nothing to tune against the retrain')
+    if meth.family == 'retraining' or m in OTHER_RETRAINING or meth.output != 'single':
+      kind = 'retraining' if m in OTHER_RETRAINING else meth.family
+      raise ConfigError(f'{m} is a {kind} method with nothing to tune against the retrain')
+    if text != (meth.family == LM_FAMILY):
+      raise ConfigError(
+          f'{m} is a language-model method and this workdir holds {config.dataset!r}, not a '
+          "text corpus (dataset = 'text:...')" if not text else
+          f'{m} is a classifier method and this workdir holds a language model '
+          f'({config.dataset!r}): tune its lm_* methods (`jaxaudit methods`)')
     plans[m] = spaces.space(m, meth.hparams)
   orig = os.path.join(workdir, 'models', 'original')
   if not checkpoint.exists(orig):
@@ -139,7 +168,7 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   model, params, _ = checkpoint.restore_model(orig, expect=pipeline.expected_meta(config, dataset,
                                                                                    split))
   ref_params, ref_path = _reference(config, workdir, log)
-  data = unlearn_lib.make_unlearn_data(dataset, split, configs.recipe_from_config(config))
+  data = pipeline.unlearn_data(config, dataset, split, workdir, log=log)
   ref = objective_lib.metrics(model, ref_params, data, seed=seed)
   log(f'[tune] reference {ref_path}: ' + ', '.join(f'{k} {v:.3f}' for k, v in ref._asdict().items()))
   os.makedirs(os.path.join(workdir, TUNE_DIR), exist_ok=True)

@@ -14,6 +14,13 @@ something else):
 
 Method-specific ranges (:data:`METHOD_DIMS`) cover the published defaults of the methods'
 papers with an order of magnitude either side.
+
+Language-model methods (:mod:`jaxaudit.unlearn.language`) override the learning rate: the
+published runs (TOFU, MUSE, OpenUnlearning) unlearn billion-parameter models with AdamW at the
+rate they were fine-tuned at (1e-5); our CPU-sized LMs are fine-tuned with Adam at 2e-3 and
+unlearned at 1e-3 by default (``LM_DEFAULTS``, the same rule), so their rate is searched a
+decade either side of the registry default, log scale. Their epochs follow the rule above
+(TOFU's 5 -> 1..10; NPO's and SimNPO's 10 -> 1..20; RMU's 20 -> 1..40).
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ class Dim(NamedTuple):
   log: bool = False
 
 
+# Language models' learning rate: LM_DEFAULTS' 1e-3 a decade either side (module docstring).
+_LM_LR = Dim('float', 1e-4, 1e-2, True)
+
 # Names whose meaning depends on the method.
 METHOD_DIMS: dict[str, dict[str, Dim]] = {
     'neggrad_plus': {'alpha': Dim('float', 0.5, 0.999)},           # weight of CE on Dr
@@ -47,6 +57,33 @@ METHOD_DIMS: dict[str, dict[str, Dim]] = {
     'bad_teacher': {'temperature': Dim('float', 1.0, 8.0)},
     # RNI's epochs include its final fine-tuning epochs (fine_epochs, 2): at least those.
     'rni': {'epochs': Dim('int', 2, 12)},
+    # Language models (module docstring). The default lr 1e-3 (LM_DEFAULTS) a decade either
+    # side; retain weights (the weight of NLL(Dr) against the forget term, 1 in TOFU's and
+    # OpenUnlearning's GradDiff and IdK) a decade either side of 1.
+    'lm_gradient_ascent': {'lr': _LM_LR},
+    'lm_grad_diff': {'lr': _LM_LR, 'retain_weight': Dim('float', 0.1, 10.0, True)},
+    # NPO: beta 0.1 in the NPO paper's TOFU runs and OpenUnlearning, a decade either side;
+    # retain_weight 0 is plain NPO (the registry default, NPO's TOFU runs), 1 NPO+RT
+    # (OpenUnlearning's NPO): linear on [0, 2] to hold both.
+    'lm_npo': {'lr': _LM_LR, 'beta': Dim('float', 0.01, 1.0, True),
+               'retain_weight': Dim('float', 0.0, 2.0)},
+    # SimNPO (OPTML-Group/Unlearn-Simple, TOFU forget05): beta 2.5 a decade either side; the
+    # margin gamma 0 there, searched on [0, 2] (a length-normalised log-prob per token is
+    # O(-1) here, so beta * logp / |y| is O(beta) and a margin of 2 moves the sigmoid well off
+    # its default operating point); retain weight 1 a decade either side with the forget
+    # weight kept at its 0.1375 (AdamW's step ignores the loss's overall scale: only their
+    # ratio matters, 0.73..73 around the published 7.3).
+    'lm_simnpo': {'lr': _LM_LR, 'beta': Dim('float', 0.25, 25.0, True),
+                  'gamma': Dim('float', 0.0, 2.0), 'retain_weight': Dim('float', 0.1, 10.0, True)},
+    'lm_idk': {'lr': _LM_LR, 'retain_weight': Dim('float', 0.1, 10.0, True)},
+    # RMU (Li et al. 2024, WMDP): lr 5e-3 (Li et al.'s 5e-5 is five times TOFU's rate; ours five
+    # times 1e-3) a decade either side; the steering coefficient 6.5 (Li et al.'s Zephyr-7B
+    # value; ours is relative to M's activation norm) a decade either side; alpha from 1 to
+    # 1000 (our default 10; OpenUnlearning 1000, Li et al. 1200 with the absolute coefficient).
+    'lm_rmu': {'lr': Dim('float', 5e-4, 5e-2, True),
+               'steering_coef': Dim('float', 0.65, 65.0, True),
+               'alpha': Dim('float', 1.0, 1000.0, True)},
+    'lm_finetune': {'lr': _LM_LR},
 }
 
 

@@ -17,10 +17,12 @@ EXE = os.path.join(os.path.dirname(sys.executable), 'jaxaudit')
 
 
 def _tunable_spaces():
-  """(name, method, its space) of every single-model method that has something to tune."""
+  """(name, method, its space) of every single-model method that has something to tune
+  (classifier and language-model methods)."""
+  from jaxaudit.tune import search
   for name in unlearn.method_names():
     meth = unlearn.get_method(name)
-    if meth.family in ('retraining', 'language-model') or meth.output != 'single':
+    if meth.family == 'retraining' or name in search.OTHER_RETRAINING or meth.output != 'single':
       continue
     try:
       yield name, meth, spaces.space(name, meth.hparams)
@@ -35,6 +37,9 @@ def test_every_tunable_method_has_a_space_holding_its_defaults():
     for n, d in dims.items():
       assert d.low <= meth.hparams[n] <= d.high, (name, n, meth.hparams[n], d)
   assert searched >= 20
+  lm = {'lm_gradient_ascent', 'lm_grad_diff', 'lm_npo', 'lm_simnpo', 'lm_idk', 'lm_rmu',
+        'lm_finetune'}
+  assert lm <= {name for name, _, _ in _tunable_spaces()}
   with pytest.raises(ConfigError, match='nothing|no hyper'):
     spaces.space('retrain', {})
 
