@@ -37,6 +37,20 @@ def test_demo_shows_forgotten_damaged_and_remembers(demo_rows):
     chosen = json.load(f)
   assert chosen['require_forgetting'] and chosen['hparams'] == rl['hparams'] | chosen['hparams']
   assert chosen['metrics']['forget'] <= chosen['reference']['forget'] + 0.01
+  # The sampler saw each trial's forget constraint (Trial.set_constraint on Optuna >= 5).
+  import optuna
+  from optuna.storages import JournalStorage
+  from optuna.storages.journal import JournalFileBackend
+  study = optuna.load_study(study_name=chosen['study'], storage=JournalStorage(
+      JournalFileBackend(os.path.join(wd, 'tuning', 'optuna.journal'))))
+  done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+  def constraint(t):   # Optuna >= 5: per-key constraints; Optuna 4: constraints_func's list
+    cons = getattr(t, 'constraints', None) or dict(enumerate(t.system_attrs.get('constraints', [])))
+    return next(iter(cons.values()))
+  assert done and all(constraint(t) == pytest.approx(t.user_attrs['forget_violation'])
+                      for t in done)
   # Fine-tuning keeps the accuracy and remembers.
   ft = rows['finetune']
   assert (ft['decision'], ft['direction']) == ('not_forgotten', 'remembers')

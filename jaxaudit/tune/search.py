@@ -180,21 +180,30 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
     fixed = {k: v for k, v in fixed.items() if k not in dims}   # searched ones are the trial's
     key = configs.method_key(config, m)
     tag = '-forget' if require_forgetting else ''
+    # Optuna >= 5 takes constraints from the trial (Trial.set_constraint; constraints_func is
+    # deprecated there); Optuna 4 only through the sampler's constraints_func.
+    per_trial = hasattr(optuna.trial.Trial, 'set_constraint')
     sampler = optuna.samplers.TPESampler(
-        seed=seed, constraints_func=_constraint if require_forgetting else None)
+        seed=seed, constraints_func=_constraint if require_forgetting and not per_trial else None)
     study = optuna.create_study(
         study_name=f'{m}-{split_hash(split)[:12]}-{spaces.fingerprint(dims)}-s{seed}{tag}',
         storage=storage, direction='minimize', sampler=sampler, load_if_exists=True)
+
+    def constrain(trial, violation: float, per_trial=per_trial):
+      trial.set_user_attr('forget_violation', violation)
+      if require_forgetting and per_trial:
+        trial.set_constraint('forget_violation', violation)
 
     def objective(trial, m=m, dims=dims, fixed=fixed, key=key):
       hp = {**fixed, **spaces.suggest(trial, dims)}
       meth = unlearn_lib.get_method(m, **hp)
       new = jax.block_until_ready(meth.fn(params, model, data, key))
       if not all(bool(jax.numpy.all(jax.numpy.isfinite(v))) for v in jax.tree.leaves(new)):
+        constrain(trial, 1.0)            # a diverged trial is infeasible
         raise optuna.TrialPruned('non-finite weights')
       mu = objective_lib.metrics(model, new, data, seed=seed)
       trial.set_user_attr('metrics', mu._asdict())
-      trial.set_user_attr('forget_violation', forget_violation(mu.forget, ref.forget))
+      constrain(trial, forget_violation(mu.forget, ref.forget))
       return objective_lib.distance(mu, ref)
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -238,5 +247,5 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
 
 
 def _constraint(trial) -> tuple[float]:
-  """Optuna's constraint value of a trial (<= 0 feasible; pruned trials are infeasible)."""
+  """Optuna 4's constraint value of a trial (<= 0 feasible; pruned trials are infeasible)."""
   return (float(trial.user_attrs.get('forget_violation', 1.0)),)
