@@ -46,6 +46,36 @@ def test_train_is_resumable_and_checks_split(workdir):
     workdir_lib.prepare(c, workdir, log=lambda s: None)
 
 
+def test_stream_audit_resumes_and_the_bank_audit_trains_nothing(workdir, tmp_path):
+  """`audit --requests` in process: one verdict per request, a rerun audits only the new
+  requests, the summary counts them all; `audit --bank` trains no verifier (the CLI wiring
+  is tests/test_cli.py::test_audit_requests_one_verdict_each_and_resume)."""
+  c = tiny_config()
+  c.audit.bank_size = 12
+  train = np.load(os.path.join(workdir, 'split.npz'))['train']
+  lines = [{'id': f'u{i}', 'records': [int(v) for v in train[5 * i:5 * i + 1 + i % 5]]}
+           for i in range(6)]
+  reqs = tmp_path / 'requests.jsonl'
+  reqs.write_text(''.join(json.dumps(l) + '\n' for l in lines[:4]))
+  _, out = pipeline.run_stream_audit(c, workdir, str(reqs), target='original',
+                                     log=lambda s: None)
+  rows = [json.loads(l) for l in open(os.path.join(out, 'verdicts.jsonl'))]
+  assert [x['id'] for x in rows] == ['u0', 'u1', 'u2', 'u3']
+  assert all(x['decision'] in ('forgotten', 'not_forgotten', 'inconclusive') for x in rows)
+  reqs.write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  logs = []
+  summ, _ = pipeline.run_stream_audit(c, workdir, str(reqs), target='original', log=logs.append)
+  assert any('4 already audited, 2 to go' in l for l in logs), logs
+  rows2 = [json.loads(l) for l in open(os.path.join(out, 'verdicts.jsonl'))]
+  assert rows2[:4] == rows and [x['id'] for x in rows2[4:]] == ['u4', 'u5']
+  assert summ['requests'] == 6 and sum(summ['decisions'].values()) == 6
+  assert os.path.isfile(os.path.join(out, 'summary.md'))
+  pipeline.run_audit(c, workdir, target='original', use_bank=True,
+                     out_dir=str(tmp_path / 'bank_audit'), log=lambda s: None)
+  rep = json.load(open(tmp_path / 'bank_audit' / 'report.json'))
+  assert rep['verifiers']['source'] == 'bank' and rep['cost']['models_trained'] == 0
+
+
 def test_audit_from_checkpoint_and_black_box_agree(workdir, tmp_path):
   c = tiny_config()
   res, out = pipeline.run_audit(c, workdir, target='retrain', log=lambda s: None)
