@@ -163,6 +163,11 @@ class VerifierBank(NamedTuple):
     """Sorted pool indices of the member reference (records of the member groups)."""
     return np.flatnonzero(np.isin(self.record_group, self.member_groups))
 
+  def member_reference(self, forget: np.ndarray) -> np.ndarray:
+    """Sorted pool indices of Mu's member reference for a request removing ``forget``:
+    the member records outside Du (the bank's for its own audits, lent to fresh verifiers)."""
+    return np.setdiff1d(self.member_records(), forget)
+
   def subsets(self, which: np.ndarray) -> np.ndarray:
     """(k,) member indices -> (k, M) pool indices each trained on (ragged rows padded by
     repeating their first record)."""

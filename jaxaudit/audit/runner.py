@@ -335,14 +335,14 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
     log('[audit] this request needs verifiers that never saw any of Du (whole classes): '
         'training fresh ones instead of using the bank')
     if member_reference is None:
-      member_reference = np.setdiff1d(bank.member_records(), p.split.forget)
+      member_reference = bank.member_reference(p.split.forget)
     bank = None
   if bank is not None:
     if member_reference is not None:
       raise AuditError('member_reference applies to fresh verifiers; a bank audit uses the '
                        "bank's member groups")
     bank.check_training_set(p.split.train)
-    members = np.setdiff1d(bank.member_records(), p.split.forget)
+    members = bank.member_reference(p.split.forget)
     candidates.append(bank_lib.BankVerifiers(bank, verifier_model, settings.num_verifiers,
                                              settings.seed, members, bank_cache))
   elif verifiers is not None:

@@ -70,7 +70,7 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
   targets = {'retrain': Target.from_params(net, ret, 'retrain'),
              'original': Target.from_params(net, orig, 'original')}
   cache: dict = {}
-  members = np.setdiff1d(bank.member_records(), split.forget)
+  members = bank.member_reference(split.forget)
   # Fills the bank's D_ref cache, as the first request of a stream does.
   audit(targets['original'], ds, split, verifier_model=net, recipe=recipe, settings=s, bank=bank,
         bank_cache=cache)
