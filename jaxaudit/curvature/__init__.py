@@ -1,4 +1,5 @@
-"""Curvature of a classifier's loss: Hessian/GGN products, Fisher diagonals, solvers.
+"""Curvature of a classifier's loss: Hessian/GGN products, Fisher diagonals, solvers
+(matrix-free, and dense ones that stay safe under ``vmap`` on CPU).
 
 Building blocks of the Fisher- and Hessian-based unlearning methods (Fisher
 forgetting, influence/Newton removal, certified removal, SSD). Models are pure
@@ -10,6 +11,8 @@ raising :class:`jaxaudit.errors.ConfigError`.
 
 from __future__ import annotations
 
+from jaxaudit.curvature.dense import solve
+from jaxaudit.curvature.dense import spd_solve
 from jaxaudit.curvature.fisher import diag_fisher
 from jaxaudit.curvature.fisher import mean_squared_grads
 from jaxaudit.curvature.fisher import per_example_grads
@@ -36,4 +39,6 @@ __all__ = [
     'mean_squared_grads',
     'per_example_grads',
     'power_iteration',
+    'solve',
+    'spd_solve',
 ]

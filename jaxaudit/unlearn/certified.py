@@ -56,8 +56,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy as jsp
 
+from jaxaudit.curvature.dense import spd_solve
 from jaxaudit.errors import ConfigError
 
 # Guo et al.'s Lipschitz constant of ℓ'' for the logistic loss.
@@ -214,10 +214,6 @@ def logreg_hessian(w, X, lam, *, mask=None) -> jax.Array:
   return (X.T * (m * s * (1.0 - s))) @ X + lam * jnp.sum(m) * jnp.eye(d, dtype=dtype)
 
 
-def _spd_solve(H, g):
-  return jsp.linalg.cho_solve(jsp.linalg.cho_factor(H), g)
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -277,7 +273,7 @@ def train_logreg(X, y, lam, b=None, *, mask=None, num_iters: int = 20,
   def body(state):
     k, w, was_small, _ = state
     g = logreg_grad(w, X, y, lam, b, mask=mask)
-    p = -_spd_solve(logreg_hessian(w, X, lam, mask=mask), g)
+    p = -spd_solve(logreg_hessian(w, X, lam, mask=mask), g)
     f0 = objective(w)
     slope = jnp.dot(g, p)                     # −(Newton decrement)² <= 0
     fs = jax.vmap(lambda t: objective(w + t * p))(steps)
@@ -325,7 +321,7 @@ def newton_removal(w, X, y, remove_mask, lam, b=None, *, mask=None) -> tuple[jax
   dtype = _dtype(X)
   keep = _weights(mask, n, dtype) * (1.0 - jnp.asarray(remove_mask).astype(dtype))
   g = logreg_grad(w, X, y, lam, b, mask=keep)
-  delta = -_spd_solve(logreg_hessian(w, X, lam, mask=keep), g)
+  delta = -spd_solve(logreg_hessian(w, X, lam, mask=keep), g)
   return w + delta, delta
 
 

@@ -58,6 +58,7 @@ import numpy as np
 import flax.linen as nn
 
 from jaxaudit import curvature as cv
+from jaxaudit.curvature import dense
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn, num_params
 from jaxaudit.train.losses import per_example_ce
@@ -297,7 +298,7 @@ def _solve(apply_fn, params: Params, xh, yh, rhs: Params, key, *, solver: str,
     flat_rhs, unravel = flatten_util.ravel_pytree(rhs)
     h = dense_curvature(apply_fn, params, xh, yh, curvature=curvature, microbatch=microbatch)
     h = h + shift * jnp.eye(h.shape[0], dtype=h.dtype)
-    return unravel(jnp.linalg.solve(h, flat_rhs.astype(h.dtype)))
+    return unravel(dense.solve(h, flat_rhs.astype(h.dtype)))
   if solver == 'cg':
     matvec = cv.make_dataset_hvp(apply_fn, params, xh, yh, microbatch=microbatch,
                                  damping=shift, curvature=curvature)

@@ -453,10 +453,9 @@ def test_certificate_bound_holds_and_newton_matches_guo_form(x64):
   np.testing.assert_allclose(float(cert.budget), sigma / np.sqrt(2 * np.log(1.5 / 1e-4)))
 
 
-# Out of CI until fixed: this one jitted float64 program deadlocks inside XLA:CPU in about one
-# run in ten (5 of 56 isolated runs, eleventh session; with or without multi-threaded Eigen,
-# with OPENBLAS_NUM_THREADS=1 too). BUILD_NOTES "Known limits" has the reproduction loop.
-@pytest.mark.slow
+# This program (two independent vmapped Newton solves) hung XLA:CPU in about one run in ten
+# while the solves were batched LAPACK calls; jaxaudit.curvature.dense now maps them one
+# matrix at a time (tests/curvature/test_dense.py checks the lowering).
 def test_certificate_bound_holds_for_one_vs_rest_heads(x64):
   del x64
   X, labels = _features(n_classes=10)
