@@ -42,8 +42,9 @@ def define_flags() -> None:
   flags.DEFINE_list('methods', [], 'Methods to run (default: every registered one).')
   flags.DEFINE_multi_string('hparam', [], 'Per-method override METHOD:NAME=VALUE (repeatable).')
   flags.DEFINE_integer('pretrain_epochs', 2, 'Epochs of the pretrained (warm-start) model.')
-  flags.DEFINE_enum('pretrain_source', 'auto', ['auto', 'unused', 'ref'],
-                    'Records of the pretrained model: unused pool records, D_ref, or auto.')
+  flags.DEFINE_enum('pretrain_source', 'auto', ['auto', 'unused', 'retain', 'ref'],
+                    'Records of the pretrained model: unused pool records, Dr, D_ref, or '
+                    'auto (unused if any, else Dr).')
   flags.DEFINE_integer('pretrain_size', None, 'Records of the pretrained model (default |D|).')
   flags.DEFINE_bool('retry_failed', True, 'Re-run methods whose last row failed or was skipped.')
   flags.DEFINE_list('rerun', [], 'Methods to run again even if done (their saved checkpoint '

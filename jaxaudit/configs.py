@@ -24,6 +24,8 @@ from jaxaudit.train.sisa import default_slice_epochs
 
 # fold_in tags of the root key (config.seed), one stream per role.
 KEY_ORIGINAL, KEY_RETRAIN, KEY_UNLEARN, KEY_SISA = 1, 2, 4, 6
+# fold_in tag (on the root key) of the warm-start methods' pretrained model.
+KEY_PRETRAINED = 101
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -19,8 +19,9 @@ import ml_collections
 import numpy as np
 
 from jaxaudit import checkpoint, io_utils
-from jaxaudit.configs import (KEY_ORIGINAL, KEY_RETRAIN, KEY_SISA, audit_settings, is_text,
-                              method_key, model_from_config, recipe_from_config, role_key,
+from jaxaudit.configs import (KEY_ORIGINAL, KEY_PRETRAINED, KEY_RETRAIN, KEY_SISA,
+                              audit_settings, is_text, method_key, model_from_config,
+                              recipe_from_config, role_key, root_key,
                               sisa_expect, sisa_settings, validate_config)
 from jaxaudit.errors import CheckpointError, ConfigError, TrainingError
 from jaxaudit.train import loop, train_ensemble, train_model, unstack
@@ -88,6 +89,85 @@ def text_base(config, dataset, workdir: str, log: Callable[[str], None] = log_to
                                   os.path.join(workdir, 'models', BASE_DIR),
                                   seed=int(config.seed), log=log)
   return params
+
+
+PRETRAINED_DIR = 'pretrained'
+# Methods that start from a model that never saw Du (``data.init_checkpoint_params``).
+WARM_START_METHODS = ('warmstart_retrain', 'warmstart_finetune')
+
+
+def pretrain_records(dataset, split, source: str = 'auto', size: int | None = None,
+                     seed: int = 0) -> tuple[np.ndarray, str]:
+  """Pool records outside D for the warm-start methods' pretrained model.
+
+  Args:
+    source: ``unused`` (pool records in neither D nor D_ref), ``retain`` (Dr),
+      ``ref`` (D_ref: the model has then seen the audit's population sample, so
+      do not audit warm-start models with that split) or ``auto`` (unused if the
+      pool has any, else retain).
+    size: the most records (default |D|), a seeded random subset when fewer.
+  Returns:
+    ((k,) sorted int64 pool indices, never in Du; the source used).
+  Raises:
+    ConfigError: an unknown source, or one with no records.
+  """
+  n = len(dataset.y_train)
+  unused = np.setdiff1d(np.arange(n), np.union1d(split.train, split.ref))
+  if source == 'auto':
+    source = 'unused' if unused.size else 'retain'
+  pools = dict(unused=unused, retain=np.asarray(split.retain), ref=np.asarray(split.ref))
+  if source not in pools:
+    raise ConfigError(f'--pretrain_source must be auto, unused, retain or ref, got {source!r}')
+  pool = pools[source]
+  if pool.size == 0:
+    raise ConfigError(f'no {source} records to pretrain on')
+  assert not np.intersect1d(pool, split.forget).size   # never Du
+  k = min(int(size) if size else len(split.train), pool.size)
+  if k < pool.size:
+    pool = np.sort(np.random.default_rng(seed).choice(pool, k, replace=False))
+  return pool.astype(np.int64), source
+
+
+def pretrained_checkpoint(config, workdir: str, *, epochs: int | None = None,
+                          source: str = 'auto', size: int | None = None,
+                          log: Callable[[str], None] = log_to_stdout) -> str:
+  """WORKDIR/models/pretrained: the model the warm-start methods start from.
+
+  The config's model trained on :func:`pretrain_records` (records outside Du;
+  by default unused pool records, else Dr) for ``epochs`` (default the recipe's),
+  with its own key; reused when it exists. Returns the checkpoint path.
+  """
+  path = os.path.join(workdir, 'models', PRETRAINED_DIR)
+  if checkpoint.exists(path):
+    log(f'[pretrained] reusing {path}')
+    return path
+  dataset, split = prepare(config, workdir, lambda s: None)
+  idx, used = pretrain_records(dataset, split, source, size, int(config.seed))
+  model = model_from_config(config, dataset)
+  recipe = recipe_from_config(config)
+  recipe = recipe.replace(epochs=int(epochs)) if epochs else recipe
+  log(f'[pretrained] training {config.model} on {idx.size} {used} records (never Du) for '
+      f'{recipe.epochs} epochs')
+  t0 = time.time()
+  params = jax.block_until_ready(train_model(
+      model, dataset.x_train, dataset.y_train, idx,
+      jax.random.fold_in(root_key(config), KEY_PRETRAINED), recipe).params)
+  wall = time.time() - t0
+  check_finite(params, 'training the pretrained model')
+  accs = evaluate_sets(model, params, dataset, split)
+  checkpoint.save_checkpoint(path, params, checkpoint_meta(
+      config, dataset, split, 'pretrained', accuracy=accs, wall_time_s=wall,
+      pretrain_source=used, pretrain_records=int(idx.size), pretrain_epochs=int(recipe.epochs)))
+  log(f'[pretrained] done in {wall:.1f}s: {format_accs(accs)}')
+  return path
+
+
+def load_init_params(config, dataset, split, path: str):
+  """Params of the checkpoint ``path`` (a model of this config that never saw Du), checked
+  against the workdir's model and data (not its split: it may come from another one)."""
+  want = {k: v for k, v in expected_meta(config, dataset, split).items()
+          if k not in ('split_hash', 'dataset_fingerprint')}
+  return checkpoint.restore_model(path, expect=want)[1]
 
 
 def unlearn_data(config, dataset, split, workdir: str, *, init_params=None, sisa=None,
@@ -464,7 +544,8 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
   method name) with the method, its hyper-parameters and its wall time in
   the metadata. An existing checkpoint with the same method and
   hyper-parameters is reused. ``init_checkpoint`` names a checkpoint of the
-  same model that never saw Du (for ``warmstart_retrain`` / ``warmstart_finetune``).
+  same model that never saw Du (for ``warmstart_retrain`` / ``warmstart_finetune``;
+  without one they start from :func:`pretrained_checkpoint`).
 
   ``sisa`` unlearns the SISA original WORKDIR/models/sisa instead (made by
   ``jaxaudit train --config.sisa.shards=S``) and saves the S retrained
@@ -529,11 +610,10 @@ def run_unlearn(config, workdir: str, method: str, hparams: dict | None = None, 
                  **{k: smeta[k] for k in ('shards', 'slices', 'slice_epochs', 'strategy')})
   else:
     model, params, _ = checkpoint.restore_model(orig, expect=expected_meta(config, dataset, split))
-  init_params = None
-  if init_checkpoint:
-    want = {k: v for k, v in expected_meta(config, dataset, split).items()
-            if k not in ('split_hash', 'dataset_fingerprint')}
-    _, init_params, _ = checkpoint.restore_model(init_checkpoint, expect=want)
+  if not init_checkpoint and method in WARM_START_METHODS:
+    init_checkpoint = pretrained_checkpoint(config, workdir, log=log)
+  init_params = (load_init_params(config, dataset, split, init_checkpoint) if init_checkpoint
+                 else None)
   data = unlearn_data(config, dataset, split, workdir, init_params=init_params, sisa=state,
                       log=log)
   log(f'[unlearn] {method} ({meth.family}) with {hp}')

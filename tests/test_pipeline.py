@@ -203,3 +203,36 @@ def test_cli_train_unlearn_audit(tmp_path):
   assert r.returncode == 1 and 'nosuchdata' in r.stderr and 'Traceback' not in r.stderr
   r = _cli('bogus')
   assert r.returncode == 2
+
+
+def test_warm_start_methods_start_from_a_pretrained_model_that_never_saw_du(workdir):
+  from jaxaudit import checkpoint
+  logs = []
+  c = tiny_config()
+  res = pipeline.run_unlearn(c, workdir, 'warmstart_finetune', {'epochs': 1},
+                             log=logs.append)
+  assert any('[pretrained] training' in l for l in logs)
+  pre = os.path.join(workdir, 'models', pipeline.PRETRAINED_DIR)
+  meta = checkpoint.load_meta(pre)
+  ds, split = workdir_lib.prepare(c, workdir, log=lambda s: None)
+  idx, source = pipeline.pretrain_records(ds, split, meta['pretrain_source'], None, int(c.seed))
+  assert source == meta['pretrain_source'] and meta['pretrain_records'] == idx.size
+  assert not np.intersect1d(idx, split.forget).size
+  assert res['accuracy']['retain'] > 0.5
+  # The second warm-start method reuses the same pretrained model.
+  logs.clear()
+  pipeline.run_unlearn(c, workdir, 'warmstart_retrain', log=logs.append)
+  assert any('[pretrained] reusing' in l for l in logs)
+  assert not any('[pretrained] training' in l for l in logs)
+
+
+def test_warm_start_finetuning_is_tuned_from_the_pretrained_model(workdir):
+  from jaxaudit.tune import search
+  logs = []
+  out = search.run_tuning(tiny_config(), workdir, ['warmstart_finetune'], trials=1, seed=0,
+                          log=logs.append)
+  assert set(out['warmstart_finetune']['hparams']) >= {'lr', 'epochs'}
+  assert any('[pretrained]' in l for l in logs)
+  with pytest.raises(Exception, match='nothing to tune'):
+    search.run_tuning(tiny_config(), workdir, ['warmstart_retrain'], trials=1, seed=0,
+                      log=logs.append)

@@ -40,7 +40,7 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   """Times every method (``methods``: default all registered) on the config's data.
 
   The warm-start methods get the pretrained checkpoint of
-  :func:`jaxaudit.study.method_table.ensure_pretrained` (records outside D),
+  :func:`jaxaudit.pipeline.pretrained_checkpoint` (records outside Du),
   and ``sisa`` unlearns a SISA original of ``sisa_shards`` × ``sisa_slices``
   (0 shards: sisa is skipped). The wall time is the median of ``repeats``
   timed runs (keys 1..R); the accuracies are those of the last.
@@ -54,7 +54,6 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   from jaxaudit import workdir as workdir_lib
   from jaxaudit.configs import recipe_from_config
   from jaxaudit.train import evaluate
-  from jaxaudit.study.method_table import ensure_pretrained
   from jaxaudit.unlearn import get_method, list_methods, make_unlearn_data
   cfg.train_retrain = False
   cfg.sisa.shards = int(sisa_shards)
@@ -62,8 +61,8 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   pipeline.train_and_evaluate(cfg, workdir, log=lambda s: None)
   ds, split = workdir_lib.prepare(cfg, workdir, log=lambda s: None)
   model, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'original'))
-  pre = ensure_pretrained(cfg, workdir, epochs=pretrain_epochs, source='auto', size=None,
-                          log=lambda s: None)
+  pre = pipeline.pretrained_checkpoint(cfg, workdir, epochs=pretrain_epochs,
+                                      log=lambda s: None)
   _, init_params, _ = checkpoint.restore_model(pre)
   recipe = recipe_from_config(cfg)
   data = make_unlearn_data(ds, split, recipe, init_checkpoint_params=init_params)

@@ -122,6 +122,16 @@ class Group:
       self._unlearn_data = unlearn_lib.make_unlearn_data(self.dataset, self.split, self.recipe)
     return self._unlearn_data
 
+  def unlearn_data_for(self, method: str):
+    """:attr:`unlearn_data`, with the pretrained model (never saw Du) for a warm-start
+    method (:func:`jaxaudit.pipeline.pretrained_checkpoint`, what ``run_unlearn`` uses)."""
+    from jaxaudit import pipeline
+    if method not in pipeline.WARM_START_METHODS:
+      return self.unlearn_data
+    path = pipeline.pretrained_checkpoint(self.cfg, self.wd, log=self.log)
+    return self.unlearn_data._replace(init_checkpoint_params=pipeline.load_init_params(
+        self.cfg, self.dataset, self.split, path))
+
   def method_key(self, method: str):
     """The PRNG key of ``method`` in this workdir (the unlearn key folded with its name)."""
     import jax

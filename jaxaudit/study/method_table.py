@@ -6,11 +6,12 @@ For one config and work directory :func:`run_all`
    holds the original model M (and, with ``--sisa_shards=S``, a SISA original);
 2. builds a "pretrained" checkpoint of the same model that never saw Du, for
    the warm-start methods (``warmstart_retrain``, ``warmstart_finetune``):
-   the model trained for ``--pretrain_epochs`` on records outside D — pool
-   records in neither D nor D_ref when the config leaves some unused (e.g.
-   MNIST with ``split.train_size``), else D_ref (e.g. digits, whose pool is
-   D ∪ D_ref; the warm-start models have then seen D_ref, so do not audit
-   them with this workdir). Saved to WORKDIR/models/pretrained and passed to
+   the model trained for ``--pretrain_epochs`` on records outside Du
+   (:func:`jaxaudit.pipeline.pretrained_checkpoint`: pool records in neither D
+   nor D_ref when the config leaves some unused, e.g. MNIST with
+   ``split.train_size``, else Dr, e.g. digits, whose pool is D ∪ D_ref;
+   ``--pretrain_source=ref`` uses D_ref, and the warm-start models are then not
+   auditable with this split). Saved to WORKDIR/models/pretrained and passed to
    every method as ``--init_checkpoint`` (the others ignore it);
 3. runs ``jaxaudit unlearn --method=NAME`` (a subprocess) for each method,
    records its exit status, wall time (of the whole CLI process: start-up,
@@ -50,9 +51,6 @@ from jaxaudit import io_utils
 RESULTS_FILE = 'cli_methods.jsonl'
 TABLE_FILE = 'cli_methods.md'
 LOG_DIR = 'cli_logs'
-PRETRAINED = 'pretrained'
-# fold_in tag of the pretrained model's key (pipeline.KEY_* use 1..5).
-KEY_PRETRAINED = 101
 SISA_NOTE = 'skipped: needs SISA original (jaxaudit train --config.sisa.shards=S)'
 # CLI errors (exit 1, a ConfigError) that say a method is undefined for this model, by design
 # (not a bug): a pattern of the error message → the note of the row (status ``n/a``).
@@ -141,72 +139,6 @@ def run_cli(args: list[str], log_path: str, timeout: float | None) -> tuple[int,
   with open(log_path, 'w', encoding='utf-8') as f:
     f.write('$ ' + ' '.join(args) + '\n' + out)
   return rc, wall, out
-
-
-# -----------------------------------------------------------------------------
-# The pretrained (warm-start) checkpoint.
-# -----------------------------------------------------------------------------
-
-
-def pretrain_records(dataset, split, source: str, size: int | None, seed: int
-                     ) -> tuple[np.ndarray, str]:
-  """Pool records disjoint from D for the pretrained model: (indices, source used).
-
-  ``source``: ``unused`` (pool records in neither D nor D_ref), ``ref`` (D_ref)
-  or ``auto`` (unused if there are any, else ref).
-  """
-  from jaxaudit.errors import ConfigError
-  n = len(dataset.y_train)
-  used = np.union1d(split.train, split.ref)
-  unused = np.setdiff1d(np.arange(n), used)
-  if source == 'auto':
-    source = 'unused' if unused.size else 'ref'
-  if source == 'unused':
-    pool = unused
-  elif source == 'ref':
-    pool = np.asarray(split.ref)
-  else:
-    raise ConfigError(f'--pretrain_source must be auto, unused or ref, got {source!r}')
-  if pool.size == 0:
-    raise ConfigError(f'no {source} records to pretrain on')
-  assert not np.intersect1d(pool, split.train).size   # never D, so never Du
-  k = min(int(size) if size else len(split.train), pool.size)
-  if k < pool.size:
-    pool = np.sort(np.random.default_rng(seed).choice(pool, k, replace=False))
-  return pool.astype(np.int64), source
-
-
-def ensure_pretrained(config, workdir: str, *, epochs: int, source: str, size: int | None,
-                      log: Callable[[str], None] = print) -> str:
-  """WORKDIR/models/pretrained: the model trained on records outside D (reused if there)."""
-  import jax
-  from jaxaudit import checkpoint
-  from jaxaudit import configs
-  from jaxaudit import workdir as workdir_lib
-  from jaxaudit.train import evaluate
-  from jaxaudit.configs import recipe_from_config
-  from jaxaudit.train import train_model
-  path = os.path.join(workdir, 'models', PRETRAINED)
-  if checkpoint.exists(path):
-    log(f'[cli_methods] reusing {path}')
-    return path
-  dataset, split = workdir_lib.prepare(config, workdir, lambda s: None)
-  idx, used = pretrain_records(dataset, split, source, size, int(config.seed))
-  model = configs.model_from_config(config, dataset)
-  recipe = recipe_from_config(config).replace(epochs=int(epochs))
-  log(f'[cli_methods] pretraining {config.model} on {idx.size} {used} records '
-      f'(outside D) for {epochs} epochs')
-  t0 = time.time()
-  key = jax.random.fold_in(configs.root_key(config), KEY_PRETRAINED)
-  params = jax.block_until_ready(
-      train_model(model, dataset.x_train, dataset.y_train, idx, key, recipe).params)
-  wall = time.time() - t0
-  accs = evaluate.evaluate_sets(model, params, dataset, split)
-  checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
-      config, dataset, split, 'pretrained', accuracy=accs, wall_time_s=wall,
-      pretrain_source=used, pretrain_records=int(idx.size), pretrain_epochs=int(epochs)))
-  log(f'[cli_methods] pretrained in {wall:.1f}s: {evaluate.format_accs(accs)}')
-  return path
 
 
 # -----------------------------------------------------------------------------
@@ -342,7 +274,7 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
             timeout: float | None = None,
             log: Callable[[str], None] = print) -> tuple[list[dict], str]:
   """Trains M if needed, builds the pretrained model, runs every method; (rows, table)."""
-  from jaxaudit import checkpoint
+  from jaxaudit import checkpoint, pipeline
   from jaxaudit import workdir as workdir_lib
   from jaxaudit import unlearn as unlearn_lib
   from jaxaudit.errors import ConfigError
@@ -368,8 +300,8 @@ def run_all(config, workdir: str, cfg_args: list[str], *, methods: Sequence[str]
     if rc != 0:
       raise RuntimeError(f'jaxaudit train failed (exit {rc}):\n{_tail(out)}')
     log(f'[cli_methods] trained in {wall:.1f}s')
-  pre = ensure_pretrained(config, workdir, epochs=pretrain_epochs, source=pretrain_source,
-                          size=pretrain_size, log=log)
+  pre = pipeline.pretrained_checkpoint(config, workdir, epochs=pretrain_epochs,
+                                      source=pretrain_source, size=pretrain_size, log=log)
   dataset, split = workdir_lib.prepare(config, workdir, lambda s: None)
 
   results = os.path.join(workdir, RESULTS_FILE)

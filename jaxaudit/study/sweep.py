@@ -79,7 +79,7 @@ def ulira_fn(g: Group, meth) -> Callable:
   import jax.numpy as jnp
 
   def fn(params, key, forget_indices, retain_indices):
-    data = g.unlearn_data._replace(forget=jnp.asarray(forget_indices, jnp.int32),
+    data = g.unlearn_data_for(meth.name)._replace(forget=jnp.asarray(forget_indices, jnp.int32),
                                    retain=jnp.asarray(retain_indices, jnp.int32))
     return jax.block_until_ready(meth.fn(params, g.model, data, key))
   return fn
@@ -108,7 +108,8 @@ def neurips23_group(g: Group, meth, name: str, base: str, hp: dict, n: int):
     from jaxaudit.train import stack
     return stack([g.params] * n), 0.0
   params = jax.block_until_ready(unlearn_lib.run_method(
-      meth, g.params, g.model, g.unlearn_data, g.method_key(base), seeds=list(range(1, n + 1))))
+      meth, g.params, g.model, g.unlearn_data_for(base), g.method_key(base),
+      seeds=list(range(1, n + 1))))
   wall = time.time() - t0
   checkpoint.save_checkpoint(path, params, workdir_lib.checkpoint_meta(
       g.cfg, g.dataset, g.split, 'unlearned_group', ensemble_size=n, method=method,

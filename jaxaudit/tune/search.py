@@ -19,7 +19,8 @@ A text workdir (``dataset = 'text:...'``) tunes language-model methods
 token NLL (:mod:`jaxaudit.tune.objective`), the reference is WORKDIR/models/retrain (the base
 LM fine-tuned on Dr, made by ``jaxaudit train``) or else ``lm_retrain``'s, and the trials see
 the data ``jaxaudit unlearn`` gives (:func:`jaxaudit.pipeline.unlearn_data`: the base LM, the
-refusal answer). Retraining methods (``retrain``, ``lm_retrain``, ...) are refused.
+refusal answer). Retraining methods (``retrain``, ``lm_retrain``, ...) are refused, except
+warm-start fine-tuning (``TUNABLE_RETRAINING``).
 
 Storage: ``WORKDIR/tuning/optuna.journal`` (Optuna's journal file: every finished trial is
 appended, so an interrupted search resumes where it stopped; the study of a method is named
@@ -80,6 +81,10 @@ def _bar(done: int, total: int, width: int = 20) -> str:
 
 # Retraining methods registered outside the 'retraining' family: refused like it.
 OTHER_RETRAINING = ('lm_retrain',)
+# Retraining-family methods with settings to search: warm-start fine-tuning never saw Du, but
+# its learning rate and epochs decide how close to the retrain it ends (the pretrained model
+# it starts from is WORKDIR/models/pretrained, :func:`jaxaudit.pipeline.pretrained_checkpoint`).
+TUNABLE_RETRAINING = ('warmstart_finetune',)
 
 
 def retrain_method(config) -> str:
@@ -151,7 +156,8 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   plans = {}
   for m in methods:     # every method checked before any work
     meth = unlearn_lib.get_method(m)
-    if meth.family == 'retraining' or m in OTHER_RETRAINING or meth.output != 'single':
+    if ((meth.family == 'retraining' and m not in TUNABLE_RETRAINING) or m in OTHER_RETRAINING
+        or meth.output != 'single'):
       kind = 'retraining' if m in OTHER_RETRAINING else meth.family
       raise ConfigError(f'{m} is a {kind} method with nothing to tune against the retrain')
     if text != (meth.family == LM_FAMILY):
@@ -168,7 +174,10 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   model, params, _ = checkpoint.restore_model(orig, expect=pipeline.expected_meta(config, dataset,
                                                                                    split))
   ref_params, ref_path = _reference(config, workdir, log)
-  data = pipeline.unlearn_data(config, dataset, split, workdir, log=log)
+  init = (pipeline.load_init_params(config, dataset, split,
+                                   pipeline.pretrained_checkpoint(config, workdir, log=log))
+          if set(plans) & set(pipeline.WARM_START_METHODS) else None)
+  data = pipeline.unlearn_data(config, dataset, split, workdir, init_params=init, log=log)
   ref = objective_lib.metrics(model, ref_params, data, seed=seed)
   log(f'[tune] reference {ref_path}: ' + ', '.join(f'{k} {v:.3f}' for k, v in ref._asdict().items()))
   os.makedirs(os.path.join(workdir, TUNE_DIR), exist_ok=True)

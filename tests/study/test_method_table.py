@@ -48,19 +48,21 @@ def test_table_uses_the_last_row_of_each_method(tmp_path):
   assert 'needs SISA original' in table
 
 
-def test_pretrain_records_never_touch_d(digits, digits_split):
-  idx, source = cli_methods.pretrain_records(digits, digits_split, 'auto', None, 0)
-  assert source == 'ref'   # digits' pool is D ∪ D_ref: nothing unused
-  assert not np.intersect1d(idx, digits_split.train).size
-  assert set(idx.tolist()) <= set(digits_split.ref.tolist())
+def test_pretrain_records_never_touch_du(digits, digits_split):
+  from jaxaudit.pipeline import pretrain_records
+  idx, source = pretrain_records(digits, digits_split, 'auto', None, 0)
+  assert source == 'retain'   # digits' pool is D ∪ D_ref: nothing unused, so Dr
+  np.testing.assert_array_equal(idx, np.sort(digits_split.retain))
+  idx, source = pretrain_records(digits, digits_split, 'ref', None, 0)
+  assert source == 'ref' and set(idx.tolist()) <= set(digits_split.ref.tolist())
 
   from jaxaudit.data import make_split
   small = make_split(digits, seed=0, ref_fraction=0.15, train_size=400, forget_size=40)
-  idx, source = cli_methods.pretrain_records(digits, small, 'auto', 100, 0)
+  idx, source = pretrain_records(digits, small, 'auto', 100, 0)
   assert source == 'unused' and idx.size == 100
   assert not np.intersect1d(idx, np.union1d(small.train, small.ref)).size
   with pytest.raises(ConfigError, match='pretrain_source'):
-    cli_methods.pretrain_records(digits, small, 'test', None, 0)
+    pretrain_records(digits, small, 'test', None, 0)
 
 
 @pytest.mark.slow
@@ -86,7 +88,7 @@ def test_cli_methods_end_to_end_and_resume(tmp_path):
   assert by['sisa']['status'] in ('skipped', 'ok')
   from jaxaudit import checkpoint
   meta = checkpoint.load_meta(os.path.join(workdir, 'models', 'pretrained'))
-  assert meta['kind'] == 'pretrained' and meta['pretrain_source'] == 'ref'
+  assert meta['kind'] == 'pretrained' and meta['pretrain_source'] == 'retain'
   assert open(os.path.join(workdir, cli_methods.TABLE_FILE)).read().strip() == table
   n = len(read_results(os.path.join(workdir, cli_methods.RESULTS_FILE)))
   logs.clear()
