@@ -41,15 +41,19 @@ flags.DEFINE_integer('max_records', 20, 'stream: largest user (records).')
 flags.DEFINE_bool('share_members', True, 'bank: the fresh verifiers are trained around the '
                   "bank's member reference (the two audits differ only in their verifiers); "
                   'false: the fresh audit draws its own member sample.')
+flags.DEFINE_bool('fresh_twice', False, 'bank: also audit with a second set of fresh verifiers '
+                  '(another verifier seed): the agreement verifier noise alone leaves.')
 flags.DEFINE_string('workdir', 'runs/streams', 'Where results go.')
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   script.check_main_args(argv, FLAGS)
-  kw = dict(share_members=FLAGS.share_members) if FLAGS.kind == 'bank' else dict(retrains=FLAGS.retrains,
-                                           per_retrain=FLAGS.per_retrain,
-                                           max_records=FLAGS.max_records)
+  if FLAGS.kind == 'bank':
+    kw = dict(share_members=FLAGS.share_members, fresh_twice=FLAGS.fresh_twice)
+  else:
+    kw = dict(retrains=FLAGS.retrains, per_retrain=FLAGS.per_retrain,
+              max_records=FLAGS.max_records)
   table = streams.run(FLAGS.kind, FLAGS.data, FLAGS.workdir, draws=FLAGS.draws,
                       first_draw=FLAGS.first_draw, model=FLAGS.model,
                       train_size=FLAGS.train_size, bank_size=FLAGS.bank_size, data_dir=SHARED,

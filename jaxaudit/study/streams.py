@@ -43,14 +43,21 @@ def _train(net, ds, recipe, subset, seed: int):
   return params, time.time() - t0
 
 
+# Added to the audit seed for the second set of fresh verifiers (``fresh_twice``).
+SECOND_VERIFIER_SEED = 7919
+
+
 def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: int = 64,
-              share_members: bool = True,
+              share_members: bool = True, fresh_twice: bool = False,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """One request audited with fresh verifiers and with a bank (module docstring).
 
   ``share_members``: the fresh verifiers are trained around the bank's member
   reference (``audit(member_reference=)``), so that the two audits differ only
   in their verifiers; False: the fresh audit draws its own member sample.
+  ``fresh_twice``: also audits with a second set of K fresh verifiers (another
+  verifier seed, the same member reference, D_ref sample and views) — mode
+  ``fresh2``, the agreement that verifier noise alone leaves between two audits.
 
   Returns:
     dict(draw, sizes, retrain_s (a warm retrain), bank_s (building the bank),
@@ -75,11 +82,20 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
   audit(targets['original'], ds, split, verifier_model=net, recipe=recipe, settings=s, bank=bank,
         bank_cache=cache)
   results: dict[str, dict] = {}
+  modes = ('bank', 'fresh') + (('fresh2',) if fresh_twice else ())
+  second = None
+  if fresh_twice:
+    from jaxaudit.audit.verifiers import get_verifiers
+    vrecipe = (recipe.replace(epochs=int(s.verifier_epochs)) if s.verifier_epochs else recipe)
+    second = get_verifiers(net, ds, split, vrecipe, num_verifiers=s.num_verifiers,
+                           ratio=s.ratios[0], member_sample=s.member_sample,
+                           seed=s.seed + SECOND_VERIFIER_SEED, members=members)
   for name, tgt in targets.items():
     results[name] = {}
-    for mode in ('bank', 'fresh'):
+    for mode in modes:
       t0 = time.time()
       kw = (dict(bank=bank, bank_cache=cache) if mode == 'bank' else
+            dict(verifiers=second) if mode == 'fresh2' else
             dict(member_reference=members) if share_members else {})
       res = audit(tgt, ds, split, verifier_model=net, recipe=recipe, settings=s, **kw)
       results[name][mode] = dict(decision=res.decision, direction=res.direction,
@@ -90,7 +106,8 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
                                 for t, v in results.items()))
   return dict(kind='bank', draw=r, sizes=dict(train=len(split.train), forget=len(split.forget)),
               retrain_s=retrain_s, bank_s=bank_s, bank_size=bank_size,
-              share_members=bool(share_members), results=results)
+              share_members=bool(share_members), fresh_twice=bool(fresh_twice),
+              results=results)
 
 
 def _peer_scores(sc: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,6 +242,18 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
                for m in ('bank', 'fresh')]
       lines.append(f'| {t} | {agree}/{n} | {cells[0]} | {cells[1]} | {walls[0]:.2f} | '
                    f'{walls[1]:.2f} |')
+    twice = [r for r in bank_rows if all('fresh2' in r['results'][t] for t in r['results'])]
+    if twice:
+      m = len(twice)
+      lines += ['', f'Verifier noise alone ({m} draws with a second set of fresh verifiers: '
+                'another verifier seed, the same member reference, D_ref sample and views):', '',
+                '| target | fresh vs fresh | bank vs fresh | bank vs fresh (2nd set) |',
+                '|---|---|---|---|']
+      for t in ('retrain', 'original'):
+        same = lambda a, b: sum(r['results'][t][a]['decision'] == r['results'][t][b]['decision']
+                                for r in twice)
+        lines.append(f'| {t} | {same("fresh", "fresh2")}/{m} | {same("bank", "fresh")}/{m} | '
+                     f'{same("bank", "fresh2")}/{m} |')
     ret = np.median([r['retrain_s'] for r in bank_rows])
     b = np.median([r['results'][t]['bank']['wall_s'] for r in bank_rows for t in ('retrain',
                                                                                    'original')])

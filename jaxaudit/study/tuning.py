@@ -31,6 +31,7 @@ def tune_entry(config, entry: str, workdir: str, *, methods: Sequence[str], seed
   """
   from jaxaudit import pipeline, tune
   from jaxaudit.study import cells as cells_lib
+  from jaxaudit.tune.search import TUNABLE_RETRAINING
   if int(seed) in cells_lib.as_list(config.seeds, int):
     raise ConfigError(f'seed {seed} is one of the reported seeds {config.seeds}: tune on a '
                       'development seed that the sweep does not report')
@@ -51,6 +52,7 @@ def tune_entry(config, entry: str, workdir: str, *, methods: Sequence[str], seed
     except ConfigError:
       log(f'[tune] {m}: nothing to tune, kept at its defaults')
       continue
-    if meth.family != 'retraining' and meth.output == 'single':
+    if ((meth.family != 'retraining' or m in TUNABLE_RETRAINING)
+        and meth.output == 'single'):
       names.append(m)
   return tune.run_tuning(cfg, workdir, names, trials=trials, seed=sampler_seed, log=log)

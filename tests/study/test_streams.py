@@ -17,10 +17,13 @@ def test_bank_and_stream_draws_summarise(digits, tmp_path):
   recipe = Recipe(epochs=4, batch_size=64, learning_rate=2e-3)
   split_kw = dict(ref_fraction=0.3, forget_fraction=0.1)
   settings = AuditSettings(num_verifiers=3, ref_sample=300, member_sample=150, test_sample=200)
-  b = streams.bank_draw(0, digits, net, recipe, split_kw, settings, bank_size=10)
+  b = streams.bank_draw(0, digits, net, recipe, split_kw, settings, bank_size=10,
+                        fresh_twice=True)
   assert set(b['results']) == {'retrain', 'original'}
   for t in b['results'].values():
-    assert set(t) == {'bank', 'fresh'} and all(v['wall_s'] > 0 for v in t.values())
+    assert set(t) == {'bank', 'fresh', 'fresh2'} and all(v['wall_s'] > 0 for v in t.values())
+    # Same member reference; the second verifier set is another one.
+    assert t['fresh']['member_auc'] != t['fresh2']['member_auc']
   s = streams.stream_draw(0, digits, net, recipe, split_kw,
                           StreamSettings(ref_sample=300, member_sample=150, bucket=8),
                           bank_size=10, retrains=2, per_retrain=4, max_records=6,
@@ -32,6 +35,7 @@ def test_bank_and_stream_draws_summarise(digits, tmp_path):
   assert np.all((arr['p_h0'] > 0) & (arr['p_h0'] <= 1))
   text = streams.summarise([b, s])
   assert 'Bank vs fresh' in text and 'Stream verdicts' in text and 'LiRA offline' in text
+  assert '| fresh vs fresh |' in text
 
 
 @pytest.mark.slow   # study plumbing (~31 s)
