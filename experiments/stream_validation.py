@@ -3,6 +3,12 @@
   # bank vs fresh verifiers on one |Du| = 500 request, 50 draws (MNIST MLP, |D| = 10k):
   python experiments/stream_validation.py --kind=bank --data=mnist --draws=50 --first_draw=100 \
       --workdir=runs/streams_mnist
+  # ... with a second set of fresh verifiers (the agreement verifier noise alone leaves),
+  # and with K = 8 verifiers in both audits:
+  python experiments/stream_validation.py --kind=bank --data=mnist --draws=30 --first_draw=200 \
+      --fresh_twice --workdir=runs/streams_fresh_twice
+  python experiments/stream_validation.py --kind=bank --data=mnist --draws=30 --first_draw=200 \
+      --fresh_twice --num_verifiers=8 --workdir=runs/streams_k8
   # stream verdicts of users of 1-20 records, honest models and the original, with the
   # per-record comparison against LiRA-offline and RMIA-offline:
   python experiments/stream_validation.py --kind=stream --data=mnist --draws=2 --first_draw=100 \
@@ -43,6 +49,7 @@ flags.DEFINE_bool('share_members', True, 'bank: the fresh verifiers are trained 
                   'false: the fresh audit draws its own member sample.')
 flags.DEFINE_bool('fresh_twice', False, 'bank: also audit with a second set of fresh verifiers '
                   '(another verifier seed): the agreement verifier noise alone leaves.')
+flags.DEFINE_integer('num_verifiers', None, 'bank: K of both audits (default: the audit\'s, 4).')
 flags.DEFINE_string('workdir', 'runs/streams', 'Where results go.')
 FLAGS = flags.FLAGS
 
@@ -57,6 +64,7 @@ def main(argv):
   table = streams.run(FLAGS.kind, FLAGS.data, FLAGS.workdir, draws=FLAGS.draws,
                       first_draw=FLAGS.first_draw, model=FLAGS.model,
                       train_size=FLAGS.train_size, bank_size=FLAGS.bank_size, data_dir=SHARED,
+                      num_verifiers=FLAGS.num_verifiers,
                       log=lambda s: print(s, flush=True), **kw)
   print(table)
 

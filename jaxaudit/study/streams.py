@@ -107,7 +107,7 @@ def bank_draw(r: int, ds, net, recipe, split_kw: dict, settings, *, bank_size: i
   return dict(kind='bank', draw=r, sizes=dict(train=len(split.train), forget=len(split.forget)),
               retrain_s=retrain_s, bank_s=bank_s, bank_size=bank_size,
               share_members=bool(share_members), fresh_twice=bool(fresh_twice),
-              results=results)
+              num_verifiers=int(s.num_verifiers), results=results)
 
 
 def _peer_scores(sc: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -227,7 +227,8 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
   bank_rows = [r for r in rows if r.get('kind') == 'bank']
   if bank_rows:
     n = len(bank_rows)
-    lines += [f'## Bank vs fresh verifiers ({n} draws)', '',
+    ks = sorted({r.get('num_verifiers', 4) for r in bank_rows})
+    lines += [f'## Bank vs fresh verifiers ({n} draws, K = {", ".join(map(str, ks))})', '',
               '| target | decision agreement | not_forgotten (bank) | not_forgotten (fresh) | '
               'audit s (bank) | audit s (fresh) |', '|---|---|---|---|---|---|']
     for t in ('retrain', 'original'):
@@ -304,8 +305,12 @@ def summarise(rows: Sequence[dict], alpha: float = 0.05) -> str:
 
 def run(kind: str, data: str, workdir: str, *, draws: int, first_draw: int = 0,
         model: str | None = None, train_size: int | None = None, bank_size: int = 64,
-        data_dir: str = '', log: Callable[[str], None] = print, **kw) -> str:
-  """Runs (or resumes) draws of ``kind`` ('bank', 'stream' or 'curve'); returns the summary."""
+        data_dir: str = '', num_verifiers: int | None = None,
+        log: Callable[[str], None] = print, **kw) -> str:
+  """Runs (or resumes) draws of ``kind`` ('bank', 'stream' or 'curve'); returns the summary.
+
+  ``num_verifiers``: K of the bank study's audits (default: the audit's).
+  """
   from jaxaudit.audit import AuditSettings
   from jaxaudit.audit.stream import StreamSettings
   from jaxaudit.study.validation import setup
@@ -318,8 +323,9 @@ def run(kind: str, data: str, workdir: str, *, draws: int, first_draw: int = 0,
     if r in done:
       continue
     if kind == 'bank':
-      row = bank_draw(r, ds, net, recipe, split_kw, AuditSettings(), bank_size=bank_size,
-                      log=log, **kw)
+      settings = (AuditSettings(num_verifiers=int(num_verifiers)) if num_verifiers else
+                  AuditSettings())
+      row = bank_draw(r, ds, net, recipe, split_kw, settings, bank_size=bank_size, log=log, **kw)
     elif kind == 'curve':
       row = curve_draw(r, ds, net, recipe, split_kw, bank_size=bank_size, log=log)
     else:
