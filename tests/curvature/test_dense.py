@@ -14,9 +14,11 @@ from jaxaudit import curvature
 BATCH, DIM = 5, 7
 
 
-def _spd(key, batch=BATCH, dim=DIM):
-  a = jax.random.normal(key, (batch, dim, dim), jnp.float64)
-  return a @ jnp.swapaxes(a, -1, -2) + dim * jnp.eye(dim, dtype=jnp.float64)
+def _problem(seed: int):
+  """(BATCH, DIM, DIM) SPD matrices and (BATCH, DIM) right-hand sides, float64."""
+  a = jax.random.normal(jax.random.key(seed), (BATCH, DIM, DIM), jnp.float64)
+  H = a @ jnp.swapaxes(a, -1, -2) + DIM * jnp.eye(DIM, dtype=jnp.float64)
+  return H, jax.random.normal(jax.random.key(seed + 1), (BATCH, DIM), jnp.float64)
 
 
 def _lapack_batch_dims(lowered_text: str) -> list[int]:
@@ -30,8 +32,7 @@ def _lapack_batch_dims(lowered_text: str) -> list[int]:
 def test_vmap_equals_numpy_and_calls_lapack_one_matrix_at_a_time(x64, name):
   del x64
   fn = getattr(curvature, name)
-  H = _spd(jax.random.key(0))
-  g = jax.random.normal(jax.random.key(1), (BATCH, DIM), jnp.float64)
+  H, g = _problem(0)
   program = jax.jit(jax.vmap(fn))
   out = np.asarray(program(H, g))
   np.testing.assert_allclose(out, np.linalg.solve(np.asarray(H), np.asarray(g)[..., None])[..., 0],
@@ -40,7 +41,8 @@ def test_vmap_equals_numpy_and_calls_lapack_one_matrix_at_a_time(x64, name):
     # A batched LAPACK call (num_batch_dims > 0) is what deadlocked jaxlib 0.10's pool.
     assert set(_lapack_batch_dims(program.lower(H, g).as_text())) == {0}
   # Nested vmap with a shared matrix and a batch of right-hand sides.
-  nested = jax.vmap(jax.vmap(fn, in_axes=(None, 0)), in_axes=(None, 0))(H[0], g.reshape(BATCH, 1, DIM))
+  nested = jax.vmap(jax.vmap(fn, in_axes=(None, 0)), in_axes=(None, 0))(
+      H[0], g.reshape(BATCH, 1, DIM))
   np.testing.assert_allclose(np.asarray(nested[:, 0]),
                              np.linalg.solve(np.asarray(H[0]), np.asarray(g).T).T, rtol=1e-10)
 
@@ -49,8 +51,7 @@ def test_vmap_equals_numpy_and_calls_lapack_one_matrix_at_a_time(x64, name):
 def test_gradients_match_jnp_linalg_solve(x64, name):
   del x64
   fn = getattr(curvature, name)
-  H = _spd(jax.random.key(2))
-  g = jax.random.normal(jax.random.key(3), (BATCH, DIM), jnp.float64)
+  H, g = _problem(2)
 
   def loss(solver, H, g):
     return jnp.sum(jnp.sin(jax.vmap(solver)(H, g)))
