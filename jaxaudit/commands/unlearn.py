@@ -25,7 +25,9 @@ flags.DEFINE_string('name', None, 'Checkpoint name under models/unlearned (defau
 flags.DEFINE_bool('overwrite', False, 'Replace models/unlearned/NAME even if jaxaudit did not '
                   'write it.')
 flags.DEFINE_string('init_checkpoint', None, 'Checkpoint of the same model that never saw Du '
-                    '(warmstart_retrain / warmstart_finetune), e.g. one trained on public data.')
+                    '(warmstart_retrain / warmstart_finetune), e.g. one trained on public data; '
+                    'default WORKDIR/models/pretrained, trained on first use on pool records '
+                    'outside D and D_ref (else Dr).')
 FLAGS = flags.FLAGS
 
 
