@@ -136,10 +136,23 @@ def pretrained_checkpoint(config, workdir: str, *, epochs: int | None = None,
   The config's model trained on :func:`pretrain_records` (records outside Du;
   by default unused pool records, else Dr) for ``epochs`` (default the recipe's),
   with its own key; reused when it exists. Returns the checkpoint path.
+
+  Raises:
+    ConfigError: the existing model was made with other ``epochs``/``source`` than
+      asked for explicitly (it is not replaced: unlearned models may start from it).
   """
   path = os.path.join(workdir, 'models', PRETRAINED_DIR)
   if checkpoint.exists(path):
-    log(f'[pretrained] reusing {path}')
+    meta = checkpoint.load_meta(path)
+    asked = dict(pretrain_epochs=int(epochs) if epochs else None,
+                 pretrain_source=None if source == 'auto' else source)
+    clash = [f'{k} {meta.get(k)!r} (asked: {v!r})' for k, v in asked.items()
+             if v is not None and meta.get(k) != v]
+    if clash:
+      raise ConfigError(f'{path} was made with other settings ({"; ".join(clash)}); use '
+                        'another --workdir, or the settings it was made with')
+    log(f'[pretrained] reusing {path} ({meta.get("pretrain_records")} '
+        f'{meta.get("pretrain_source")} records, {meta.get("pretrain_epochs")} epochs)')
     return path
   dataset, split = prepare(config, workdir, lambda s: None)
   idx, used = pretrain_records(dataset, split, source, size, int(config.seed))

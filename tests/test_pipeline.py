@@ -15,7 +15,7 @@ from jaxaudit.audit import AuditSettings, Target, audit
 from jaxaudit.commands.default_config import get_config
 from jaxaudit.configs import recipe_from_config
 from jaxaudit.data import make_split
-from jaxaudit.errors import AuditError, CheckpointError, SplitError
+from jaxaudit.errors import AuditError, CheckpointError, ConfigError, SplitError
 from jaxaudit.train import predict_logits
 
 
@@ -224,6 +224,11 @@ def test_warm_start_methods_start_from_a_pretrained_model_that_never_saw_du(work
   pipeline.run_unlearn(c, workdir, 'warmstart_retrain', log=logs.append)
   assert any('[pretrained] reusing' in l for l in logs)
   assert not any('[pretrained] training' in l for l in logs)
+  # Asked for explicitly, other settings are refused, never silently reused or replaced.
+  with pytest.raises(ConfigError, match='other settings.*pretrain_epochs'):
+    pipeline.pretrained_checkpoint(c, workdir, epochs=meta['pretrain_epochs'] + 1)
+  assert pipeline.pretrained_checkpoint(c, workdir, epochs=meta['pretrain_epochs'],
+                                        source=meta['pretrain_source'], log=logs.append) == pre
 
 
 def test_warm_start_finetuning_is_tuned_from_the_pretrained_model(workdir):

@@ -63,7 +63,7 @@ def bench_methods(cfg, workdir: str, *, methods: Sequence[str] = (), sisa_shards
   model, params, _ = checkpoint.restore_model(os.path.join(workdir, 'models', 'original'))
   pre = pipeline.pretrained_checkpoint(cfg, workdir, epochs=pretrain_epochs,
                                       log=lambda s: None)
-  _, init_params, _ = checkpoint.restore_model(pre)
+  init_params = pipeline.load_init_params(cfg, ds, split, pre)
   recipe = recipe_from_config(cfg)
   data = make_unlearn_data(ds, split, recipe, init_checkpoint_params=init_params)
   sisa_state = None
