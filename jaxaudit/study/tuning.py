@@ -31,7 +31,7 @@ def tune_entry(config, entry: str, workdir: str, *, methods: Sequence[str], seed
   """
   from jaxaudit import pipeline, tune
   from jaxaudit.study import cells as cells_lib
-  from jaxaudit.tune.search import TUNABLE_RETRAINING
+  from jaxaudit.tune.search import searchable
   if int(seed) in cells_lib.as_list(config.seeds, int):
     raise ConfigError(f'seed {seed} is one of the reported seeds {config.seeds}: tune on a '
                       'development seed that the sweep does not report')
@@ -52,7 +52,6 @@ def tune_entry(config, entry: str, workdir: str, *, methods: Sequence[str], seed
     except ConfigError:
       log(f'[tune] {m}: nothing to tune, kept at its defaults')
       continue
-    if ((meth.family != 'retraining' or m in TUNABLE_RETRAINING)
-        and meth.output == 'single'):
+    if searchable(m, meth):
       names.append(m)
   return tune.run_tuning(cfg, workdir, names, trials=trials, seed=sampler_seed, log=log)

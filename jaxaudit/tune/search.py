@@ -87,6 +87,13 @@ OTHER_RETRAINING = ('lm_retrain',)
 TUNABLE_RETRAINING = ('warmstart_finetune',)
 
 
+def searchable(name: str, meth) -> bool:
+  """Whether ``meth`` (the registry's ``name``) can be tuned against the retrain: one model
+  out, and not a retraining method (warm-start fine-tuning excepted)."""
+  return (meth.output == 'single' and name not in OTHER_RETRAINING
+          and (meth.family != 'retraining' or name in TUNABLE_RETRAINING))
+
+
 def retrain_method(config) -> str:
   """The method that makes the reference when WORKDIR/models/retrain is missing: ``retrain``
   (from scratch on Dr), or for a text workdir ``lm_retrain`` (the base LM fine-tuned on Dr,
@@ -156,8 +163,7 @@ def run_tuning(config, workdir: str, methods: Sequence[str], *, trials: int = 20
   plans = {}
   for m in methods:     # every method checked before any work
     meth = unlearn_lib.get_method(m)
-    if ((meth.family == 'retraining' and m not in TUNABLE_RETRAINING) or m in OTHER_RETRAINING
-        or meth.output != 'single'):
+    if not searchable(m, meth):
       kind = 'retraining' if m in OTHER_RETRAINING else meth.family
       raise ConfigError(f'{m} is a {kind} method with nothing to tune against the retrain')
     if text != (meth.family == LM_FAMILY):

@@ -22,8 +22,7 @@ def _tunable_spaces():
   from jaxaudit.tune import search
   for name in unlearn.method_names():
     meth = unlearn.get_method(name)
-    if ((meth.family == 'retraining' and name not in search.TUNABLE_RETRAINING)
-        or name in search.OTHER_RETRAINING or meth.output != 'single'):
+    if not search.searchable(name, meth):
       continue
     try:
       yield name, meth, spaces.space(name, meth.hparams)
