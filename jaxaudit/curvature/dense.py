@@ -48,12 +48,8 @@ def _spd_solve(H, g):
   return jsp.linalg.cho_solve(jsp.linalg.cho_factor(H), g)
 
 
-def _solve(A, b):
-  return jnp.linalg.solve(A, b)
-
-
 _spd_solve_serial = _serial_batching(_spd_solve)
-_solve_serial = _serial_batching(_solve)
+_solve_serial = _serial_batching(jnp.linalg.solve)
 
 
 def spd_solve(H: jax.Array, g: jax.Array) -> jax.Array:
