@@ -88,6 +88,7 @@ class Group:
     self.retrain_flops = cost_lib.train_flops(self.flops, len(self.split.retain),
                                               self.recipe.epochs)
     self._unlearn_data = None
+    self._warm_start_data = None
     self.memo = {}
     self.setup_s = time.time() - t0
 
@@ -128,9 +129,12 @@ class Group:
     from jaxaudit import pipeline
     if method not in pipeline.WARM_START_METHODS:
       return self.unlearn_data
-    path = pipeline.pretrained_checkpoint(self.cfg, self.wd, log=self.log)
-    return self.unlearn_data._replace(init_checkpoint_params=pipeline.load_init_params(
-        self.cfg, self.dataset, self.split, path))
+    if self._warm_start_data is None:    # loaded once per group (U-LiRA calls this per model)
+      path = pipeline.pretrained_checkpoint(self.cfg, self.wd, log=self.log)
+      self._warm_start_data = self.unlearn_data._replace(
+          init_checkpoint_params=pipeline.load_init_params(self.cfg, self.dataset, self.split,
+                                                           path))
+    return self._warm_start_data
 
   def method_key(self, method: str):
     """The PRNG key of ``method`` in this workdir (the unlearn key folded with its name)."""
