@@ -35,6 +35,8 @@ flags.DEFINE_list('methods', None, "LM unlearning methods applied to M (default:
 flags.DEFINE_string('tuned_from', '', 'A workdir where `jaxaudit tune` ran on this corpus '
                     "config: every method runs at the settings chosen there ('': the "
                     'published defaults).')
+flags.DEFINE_float('utility_ratio', None, "The utility test's reference models train on this "
+                   "fraction of Dr (0: the verifiers; default: the config's).")
 FLAGS = flags.FLAGS
 
 
@@ -44,6 +46,8 @@ def main(argv):
   cfg = make(FLAGS.corpus)
   if FLAGS.methods:
     cfg = dataclasses.replace(cfg, methods=tuple(FLAGS.methods))
+  if FLAGS.utility_ratio is not None:
+    cfg = dataclasses.replace(cfg, utility_ratio=FLAGS.utility_ratio)
   table = llm.run(cfg, FLAGS.workdir, draws=FLAGS.draws,
                   first_draw=FLAGS.first_draw, data_dir=SHARED, tuned_from=FLAGS.tuned_from,
                   log=lambda s: print(s, flush=True))

@@ -23,6 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxaudit import cli, distributed
+from jaxaudit.commands import common
 from jaxaudit.study import cost, executors, script, sweep, tables
 
 FLAGS = flags.FLAGS
@@ -51,10 +52,13 @@ def define_flags() -> None:
                        '1); N > 1 writes RESULTS.pI-of-N shards.')
   # --distributed=on: the processes form one JAX job and run every cell together (a TPU slice).
   distributed.define_flags(default_mode='off')
+  # The persistent XLA cache: this process and every Ray actor load what was compiled before.
+  common.define_compilation_cache()
 
 
 def main(argv):
   script.check_main_args(argv, FLAGS, ('config', 'workdir'))
+  common.start_compilation_cache()
   results = FLAGS.results or os.path.join(FLAGS.workdir, 'results.jsonl')
   options = dict(address=FLAGS.ray_address, workers=FLAGS.ray_workers,
                  cpus_per_worker=FLAGS.ray_cpus_per_worker,

@@ -273,5 +273,12 @@ def enable_persistent_cache(path: str | None = None) -> str | None:
   return path
 
 
+def enabled_cache_dir() -> str | None:
+  """The persistent cache directory this process enabled (:func:`enable_persistent_cache`),
+  or None."""
+  return _enabled_path
+
+
 __all__ = ['BACKEND_COMPILE_EVENT', 'CompilationCount', 'count_compilations', 'bucket_size',
-           'default_cache_dir', 'enable_persistent_cache', 'cache_disabled_by_env']
+           'default_cache_dir', 'enable_persistent_cache', 'enabled_cache_dir',
+           'cache_disabled_by_env']

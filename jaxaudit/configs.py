@@ -85,6 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
   # The record statistics of the ignorance test (jaxaudit.audit.evidence), comma-separated,
   # 'exact' first; 'default' is decision.DEFAULT_STATISTICS.
   c.audit.statistics = 'default'
+  # The utility test's reference (jaxaudit.audit.AuditSettings.utility_ratio): 0 = the
+  # verifiers; r in (subset_ratio, 1) = utility_models models trained on r of Dr.
+  c.audit.utility_ratio = 0.0
+  c.audit.utility_models = 2
   # Members of the verifier bank (WORKDIR/bank) used by `audit --bank` and `audit --requests`.
   c.audit.bank_size = 64
   # SISA (Bourtoule et al. 2021; jaxaudit.train.sisa). With shards > 0,
@@ -143,7 +147,7 @@ def validate_config(cfg: ml_collections.ConfigDict, *, training: bool = False) -
   for name in ('train_size', 'forget_size', 'test_size'):
     if split.get(name) is not None:
       _int_field(split.get(name), f'split.{name}', 1)
-  for name in ('num_verifiers', 'ref_sample', 'member_sample', 'test_sample'):
+  for name in ('num_verifiers', 'ref_sample', 'member_sample', 'test_sample', 'utility_models'):
     if audit.get(name) is not None:
       _int_field(audit.get(name), f'audit.{name}', 0)
   if audit.get('verifier_epochs') is not None:
@@ -296,6 +300,8 @@ def audit_settings(config):
       member_sample=int(a.get('member_sample', 1000)),
       test_sample=int(a.get('test_sample', 2000)),
       verifier_epochs=a.get('verifier_epochs'), seed=int(a.get('seed', config.seed)),
+      utility_ratio=float(a.get('utility_ratio', 0.0)),
+      utility_models=int(a.get('utility_models', 2)),
       test=TestSettings(alpha=float(a.get('alpha', 0.05)), fdr=float(a.get('fdr', 0.05)),
                         **_statistics(a.get('statistics', 'default'))))
 

@@ -14,13 +14,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxaudit import checkpoint
+from tests.cli_runner import run_cli
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', 'jaxaudit', 'commands',
                       'default_config.py') + ':tiny'
@@ -28,10 +27,7 @@ C = f'--config={os.path.abspath(CONFIG.split(":")[0])}:tiny'
 
 
 def cli(args, cwd, timeout=300):
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=timeout, env=env,
-                        errors='replace')
+  return run_cli(args, cwd, timeout=timeout)
 
 
 def tree_hash(root: str) -> str:
@@ -200,6 +196,9 @@ CASES = [
     ('audit_unknown_statistic', ['audit', f'--workdir={W}', '--target=retrain',
                                  '--config.audit.statistics=exact,bogus'], _nothing,
      r'statistics must be'),
+    ('audit_utility_ratio_below_verifiers', ['audit', f'--workdir={W}', '--target=retrain',
+                                             '--config.audit.utility_ratio=0.1'], _nothing,
+     r'utility_ratio must be 0 \(off\) or in \(0\.15, 1\)'),
     ('orbax_file_deleted', ['audit', f'--workdir={W}', '--target=original'], _delete_data_file,
      r'checkpoint'),
     ('results_garbage_middle', ['report', '--results={T}/results.jsonl', '--out={T}/rep'],

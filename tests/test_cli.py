@@ -2,21 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxaudit import cli
+from tests.cli_runner import run_cli
 
 TINY = '--config=' + os.path.abspath(os.path.join(
     os.path.dirname(__file__), '..', 'jaxaudit', 'commands', 'default_config.py')) + ':tiny'
 
 
 def run(args, cwd):
-  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300)
+  return run_cli(args, cwd)
 
 
 def test_top_level_help_lists_every_command(tmp_path):

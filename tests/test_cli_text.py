@@ -3,19 +3,18 @@ log-prob file of a model the user runs themselves (issue 14, item 6)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from tests.cli_runner import run_cli
 
 CONFIG = '--config=' + os.path.abspath(os.path.join(
     os.path.dirname(__file__), '..', 'experiments', 'configs', 'lm_synthetic.py')) + ':tiny'
 
 
 def run(args, cwd):
-  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=600)
+  return run_cli(args, cwd, timeout=600)
 
 
 def test_text_workdir_and_token_logprob_file(tmp_path):

@@ -1,9 +1,8 @@
+
 """End to end through the library entry points and the CLI, on embedded digits."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from jaxaudit.configs import recipe_from_config
 from jaxaudit.data import make_split
 from jaxaudit.errors import AuditError, CheckpointError, ConfigError, SplitError
 from jaxaudit.train import predict_logits
+from tests.cli_runner import run_cli
 
 
 def tiny_config():
@@ -159,8 +159,7 @@ def test_bad_audit_inputs(workdir, tmp_path, digits):
 
 
 def _cli(*args, cwd=None):
-  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *args], capture_output=True,
-                        text=True, cwd=cwd, timeout=600)
+  return run_cli(args, cwd or os.getcwd(), timeout=600)
 
 
 def test_config_hparams_precedence():

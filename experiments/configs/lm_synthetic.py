@@ -29,6 +29,7 @@ def get_config(arg: str = 'local'):
   c.text.forget_groups = 20
   c.audit.member_sample = 500
   c.audit.test_sample = 500
+  c.audit.utility_ratio = 0.5     # the utility test against models on half of Dr
   c.unlearn.methods = 'lm_retrain,lm_finetune,lm_gradient_ascent,lm_npo'
   if arg == 'tiny':
     c.text.num_people = 40

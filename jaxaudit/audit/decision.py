@@ -596,11 +596,13 @@ def utility_test(u_target: np.ndarray, u_verifiers: np.ndarray, *, margin: float
 
   H0: E[u_Mu(x) − mean_k u_k(x)] ≥ −margin over records x of D_ref (an honest
   Mu, trained on all of Dr, is at least as useful on unseen records as models
-  trained on 15% of it). Paired by record, so the records' difficulty cancels.
+  trained on a part of it: the verifiers (15%), or the utility reference models
+  of ``AuditSettings.utility_ratio``). Paired by record, so the records'
+  difficulty cancels.
 
   Args:
     u_target: (n,) Mu's per-record utility (top-1 correctness; token accuracy).
-    u_verifiers: (K, n) the same for each verifier.
+    u_verifiers: (K, n) the same for each reference model (verifier or utility model).
     margin: tolerance in utility units.
     alpha: level.
   Returns:

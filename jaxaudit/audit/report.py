@@ -123,11 +123,13 @@ def _fmt(v, nd=3):
 
 
 def _utility_text(u: dict | None) -> str:
-  """' (Mu … vs verifiers …, difference … [lo, hi], one-sided p=…, level …)' or ''."""
+  """' (Mu … vs verifiers (or the utility models) …, difference … [lo, hi], one-sided
+  p=…, level …)' or ''."""
   if not u:
     return ''
   lo, hi = u['difference_ci']
-  return (f' (Mu {_fmt(u["mean_target"])} vs verifiers {_fmt(u["mean_verifiers"])}, difference '
+  ref = u.get('reference', 'verifiers')
+  return (f' (Mu {_fmt(u["mean_target"])} vs {ref} {_fmt(u["mean_verifiers"])}, difference '
           f'{_fmt(u["difference"])} [{_fmt(lo)}, {_fmt(hi)}], one-sided p={_fmt(u["p_value"])}, '
           f'level {u["alpha"]})')
 

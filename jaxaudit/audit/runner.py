@@ -58,6 +58,13 @@ class AuditSettings:
     test_sample: test records used for accuracies.
     verifier_epochs: epochs of the verifiers (default: the original recipe's).
     seed: seed of verifier subsets/keys, samples and noise.
+    utility_ratio: 0 (default): the utility test (:func:`jaxaudit.audit.decision.utility_test`)
+      compares Mu with the verifiers; in (max ratio, 1): with ``utility_models``
+      models trained on that fraction of Dr (an honest Mu, trained on all of Dr, is
+      expected to be at least as useful), which sees a utility loss down to that
+      level instead of the verifiers' (costs ``utility_models · utility_ratio`` of a
+      retrain more).
+    utility_models: how many models the utility reference averages (≥ 2).
     class_test: run the class-level test when Du holds every training record
       of some classes (see :mod:`jaxaudit.audit.decision`).
     test: the decision settings (α, FDR, power target, ...).
@@ -71,6 +78,8 @@ class AuditSettings:
   test_sample: int = 2000
   verifier_epochs: int | None = None
   seed: int = 0
+  utility_ratio: float = 0.0
+  utility_models: int = 2
   class_test: bool = True
   test: decision_lib.TestSettings = decision_lib.TestSettings()
 
@@ -82,6 +91,11 @@ class AuditSettings:
       raise AuditError(f'subset_ratio must be in (0, 1), got {self.subset_ratio}')
     if self.ref_sample < 2 or self.member_sample < 0 or self.test_sample < 1:
       raise AuditError('ref_sample must be >= 2, member_sample >= 0, test_sample >= 1')
+    if self.utility_ratio and not max(ratios) < self.utility_ratio < 1:
+      raise AuditError(f'utility_ratio must be 0 (off) or in ({max(ratios)}, 1) — above the '
+                       f'verifiers\' subset ratio — got {self.utility_ratio}')
+    if int(self.utility_models) < 2:
+      raise AuditError(f'utility_models must be >= 2, got {self.utility_models}')
 
   @property
   def ratios(self) -> tuple[float, ...]:
@@ -249,6 +263,7 @@ class Verifiers:
   candidates: list[VerifierSet]
   models_trained: int
   train_s: float
+  utility: VerifierSet | None = None
 
 
 @dataclasses.dataclass
@@ -261,11 +276,13 @@ class Queries:
       Mu's logits (A, n, C), verifier logits (A, K, n, C)).
     mem_matched: whether the member sample matches Du's class proportions.
     nonfinite: name -> number of records whose Mu outputs are NaN/inf.
+    utility_vs: the utility reference models (``AuditSettings.utility_ratio``), or None.
   """
   vs: VerifierSet
   sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
   mem_matched: bool
   nonfinite: dict[str, int]
+  utility_vs: VerifierSet | None = None
 
 
 class _Collapse(Exception):
@@ -362,7 +379,30 @@ def train_verifiers(p: Plan, verifier_model, settings: AuditSettings, *,
       candidates.append(vs)
       if memo is not None:
         memo[('verifiers', ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
-  return Verifiers(candidates, models_trained, sum(v.wall_time_s for v in candidates))
+  train_s = sum(v.wall_time_s for v in candidates)
+  utility = None
+  if settings.utility_ratio:
+    utility = _utility_models(p, verifier_model, settings, candidates[0].members, cache_dir,
+                              memo, log)
+    models_trained += 0 if utility.from_cache else utility.num_models
+    train_s += utility.wall_time_s
+  return Verifiers(candidates, models_trained, train_s, utility)
+
+
+def _utility_models(p: Plan, verifier_model, settings: AuditSettings, members: np.ndarray,
+                    cache_dir: str | None, memo: dict | None,
+                    log: Callable[[str], None]) -> VerifierSet:
+  """The utility reference: ``settings.utility_models`` models trained like the verifiers
+  on ``settings.utility_ratio`` of Dr (never on Du, D_ref or Mu's member reference)."""
+  if memo is not None and ('utility', settings.utility_ratio) in memo:
+    return memo[('utility', settings.utility_ratio)]
+  vs = get_verifiers(verifier_model, p.dataset, p.split, p.recipe,
+                     num_verifiers=settings.utility_models, ratio=settings.utility_ratio,
+                     seed=settings.seed + 104_729, cache_dir=cache_dir, loss=p.task.loss(),
+                     init=p.task.initial_params(), members=np.asarray(members), log=log)
+  if memo is not None:
+    memo[('utility', settings.utility_ratio)] = vs._replace(from_cache=True, wall_time_s=0.0)
+  return vs
 
 
 def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: AuditSettings, *,
@@ -408,7 +448,7 @@ def query(p: Plan, v: Verifiers, target: Target, verifier_model, settings: Audit
                                                         pseudo=name != 'forget', views=p.views,
                                                         cap=cap[name])))
   nonfinite = {k: int(task.nonfinite(tl).sum()) for k, (_, _, tl, _) in sets.items()}
-  return Queries(vs, sets, mem_matched, nonfinite)
+  return Queries(vs, sets, mem_matched, nonfinite, v.utility)
 
 
 def signals(p: Plan, q: Queries) -> dict[str, Signals]:
@@ -460,7 +500,30 @@ def accuracies(p: Plan, q: Queries, sig: dict[str, Signals], target: Target, ver
     acc['test_records'] = (np.asarray(u_target_test, np.float64),
                            np.asarray(u_verifiers_test, np.float64),
                            p.task.test_units(test_idx))
+  if q.utility_vs is not None and u_verifiers_test is not None:
+    _utility_reference(p, q, acc, verifier_model, settings, memo)
   return acc
+
+
+def _utility_reference(p: Plan, q: Queries, acc: dict, verifier_model, settings: AuditSettings,
+                       memo: dict | None) -> None:
+  """Adds the utility reference models' utilities: ``acc['utility_models']`` (reported:
+  ratio, mean utility per model on D_ref and test) and ``acc['utility_reference']``
+  ((U, n_ref), (U, n_test) per-record utilities on the exact D_ref sample and the test
+  sample, for the utility test)."""
+  uvs, task, ds = q.utility_vs, p.task, p.dataset
+  ref_idx, xq_ref = q.sets['ref'][:2]
+  cap = min(settings.ref_sample, len(p.split.ref))
+  ul_ref = _memo_logits(memo, (uvs.cache_key, 'ref', p.dataset.fingerprint, settings.seed),
+                        lambda: _ensemble_logits(verifier_model, uvs.params, xq_ref[:1], cap)[0])
+  ul_test = _memo_logits(memo, (uvs.cache_key, 'test', settings.seed), lambda: _ensemble_logits(
+      verifier_model, uvs.params, ds.x_test[p.test_idx][None])[0])
+  y_ref, y_test = ds.y_train[ref_idx], ds.y_test[p.test_idx]
+  acc['utility_models'] = dict(ratio=float(uvs.ratio), subset_size=int(uvs.subsets.shape[1]),
+                               ref=task.utility(ul_ref, y_ref).tolist(),
+                               test=task.utility(ul_test, y_test).tolist())
+  acc['utility_reference'] = (np.asarray(task.record_utility(ul_ref, y_ref), np.float64),
+                              np.asarray(task.record_utility(ul_test, y_test), np.float64))
 
 
 def extra_test(p: Plan, q: Queries, acc: dict, target: Target, verifier_model,
@@ -521,8 +584,11 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
       settings.test.self_check, sig, {k: q.sets[k][3][0] for k in ('forget', 'ref')},
       {'forget': x[np.asarray(split.forget)], 'ref': x[p.ref_idx]}, task)
   units = {k: task.units(q.sets[k][0]) for k in q.sets}
+  utility_ref = acc.get('utility_reference')
   if units['forget'] is not None:   # whole groups were drawn: groups are the test's units
     means = {k: unit_means(u) for k, u in units.items()}
+    if utility_ref is not None:
+      utility_ref = (means['ref'](utility_ref[0]), utility_ref[1])
     sig = {k: Signals(*(None if f is None else means[k](f) for f in s)) for k, s in sig.items()}
     cal = {k: means[k](c) for k, c in cal.items()}
     gap = None if gap is None else {k: means[k](g) for k, g in gap.items()}
@@ -539,11 +605,17 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
   res = decision_lib.ignorance_test(
       cal['forget'], cal['ref'], cal.get('members'),
       sig['forget'].phi_verifiers[0].mean(0), sig['ref'].phi_verifiers[0].mean(0),
-      settings.test, utility_ref=_unseen_utility(sig['ref'], acc.get('test_records')),
+      settings.test, utility_ref=_unseen_utility(sig['ref'], acc.get('test_records'),
+                                                 utility_ref),
       extra_test=extra, extra_only=extra_only,
       gap_du=None if gap is None else gap['forget'], gap_ref=None if gap is None else gap['ref'],
       reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'],
       size_caps=(0, min(settings.ref_sample, len(split.ref)), settings.member_sample))
+  if res.get('utility_test') is not None:
+    um = acc.get('utility_models')
+    res['utility_test']['reference'] = ('verifiers' if utility_ref is None else
+                                        f'{q.utility_vs.num_models} models on '
+                                        f'{um["ratio"]:g} of Dr')
   if units['forget'] is not None:
     res['units'] = dict(kind='group', forget=np.unique(units['forget']).tolist(),
                         ref=int(len(np.unique(units['ref']))),
@@ -552,16 +624,23 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
   return res, cal, betas
 
 
-def _unseen_utility(ref: Signals, test_records: tuple | None
+def _unseen_utility(ref: Signals, test_records: tuple | None,
+                    utility_ref: tuple[np.ndarray, np.ndarray] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Per-unit utility of Mu (n,) and of the verifiers (K, n) on the records neither saw:
+  """Per-unit utility of Mu (n,) and of its reference (K, n) on the records neither saw:
   the D_ref sample (already per unit) followed by the test sample (averaged per unit
-  where the task gives test units)."""
+  where the task gives test units). The reference is the verifiers, or the utility
+  reference models where ``utility_ref`` ((U, n_ref) per unit, (U, n_test) per record)
+  is given."""
   u_t, u_v = np.asarray(ref.correct_target, np.float64), np.asarray(ref.correct_verifiers,
                                                                     np.float64)
+  if utility_ref is not None:
+    u_v = utility_ref[0]
   if test_records is None:
     return u_t, u_v
   t_t, t_v, t_units = test_records
+  if utility_ref is not None:
+    t_v = utility_ref[1]
   if t_units is not None:
     means = unit_means(t_units)
     t_t, t_v = means(t_t), means(t_v)
@@ -596,6 +675,8 @@ def _common_details(p: Plan, v: Verifiers, q: Queries, target: Target,
                     ratio_ladder=list(settings.ratios), views=list(p.views),
                     ref_sample=settings.ref_sample, member_sample=settings.member_sample,
                     seed=settings.seed, verifier_recipe=p.recipe.to_dict(),
+                    utility_ratio=settings.utility_ratio,
+                    utility_models=settings.utility_models,
                     test=dataclasses.asdict(settings.test)),
       request=dict(dataset=p.dataset.name, dataset_fingerprint=p.dataset.fingerprint,
                    split_hash=split_hash(p.split),
@@ -639,7 +720,7 @@ def evidence(p: Plan, v: Verifiers, q: Queries, sig: dict[str, Signals], acc: di
   n_mem = len(q.sets['members'][0]) if 'members' in q.sets else 0
   details = dict(
       **{k: res[k] for k in keys},
-      accuracy={k: a for k, a in acc.items() if k != 'test_records'},
+      accuracy={k: a for k, a in acc.items() if k not in ('test_records', 'utility_reference')},
       signals={k: _signal_means(s) for k, s in sig.items()},
       scores={k: c.tolist() for k, c in cal.items()}, calibration_betas=betas.tolist(),
       raw_phi={k: s.phi_target[0].tolist() for k, s in sig.items()},

@@ -272,8 +272,12 @@ def import_ray():
 class CellWorker:
   """A Ray actor's state: the sweep config, its workdir and one Group in memory."""
 
-  def __init__(self, config, workdir: str, slot: int):
-    self.cache = GroupCache(config, workdir, lambda s: print(f'[worker {slot}] {s}', flush=True))
+  def __init__(self, config, workdir: str, slot: int, compilation_cache: str | None = None):
+    log = lambda s: print(f'[worker {slot}] {s}', flush=True)
+    if compilation_cache:    # the driver's persistent XLA cache: a new actor compiles nothing
+      from jaxaudit import compilation   # that an earlier actor (or the driver) compiled
+      compilation.enable_persistent_cache(compilation_cache)
+    self.cache = GroupCache(config, workdir, log)
 
   def pid(self) -> int:
     return os.getpid()
@@ -311,12 +315,16 @@ class RayExecutor:
     on_row: called in the driver with each written row, after the idle actors
       got new cells (a test hook).
     log_to_driver: print the actors' output here.
+    compilation_cache: the persistent XLA compilation cache directory the actors use
+      (:func:`jaxaudit.compilation.enable_persistent_cache`; on a cluster, a path each
+      node can create); None: the driver's, if it enabled one (the CLI does).
   """
   name = 'ray'
 
   def __init__(self, address: str | None = None, workers: int = 2, cpus_per_worker: float = 1,
                gpus_per_worker: float = 0, max_retries: int = 3,
-               on_row: Callable[[dict], None] | None = None, log_to_driver: bool = True):
+               on_row: Callable[[dict], None] | None = None, log_to_driver: bool = True,
+               compilation_cache: str | None = None):
     if workers < 1 or cpus_per_worker < 0 or gpus_per_worker < 0 or max_retries < 0:
       raise ConfigError(f'ray executor: workers={workers} must be >= 1, cpus_per_worker='
                         f'{cpus_per_worker}, gpus_per_worker={gpus_per_worker} and max_retries='
@@ -324,6 +332,7 @@ class RayExecutor:
     self.address, self.workers = address, int(workers)
     self.cpus, self.gpus, self.max_retries = cpus_per_worker, gpus_per_worker, int(max_retries)
     self.on_row, self.log_to_driver = on_row, log_to_driver
+    self.compilation_cache = compilation_cache
     self.slots: list[_Slot] = []
     self.replaced = 0
 
@@ -357,7 +366,9 @@ class RayExecutor:
     opts = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
     if 0 < self.gpus < 1:   # actors sharing a GPU: no preallocation of 75% of its memory each
       opts['runtime_env'] = {'env_vars': {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}}
-    actor = remote_cls.options(**opts).remote(config_ref, workdir, index)
+    from jaxaudit import compilation
+    actor = remote_cls.options(**opts).remote(
+        config_ref, workdir, index, self.compilation_cache or compilation.enabled_cache_dir())
     return _Slot(index, actor, actor.pid.remote())
 
   def run(self, config, workdir: str, cells: Sequence[Cell], write: Write, log: Log) -> None:

@@ -1,5 +1,7 @@
 """The audit runner's named steps, each on a small real request, and their composition."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,64 @@ def test_utility_test_units_join_d_ref_and_the_test_sample():
   # Records that are their own units pass through.
   u_t, _ = runner._unseen_utility(ref, (test[0], test[1], None))
   np.testing.assert_allclose(u_t, [1.0, 0.5, 1.0, 0.0, 1.0])
+
+
+def test_utility_reference_replaces_the_verifiers_rows():
+  from jaxaudit.tasks import Signals
+  ref = Signals(*[None] * 6, correct_target=np.array([1.0, 0.5]),
+                correct_verifiers=np.array([[0.5, 0.5], [1.0, 0.0]]))
+  test = (np.array([1.0, 0.0, 1.0]), np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]),
+          np.array([7, 3, 7]))
+  util = (np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]),            # U = 3 models, D_ref units
+          np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]))   # test records
+  u_t, u_v = runner._unseen_utility(ref, test, util)
+  np.testing.assert_allclose(u_t, [1.0, 0.5, 0.0, 1.0])
+  np.testing.assert_allclose(u_v, [[1.0, 1.0, 1.0, 0.5], [0.0, 1.0, 0.0, 0.0],
+                                   [1.0, 0.0, 0.0, 1.0]])
+  _, u_v = runner._unseen_utility(ref, None, util)                  # no test records: D_ref
+  np.testing.assert_array_equal(u_v, util[0])
+
+
+@pytest.mark.parametrize('kw, match', [(dict(utility_ratio=0.1), 'above the verifiers'),
+                                       (dict(utility_ratio=1.0), 'utility_ratio'),
+                                       (dict(utility_ratio=0.5, utility_models=1), '>= 2')])
+def test_utility_settings_are_checked(kw, match):
+  from jaxaudit.errors import AuditError
+  with pytest.raises(AuditError, match=match):
+    AuditSettings(**kw)
+
+
+def test_utility_reference_sees_a_loss_the_verifiers_cannot(digits, request_):
+  """Mu trained on 15% of Dr is as useful as the verifiers (their utility test passes it)
+  but below models on 60% of Dr (the utility reference flags it); the honest retrain
+  passes both. The utility models never train on Du, D_ref or Mu's member reference."""
+  split, model, recipe, retrain = request_
+  base = AuditSettings(num_verifiers=3, views=('identity',), ref_sample=300, member_sample=200,
+                       test_sample=360)
+  strong = dataclasses.replace(base, utility_ratio=0.6, utility_models=2)
+  rng = np.random.default_rng(5)
+  small = np.sort(rng.choice(split.retain, int(0.15 * len(split.retain)), replace=False))
+  weak = Target.from_params(
+      model, train_model(model, digits.x_train, digits.y_train, small, 1, recipe).params,
+      name='weak')
+  memo = {}
+  p = runner.plan(weak, digits, split, recipe=recipe, settings=strong)
+  v = runner.train_verifiers(p, model, strong, memo=memo)
+  assert v.models_trained == 3 + 2 and v.utility.subsets.shape == (2, round(0.6 * len(
+      split.retain)))
+  used = np.unique(v.utility.subsets)
+  assert not np.isin(used, np.concatenate([split.forget, split.ref, v.utility.members])).any()
+  np.testing.assert_array_equal(v.utility.members, v.candidates[0].members)
+  out = {}
+  for name, settings in (('verifiers', base), ('utility', strong)):
+    for t in (weak, retrain):
+      r = audit(t, digits, split, verifier_model=model, recipe=recipe, settings=settings,
+                memo=memo if settings is strong else None)
+      out[name, t.name] = r.details['utility_test']
+  assert not out['verifiers', 'weak']['collapse'] and out['verifiers', 'weak']['reference'] == \
+      'verifiers'
+  assert out['utility', 'weak']['collapse'], out['utility', 'weak']
+  assert out['utility', 'weak']['reference'] == '2 models on 0.6 of Dr'
+  assert not out['utility', 'retrain']['collapse'] and not out['verifiers', 'retrain']['collapse']
+  # The reference's mean is the utility models' (reported under accuracy.utility_models).
+  assert out['utility', 'weak']['mean_verifiers'] > out['verifiers', 'weak']['mean_verifiers']

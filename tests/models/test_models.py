@@ -1,10 +1,9 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxaudit.errors import ConfigError
-from jaxaudit.models import get_model, init_params, make_apply_fn, num_params
+from jaxaudit.models import get_model, init_params, make_apply_fn
 
 
 @pytest.mark.parametrize('name,shape,kwargs', [
@@ -21,9 +20,11 @@ def test_shapes_and_purity(name, shape, kwargs):
   out = apply_fn(params, x)
   assert out.shape == (3, 10)
   # Pure: same params and inputs give the same outputs; a record's logits do
-  # not depend on the rest of the batch (no batch statistics).
+  # not depend on the rest of the batch (no batch statistics). Same shapes: one program.
   np.testing.assert_allclose(apply_fn(params, x), out)
-  np.testing.assert_allclose(apply_fn(params, x[:1])[0], out[0], rtol=1e-5, atol=1e-5)
+  other = x.at[1:].set(jax.random.normal(jax.random.key(2), (2, *shape)) * 3.0)
+  np.testing.assert_allclose(apply_fn(params, other)[0], out[0], rtol=1e-5, atol=1e-5)
+  assert apply_fn._cache_size() == 1
 
 
 def test_cnn_matches_seed_architecture():

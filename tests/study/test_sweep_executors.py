@@ -1,6 +1,7 @@
 """Where the sweep's cells run (jaxaudit.study.executors): static partition, shards, Ray."""
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -158,7 +159,13 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path, reference, monkeypatch):
   except ImportError:
     pytest.skip('ray is not installed (pip install "jaxaudit[ray]")')
   monkeypatch.setenv('RAY_USAGE_STATS_ENABLED', '0')
-  c, wd = small_config(), str(tmp_path)
+  monkeypatch.delenv('JAXAUDIT_NO_COMPILATION_CACHE', raising=False)   # the actors' cache only
+  # The in-process sweep's workdir without its results: the groups (data, originals,
+  # verifiers) are prepared, so the actors only run cells (what Ray adds is scheduling,
+  # replacement of a dead actor and writing each row once).
+  c, wd = small_config(), str(tmp_path / 'w')
+  shutil.copytree(reference[0], wd)
+  os.remove(os.path.join(wd, 'results.jsonl'))
   killed = []
 
   def kill_one(row):
@@ -168,7 +175,8 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path, reference, monkeypatch):
       os.kill(pid, signal.SIGKILL)
       killed.append(pid)
 
-  ex = executors.RayExecutor(workers=2, on_row=kill_one, log_to_driver=False)
+  ex = executors.RayExecutor(workers=2, on_row=kill_one, log_to_driver=False,
+                             compilation_cache=str(tmp_path / 'xla'))
   lines = []
   rows = sweep.run_sweep(c, wd, executor=ex, log=lines.append)
   assert killed and ex.replaced >= 1 and any('died running' in l for l in lines), lines
@@ -176,3 +184,4 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path, reference, monkeypatch):
   keys = [r['key'] for r in io_utils.read_jsonl(os.path.join(wd, 'results.jsonl'))]
   assert len(keys) == len(set(keys)) == 4
   assert stable(rows) == stable(reference[1])
+  assert os.listdir(tmp_path / 'xla')              # the actors shared one compilation cache

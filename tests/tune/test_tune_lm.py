@@ -215,3 +215,8 @@ def test_llm_study_refuses_bad_tuned_from_before_any_work(tmp_path):
                         dict(draw=0, results={'lm_gradient_ascent': {}}))       # published
   with pytest.raises(ConfigError, match='other hyper-parameters'):
     llm.run(cfg, out, draws=1, tuned_from=wd, log=lambda s: None)
+  # ... nor one whose draws were audited with another utility reference (before this
+  # record existed: the verifiers, utility_ratio 0).
+  with pytest.raises(ConfigError, match=r'utility_ratio=0\.0, not 0\.5'):
+    llm.run(cfg, out, draws=1, log=lambda s: None)
+  assert llm.local_config('shakespeare').utility_ratio == 0.5

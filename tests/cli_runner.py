@@ -1,0 +1,151 @@
+"""``python -m jaxaudit.cli ARGS`` for the CLI tests, without paying Python's and JAX's
+import time on every call.
+
+A fork server (one per test process, started on first use) imports the stack once
+(jax, flax, optax, orbax, scipy, jaxaudit's library) and forks a child per call; the
+child runs :func:`jaxaudit.cli.run` exactly as ``python -m jaxaudit.cli`` would, with
+its own working directory, environment, stdout and stderr, and exits with the
+command's status (an uncaught exception prints its traceback and exits 1, as the
+interpreter does). JAX reads its ``JAX_*`` settings at import, so a call whose
+environment differs from the server's, or any call where the server is unavailable
+or found a JAX backend already initialised after its imports (forking then would
+be unsafe), runs as a real subprocess instead. ``JAXAUDIT_CLI_TESTS_FORK=0`` turns
+the server off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+_SERVER = r'''
+import json, os, sys, traceback
+import numpy, scipy.stats, jax, jax.numpy, flax.linen, optax, orbax.checkpoint, ml_collections
+import absl.app, absl.flags
+import jaxaudit.cli
+# The library, not jaxaudit.commands.*: a command module defines its absl flags on import.
+for name in ('configs', 'workdir', 'checkpoint', 'pipeline', 'audit', 'unlearn', 'peers', 'train',
+             'data', 'models', 'tasks', 'study.sweep', 'tune'):
+  __import__(f'jaxaudit.{name}')
+from jax._src import xla_bridge
+if getattr(xla_bridge, '_backends', None):
+  print(json.dumps({'ready': False}), flush=True)
+  raise SystemExit(0)
+print(json.dumps({'ready': True}), flush=True)
+for line in sys.stdin:
+  req = json.loads(line)
+  pid = os.fork()
+  if pid == 0:
+    code = 1
+    try:
+      fd_in = os.open(os.devnull, os.O_RDONLY)
+      fd_out = os.open(req['stdout'], os.O_WRONLY | os.O_TRUNC)
+      fd_err = os.open(req['stderr'], os.O_WRONLY | os.O_TRUNC)
+      os.dup2(fd_in, 0); os.dup2(fd_out, 1); os.dup2(fd_err, 2)
+      sys.stdin = open(0, closefd=False)
+      sys.stdout = open(1, 'w', closefd=False, errors='surrogateescape', buffering=1)
+      sys.stderr = open(2, 'w', closefd=False, errors='backslashreplace', buffering=1)
+      os.chdir(req['cwd'])
+      os.environ.clear(); os.environ.update(req['env'])
+      sys.argv = [jaxaudit.cli.__file__, *req['args']]
+      try:
+        jaxaudit.cli.run(sys.argv)
+        code = 0
+      except SystemExit as e:
+        if e.code is None:
+          code = 0
+        elif isinstance(e.code, int):
+          code = e.code
+        else:
+          print(e.code, file=sys.stderr)
+          code = 1
+      except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+      try:
+        sys.stdout.flush(); sys.stderr.flush()
+      finally:
+        os._exit(code)
+  print(json.dumps({'pid': pid}), flush=True)
+  _, status = os.waitpid(pid, 0)
+  print(json.dumps({'code': os.waitstatus_to_exitcode(status)}), flush=True)
+'''
+
+
+def _env(extra: dict | None = None) -> dict:
+  return dict(os.environ, PYTHONUNBUFFERED='1', **(extra or {}))
+
+
+class _Server:
+  def __init__(self):
+    self.env = _env()
+    self.proc = subprocess.Popen([sys.executable, '-c', _SERVER], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 env=self.env, cwd=os.path.dirname(os.path.dirname(
+                                     os.path.abspath(__file__))))
+    self.lock = threading.Lock()
+    self.ready = False
+    while True:   # the first JSON line (anything an import printed before it is skipped)
+      line = self._read(300)
+      if not line:
+        break
+      if line.startswith('{'):
+        self.ready = bool(json.loads(line).get('ready'))
+        break
+
+  def _read(self, timeout: float) -> str | None:
+    r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+    return self.proc.stdout.readline() if r else None
+
+  def alive(self) -> bool:
+    return self.ready and self.proc.poll() is None
+
+  def run(self, args: list[str], cwd: str, timeout: float) -> subprocess.CompletedProcess:
+    with self.lock, tempfile.TemporaryDirectory() as tmp:
+      out, err = os.path.join(tmp, 'out'), os.path.join(tmp, 'err')
+      open(out, 'w').close()
+      open(err, 'w').close()
+      self.proc.stdin.write(json.dumps(dict(args=[str(a) for a in args], cwd=str(cwd),
+                                            env=self.env, stdout=out, stderr=err)) + '\n')
+      self.proc.stdin.flush()
+      pid = json.loads(self._read(60))['pid']
+      line = self._read(timeout)
+      if line is None:
+        os.kill(pid, signal.SIGKILL)
+        self._read(60)
+        raise subprocess.TimeoutExpired(['jaxaudit', *args], timeout)
+      code = json.loads(line)['code']
+      read = lambda p: open(p, encoding='utf-8', errors='replace').read()
+      return subprocess.CompletedProcess(['jaxaudit', *args], code, read(out), read(err))
+
+
+_server: _Server | None = None
+_unavailable = False      # the server could not start here: subprocesses from now on
+
+
+def run_cli(args, cwd, *, timeout: float = 300, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+  """Runs ``python -m jaxaudit.cli *args`` in ``cwd``; text stdout/stderr captured.
+
+  ``env``: variables added to this process's environment (a call with any runs as a
+  real subprocess)."""
+  global _server, _unavailable
+  use = os.environ.get('JAXAUDIT_CLI_TESTS_FORK', '1') != '0' and not env and not _unavailable
+  if use and (_server is None or not _server.alive()):
+    try:
+      _server = _Server()
+    except (OSError, ValueError, TypeError):
+      _server = None
+    _unavailable = _server is None or not _server.alive()
+  if use and _server is not None and _server.alive() and _server.env == _env():
+    return _server.run(list(args), cwd, timeout)
+  return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *map(str, args)], cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout, env=_env(env),
+                        errors='replace')
