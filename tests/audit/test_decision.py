@@ -24,11 +24,11 @@ def test_p_values_uniform_under_exchangeable_null():
   def draw():   # no member sample: power/bootstrap are not needed for the p-values
     du, ref, _, vdu, vref = _null_draw(rng)
     return du, ref, None, vdu, vref
-  p = np.array([ignorance_test(*draw(), FAST)['tests']['exact']['p_value'] for _ in range(400)])
+  results = [ignorance_test(*draw(), FAST) for _ in range(400)]
+  p = np.array([r['tests']['exact']['p_value'] for r in results])
   assert sps.kstest(p, 'uniform').pvalue > 0.01
   # The combined decision's false-alarm rate is at most alpha (Bonferroni).
-  rej = [ignorance_test(*draw(), FAST)['rejected'] for _ in range(400)]
-  k = int(np.sum(rej))
+  k = int(np.sum([r['rejected'] for r in results]))
   assert sps.binomtest(k, 400, 0.05, alternative='greater').pvalue > 0.01, k
 
 
