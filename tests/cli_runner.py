@@ -145,7 +145,10 @@ def run_cli(args, cwd, *, timeout: float = 300, env: dict | None = None
       _server = None
     _unavailable = _server is None or not _server.alive()
   if use and _server is not None and _server.alive() and _server.env == _env():
-    return _server.run(list(args), cwd, timeout)
+    try:
+      return _server.run(list(args), cwd, timeout)
+    except (OSError, ValueError, KeyError, TypeError):   # the server died before answering
+      _unavailable = True
   return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *map(str, args)], cwd=cwd,
                         capture_output=True, text=True, timeout=timeout, env=_env(env),
                         errors='replace')
