@@ -612,10 +612,9 @@ def test(p: Plan, q: Queries, sig: dict[str, Signals], acc: dict, cls: tuple,
       reference=ref_check, signals_du=sig['forget'], signals_ref=sig['ref'],
       size_caps=(0, min(settings.ref_sample, len(split.ref)), settings.member_sample))
   if res.get('utility_test') is not None:
-    um = acc.get('utility_models')
     res['utility_test']['reference'] = ('verifiers' if utility_ref is None else
                                         f'{q.utility_vs.num_models} models on '
-                                        f'{um["ratio"]:g} of Dr')
+                                        f'{q.utility_vs.ratio:g} of Dr')
   if units['forget'] is not None:
     res['units'] = dict(kind='group', forget=np.unique(units['forget']).tolist(),
                         ref=int(len(np.unique(units['ref']))),

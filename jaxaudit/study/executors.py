@@ -273,11 +273,11 @@ class CellWorker:
   """A Ray actor's state: the sweep config, its workdir and one Group in memory."""
 
   def __init__(self, config, workdir: str, slot: int, compilation_cache: str | None = None):
-    log = lambda s: print(f'[worker {slot}] {s}', flush=True)
-    if compilation_cache:    # the driver's persistent XLA cache: a new actor compiles nothing
-      from jaxaudit import compilation   # that an earlier actor (or the driver) compiled
+    # The driver's persistent XLA cache: an actor compiles nothing that an earlier one compiled.
+    if compilation_cache:
+      from jaxaudit import compilation
       compilation.enable_persistent_cache(compilation_cache)
-    self.cache = GroupCache(config, workdir, log)
+    self.cache = GroupCache(config, workdir, lambda s: print(f'[worker {slot}] {s}', flush=True))
 
   def pid(self) -> int:
     return os.getpid()
