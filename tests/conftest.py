@@ -1,13 +1,38 @@
 """Shared fixtures: small real data (scikit-learn digits) and paths to shared data."""
 
 import os
+import shutil
+import sys
+import tempfile
 
-import numpy as np
 import pytest
 
-# Tests never write into the user's home: no persistent XLA compilation cache
-# (jaxaudit.compilation), neither here nor in the CLI subprocesses the tests start.
-os.environ['JAXAUDIT_NO_COMPILATION_CACHE'] = '1'
+# Tests never write into the user's home. Every JAX process of a test run (the test workers,
+# the CLI calls, the README blocks and the scale-out workers they start) shares one persistent
+# XLA compilation cache in a temporary directory of this run: made by the first process
+# (xdist's controller; its workers and their subprocesses inherit the variables) and removed
+# when that process ends. A program compiled by one process is loaded by the next, as a
+# user's repeated CLI calls load theirs (jaxaudit.compilation). Results are the same: the
+# cache holds the compiled executable of the same program.
+_OWN_CACHE = None
+if not os.environ.get('JAXAUDIT_TESTS_XLA_CACHE'):
+  _OWN_CACHE = tempfile.mkdtemp(prefix='jaxaudit-tests-xla-')
+  os.environ['JAXAUDIT_TESTS_XLA_CACHE'] = _OWN_CACHE
+os.environ['JAXAUDIT_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']       # CLI commands
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']  # any process
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
+if 'jax' in sys.modules:   # imported before this file: set the same options in this process
+  import jax
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAXAUDIT_TESTS_XLA_CACHE'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
 
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
 

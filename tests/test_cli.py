@@ -22,6 +22,7 @@ def test_top_level_help_lists_every_command(tmp_path):
   assert r.returncode == 0
   for name in cli.COMMANDS:
     assert f'  {name}' in r.stdout
+  assert run(['bogus'], tmp_path).returncode == 2
 
 
 @pytest.mark.parametrize('command,flags', [
@@ -49,15 +50,25 @@ def test_workdir_remembers_its_configuration(tmp_path):
   r = run(['train', f'--workdir={w}', TINY, '--config.split.train_size=600',
            '--config.split.forget_size=120', '--config.train_retrain=False'], tmp_path)
   assert r.returncode == 0, r.stderr
+  epochs = json.load(open(os.path.join(w, 'config.json')))['train']['epochs']
+  assert 'summary' in r.stdout and f'epoch {epochs}/{epochs}' in r.stdout
   saved = json.load(open(os.path.join(w, 'config.json')))
   assert saved['split']['train_size'] == 600 and saved['model_kwargs']['hidden'] == [64]
   r = run(['unlearn', f'--workdir={w}', '--method=retrain'], tmp_path)   # no --config at all
   assert r.returncode == 0, r.stderr
   assert '|D|=600 |Du|=120' in r.stdout
+  # config.unlearn.hparams.gradient_ascent (lr 0.08 in the config) reaches the CLI; --hparam
+  # adds to it.
+  r = run(['unlearn', f'--workdir={w}', '--method=gradient_ascent', '--hparam=epochs=1'], tmp_path)
+  assert r.returncode == 0, r.stderr
+  meta = json.load(open(os.path.join(w, 'models', 'unlearned', 'gradient_ascent', 'meta.json')))
+  assert meta['hparams']['lr'] == 0.08 and meta['hparams']['epochs'] == 1
+  assert meta['method'] == 'gradient_ascent' and meta['wall_time_s'] > 0
   # An override that does not touch the models is allowed (the audit's settings).
   r = run(['audit', f'--workdir={w}', '--target=unlearned/retrain',
            '--config.audit.num_verifiers=2', '--config.audit.ref_sample=100'], tmp_path)
   assert r.returncode == 0, r.stderr
+  assert 'decision:' in r.stdout
   report = json.load(open(os.path.join(w, 'audits', 'unlearned_retrain', 'report.json')))
   assert report['settings']['num_verifiers'] == 2
   # One that contradicts the models is refused by name.

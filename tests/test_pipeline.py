@@ -172,6 +172,10 @@ def test_config_hparams_precedence():
   assert configs.config_hparams(c, 'finetune', {'lr': 0.1}) == {'epochs': 2, 'lr': 0.1}
 
 
+# The default digits config through the CLI. CI runs the same chain on the tiny config in
+# tests/test_cli.py::test_workdir_remembers_its_configuration (train's summary, config
+# hparams reaching `unlearn`, `audit`), and the error lines in tests/test_bad_inputs.py.
+@pytest.mark.slow
 def test_cli_train_unlearn_audit(tmp_path):
   wd = str(tmp_path / 'cli')
   base = ['--config.model_kwargs.hidden=(32,)', '--config.train.epochs=3',

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 from jaxaudit import unlearn
 from jaxaudit.errors import ConfigError
 from jaxaudit.tune import objective, spaces, tuned_hparams
+from tests.cli_runner import run_cli
 
-EXE = os.path.join(os.path.dirname(sys.executable), 'jaxaudit')
 
 
 def _tunable_spaces():
@@ -64,9 +62,8 @@ def test_distance_is_the_sum_of_absolute_differences(a, b):
   assert objective.distance(objective.Metrics(*a), objective.Metrics(*a)) == 0.0
 
 
-def _run(args, **kw):
-  env = dict(os.environ, JAXAUDIT_NO_COMPILATION_CACHE='1')
-  return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=600, **kw)
+def _run(args):
+  return run_cli(args, os.getcwd(), timeout=600)
 
 
 def test_tune_from_the_cli_resumes_and_unlearn_uses_the_choice(tmp_path):

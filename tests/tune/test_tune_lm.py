@@ -5,8 +5,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,10 +16,10 @@ from jaxaudit.peers import population
 from jaxaudit.train import Recipe
 from jaxaudit.tune import objective, run_tuning, tuned_hparams
 from jaxaudit.unlearn import UnlearnData
+from tests.cli_runner import run_cli
 
 ROOT = os.path.join(os.path.dirname(__file__), '..', '..')
 LM_CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'lm_synthetic.py')
-EXE = os.path.join(os.path.dirname(sys.executable), 'jaxaudit')
 
 
 def _lm_config(arg: str):
@@ -149,9 +147,8 @@ def test_tune_a_text_workdir_resumes_and_unlearn_uses_the_choice(tmp_path):
   assert {m: r['hparams'] for m, r in again.items()} == {m: r['hparams'] for m, r in res.items()}
   # `jaxaudit unlearn` in that workdir (its remembered config) takes the chosen setting.
   chosen = tuned_hparams(wd, 'lm_gradient_ascent')
-  env = dict(os.environ, JAXAUDIT_NO_COMPILATION_CACHE='1')
-  r = subprocess.run([EXE, 'unlearn', f'--workdir={wd}', '--method=lm_gradient_ascent'],
-                     capture_output=True, text=True, env=env, timeout=600)
+  r = run_cli(['unlearn', f'--workdir={wd}', '--method=lm_gradient_ascent'], os.getcwd(),
+              timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
   line = next(l for l in r.stdout.splitlines() if l.startswith('[unlearn] lm_gradient_ascent ('))
   assert f"'lr': {chosen['lr']}" in line and f"'epochs': {chosen['epochs']}" in line
