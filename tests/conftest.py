@@ -16,17 +16,21 @@ import pytest
 # cache holds the compiled executable of the same program.
 _OWN_CACHE = None
 if not os.environ.get('JAXAUDIT_TESTS_XLA_CACHE'):
-  _OWN_CACHE = tempfile.mkdtemp(prefix='jaxaudit-tests-xla-')
-  os.environ['JAXAUDIT_TESTS_XLA_CACHE'] = _OWN_CACHE
-os.environ['JAXAUDIT_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']       # CLI commands
-os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']  # any process
-os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
-if 'jax' in sys.modules:   # imported before this file: set the same options in this process
-  import jax
-  jax.config.update('jax_compilation_cache_dir', os.environ['JAXAUDIT_TESTS_XLA_CACHE'])
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+  try:
+    _OWN_CACHE = tempfile.mkdtemp(prefix='jaxaudit-tests-xla-')
+    os.environ['JAXAUDIT_TESTS_XLA_CACHE'] = _OWN_CACHE
+  except OSError:   # no writable temporary directory: every process compiles its own programs
+    os.environ['JAXAUDIT_NO_COMPILATION_CACHE'] = '1'
+if os.environ.get('JAXAUDIT_TESTS_XLA_CACHE'):
+  os.environ['JAXAUDIT_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']       # CLI commands
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['JAXAUDIT_TESTS_XLA_CACHE']  # any process
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
+  if 'jax' in sys.modules:   # imported before this file: set the same options in this process
+    import jax
+    jax.config.update('jax_compilation_cache_dir', os.environ['JAXAUDIT_TESTS_XLA_CACHE'])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
 
 
 def pytest_unconfigure(config):
