@@ -50,10 +50,10 @@ def test_workdir_remembers_its_configuration(tmp_path):
   r = run(['train', f'--workdir={w}', TINY, '--config.split.train_size=600',
            '--config.split.forget_size=120', '--config.train_retrain=False'], tmp_path)
   assert r.returncode == 0, r.stderr
-  epochs = json.load(open(os.path.join(w, 'config.json')))['train']['epochs']
-  assert 'summary' in r.stdout and f'epoch {epochs}/{epochs}' in r.stdout
   saved = json.load(open(os.path.join(w, 'config.json')))
   assert saved['split']['train_size'] == 600 and saved['model_kwargs']['hidden'] == [64]
+  epochs = saved['train']['epochs']
+  assert 'summary' in r.stdout and f'epoch {epochs}/{epochs}' in r.stdout
   r = run(['unlearn', f'--workdir={w}', '--method=retrain'], tmp_path)   # no --config at all
   assert r.returncode == 0, r.stderr
   assert '|D|=600 |Du|=120' in r.stdout

@@ -13,7 +13,6 @@ from jaxaudit.tune import objective, spaces, tuned_hparams
 from tests.cli_runner import run_cli
 
 
-
 def _tunable_spaces():
   """(name, method, its space) of every single-model method that has something to tune
   (classifier and language-model methods)."""
