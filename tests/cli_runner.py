@@ -83,6 +83,17 @@ def _env(extra: dict | None = None) -> dict:
   return dict(os.environ, PYTHONUNBUFFERED='1', **(extra or {}))
 
 
+# Variables that change between calls without changing what the server imported (a child
+# still gets the call's own values): pytest names the running test and its phase in
+# PYTEST_CURRENT_TEST, and `ray.init` in a test process sets PYTHONBREAKPOINT and RAY_*.
+# Comparing them sent every call after the first test to a subprocess (~2 s of imports each).
+_VOLATILE = ('PYTEST_CURRENT_TEST', 'PYTHONBREAKPOINT')
+
+
+def _stable(env: dict) -> dict:
+  return {k: v for k, v in env.items() if k not in _VOLATILE and not k.startswith('RAY_')}
+
+
 class _Server:
   def __init__(self):
     self.env = _env()
@@ -113,7 +124,7 @@ class _Server:
       open(out, 'w').close()
       open(err, 'w').close()
       self.proc.stdin.write(json.dumps(dict(args=[str(a) for a in args], cwd=str(cwd),
-                                            env=self.env, stdout=out, stderr=err)) + '\n')
+                                            env=_env(), stdout=out, stderr=err)) + '\n')
       self.proc.stdin.flush()
       pid = json.loads(self._read(60))['pid']
       line = self._read(timeout)
@@ -128,6 +139,7 @@ class _Server:
 
 _server: _Server | None = None
 _unavailable = False      # the server could not start here: subprocesses from now on
+calls = {'fork': 0, 'subprocess': 0}   # how this process's calls ran (tests/test_cli_runner.py)
 
 
 def run_cli(args, cwd, *, timeout: float = 300, env: dict | None = None
@@ -144,11 +156,14 @@ def run_cli(args, cwd, *, timeout: float = 300, env: dict | None = None
     except (OSError, ValueError, TypeError):
       _server = None
     _unavailable = _server is None or not _server.alive()
-  if use and _server is not None and _server.alive() and _server.env == _env():
+  if use and _server is not None and _server.alive() and _stable(_server.env) == _stable(_env()):
     try:
-      return _server.run(list(args), cwd, timeout)
+      r = _server.run(list(args), cwd, timeout)
+      calls['fork'] += 1
+      return r
     except (OSError, ValueError, KeyError, TypeError):   # the server died before answering
       _unavailable = True
+  calls['subprocess'] += 1
   return subprocess.run([sys.executable, '-m', 'jaxaudit.cli', *map(str, args)], cwd=cwd,
                         capture_output=True, text=True, timeout=timeout, env=_env(env),
                         errors='replace')
