@@ -9,9 +9,13 @@
   so that a new process (each CLI command) loads the programs an earlier one
   compiled instead of compiling them again.
 
+* :data:`PROGRAMS_PER_CACHE` bounds the in-memory caches of compiled programs
+  whose keys carry hyper-parameters (see there).
+
 Environment: ``JAXAUDIT_CACHE_DIR`` (the cache directory),
 ``JAXAUDIT_NO_COMPILATION_CACHE=1`` (never enable the cache; the test suite
-sets it so that tests do not write into the user's home).
+points ``JAXAUDIT_CACHE_DIR`` at a temporary directory of its own, so that tests
+never write into the user's home).
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
 CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
 NO_CACHE_ENV = 'JAXAUDIT_NO_COMPILATION_CACHE'
 CACHE_DIR_ENV = 'JAXAUDIT_CACHE_DIR'
+
+# Programs kept by each in-memory cache whose key holds hyper-parameters (a training
+# program bakes in its learning rate, so each tuning trial adds one). Each compiled CPU
+# program holds memory maps of JIT code (~390 for a training program of the LM study's
+# transformer) and Linux stops a process at vm.max_map_count (65,530 by default): with 256
+# programs a cache outgrew it after ~180 trials of `jaxaudit tune` and LLVM failed with
+# "Cannot allocate memory", then a segfault. An evicted program frees its maps (tested);
+# a persistent-cache hit reloads it when it comes back.
+PROGRAMS_PER_CACHE = 32
 
 _counters_lock = threading.Lock()
 _active: list['CompilationCount'] = []

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from jaxaudit import compilation
 from jaxaudit.compilation import bucket_size
 from jaxaudit.errors import ConfigError, DataError
 from jaxaudit.models import init_params as _init_params
@@ -102,7 +103,7 @@ def per_example_loss(recipe: Recipe, loss: Callable | None = None) -> Callable:
   return SoftmaxCE(recipe.label_smoothing) if loss is None else loss
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=compilation.PROGRAMS_PER_CACHE)
 def _programs(model: nn.Module, recipe: Recipe, layout: Layout, steps_per_epoch: int,
               input_shape: tuple[int, ...], loss: Callable | None = None,
               key_impl: str = 'threefry2x32'):

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxaudit import compilation
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import make_apply_fn
 from jaxaudit.train.losses import masked_mean, per_example_ce
@@ -338,7 +339,7 @@ def _schedule_program(batch_size: int, num_epochs: int, steps: int, with_keys: b
   return jax.jit(run)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=compilation.PROGRAMS_PER_CACHE)
 def _fit_program(model: nn.Module, loss: LossFn, spec: Recipe, steps: int, num_epochs: int):
   """The jitted E-epoch program for one (model, loss, spec, steps, epochs)."""
   apply_fn = make_apply_fn(model)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxaudit import compilation
 from jaxaudit.errors import ConfigError
 from jaxaudit.models import init_params
 from jaxaudit.train import loop as loops
@@ -55,7 +56,7 @@ def check_nonneg(**values) -> None:
       raise ConfigError(f'{k} must be >= 0, got {v}')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=2 * compilation.PROGRAMS_PER_CACHE)   # small programs
 def _jit(fn: Callable, static: tuple) -> Callable:
   return jax.jit(functools.partial(fn, **dict(static)) if static else fn)
 

@@ -2,6 +2,9 @@
 per-example loss argument of train_ensemble."""
 
 import dataclasses
+import functools
+import gc
+import os
 
 import jax
 import jax.numpy as jnp
@@ -187,3 +190,44 @@ def test_recipe_reads_a_none_augment_as_no_augmentation():
   assert Recipe(augment=None).augment == 'none'
   with pytest.raises(ConfigError, match='unknown augment'):
     Recipe(augment='rotate')
+
+
+def _memory_maps() -> int:
+  with open('/proc/self/maps') as f:
+    return sum(1 for _ in f)
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='needs /proc (Linux)')
+def test_program_caches_are_bounded_and_evicted_programs_free_their_maps(digits, monkeypatch):
+  """A learning rate is a constant of the compiled training program, so every tuning trial
+  adds one; a process dies at vm.max_map_count memory maps (LLVM: "Cannot allocate memory"
+  after ~180 LM trials with the old 256-program cache). The caches are bounded, and an
+  evicted program gives its maps back: with a cache of 2, five rates leave the map count
+  where two left it, while an unbounded cache grows with every rate."""
+  from jaxaudit import compilation
+  from jaxaudit.train import ensemble
+  from jaxaudit.unlearn import _common
+  for cache in (loop._fit_program, ensemble._programs, _common._jit):
+    assert cache.cache_info().maxsize is not None
+    assert cache.cache_info().maxsize <= 2 * compilation.PROGRAMS_PER_CACHE
+  model = get_model('mlp', 10, hidden=(7,))       # a model no other test uses
+  x, y = _pool(digits)
+  p0 = init_params(model, jax.random.key(3), digits.input_shape)
+
+  def growth(maxsize, first_lr):
+    monkeypatch.setattr(loop, '_fit_program',
+                        functools.lru_cache(maxsize=maxsize)(loop._fit_program.__wrapped__))
+    counts = []
+    for i in range(5):
+      recipe = Recipe(optimizer='sgd', learning_rate=first_lr + 1e-3 * i, schedule='constant',
+                      epochs=1, batch_size=32)
+      jax.block_until_ready(loop.fit(model, p0, x, y, [np.arange(64)], jax.random.key(1),
+                                     recipe, CrossEntropy()).params)
+      gc.collect()
+      counts.append(_memory_maps())
+    return counts[-1] - counts[1]
+
+  unbounded = growth(None, 0.01)
+  bounded = growth(2, 0.5)
+  assert unbounded >= 12, unbounded           # three more programs, dozens of maps each
+  assert bounded <= unbounded // 3, (bounded, unbounded)
