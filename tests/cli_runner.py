@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 _SERVER = r'''
 import json, os, sys, traceback
@@ -94,13 +95,38 @@ def _stable(env: dict) -> dict:
   return {k: v for k, v in env.items() if k not in _VOLATILE and not k.startswith('RAY_')}
 
 
+class _LineReader:
+  """Lines from a pipe with a timeout. ``select`` sees only the OS pipe, so lines must not
+  wait in a Python buffer: with a buffered reader, two lines that arrived together left
+  the second unseen until the timeout (a server start that waited 300 s)."""
+
+  def __init__(self, fd: int):
+    self.fd = fd
+    self.buf = b''
+
+  def read(self, timeout: float) -> str | None:
+    """The next line (with its newline), or None at end of file or after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while b'\n' not in self.buf:
+      left = deadline - time.monotonic()
+      if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+        return None
+      chunk = os.read(self.fd, 65536)
+      if not chunk:
+        return None
+      self.buf += chunk
+    line, self.buf = self.buf.split(b'\n', 1)
+    return line.decode('utf-8', 'replace') + '\n'
+
+
 class _Server:
   def __init__(self):
     self.env = _env()
     self.proc = subprocess.Popen([sys.executable, '-c', _SERVER], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
                                  env=self.env, cwd=os.path.dirname(os.path.dirname(
                                      os.path.abspath(__file__))))
+    self.lines = _LineReader(self.proc.stdout.fileno())
     self.lock = threading.Lock()
     self.ready = False
     while True:   # the first JSON line (anything an import printed before it is skipped)
@@ -112,8 +138,7 @@ class _Server:
         break
 
   def _read(self, timeout: float) -> str | None:
-    r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-    return self.proc.stdout.readline() if r else None
+    return self.lines.read(timeout)
 
   def alive(self) -> bool:
     return self.ready and self.proc.poll() is None
@@ -123,9 +148,10 @@ class _Server:
       out, err = os.path.join(tmp, 'out'), os.path.join(tmp, 'err')
       open(out, 'w').close()
       open(err, 'w').close()
-      self.proc.stdin.write(json.dumps(dict(args=[str(a) for a in args], cwd=str(cwd),
-                                            env=_env(), stdout=out, stderr=err)) + '\n')
-      self.proc.stdin.flush()
+      data = (json.dumps(dict(args=[str(a) for a in args], cwd=str(cwd), env=_env(),
+                              stdout=out, stderr=err)) + '\n').encode()
+      while data:                     # an unbuffered pipe may take part of it per call
+        data = data[self.proc.stdin.write(data):]
       pid = json.loads(self._read(60))['pid']
       line = self._read(timeout)
       if line is None:

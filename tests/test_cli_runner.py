@@ -1,6 +1,7 @@
 """The CLI tests' fork server serves every test of a process, not only the first."""
 
 import os
+import time
 
 import pytest
 
@@ -42,3 +43,26 @@ def test_ray_and_pytest_variables_keep_the_server(monkeypatch, tmp_path):
   before = dict(cli_runner.calls)
   cli_runner.run_cli(['train', '--nosuchflag'], str(tmp_path))
   assert cli_runner.calls['fork'] == before['fork'] + 1
+
+
+def test_line_reader_returns_lines_that_arrived_together_at_once():
+  """Both the server's lines of one write are read without waiting for the timeout (a
+  buffered reader hid the second from ``select``: a server start waited 300 s)."""
+  r, w = os.pipe()
+  try:
+    reader = cli_runner._LineReader(r)
+    os.write(w, b'warning printed by an import\n{"ready": true}\npartial')
+    t0 = time.monotonic()
+    assert reader.read(30) == 'warning printed by an import\n'
+    assert reader.read(30) == '{"ready": true}\n'
+    assert time.monotonic() - t0 < 5
+    assert reader.read(0.05) is None                 # no newline yet: the timeout
+    os.write(w, b' line\n')
+    assert reader.read(30) == 'partial line\n'
+    os.close(w)
+    w = None
+    assert reader.read(30) is None                   # end of file
+  finally:
+    os.close(r)
+    if w is not None:
+      os.close(w)

@@ -1,6 +1,5 @@
 """User reference sets, logits-file validation and the verdict on non-finite outputs (digits)."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ from jaxaudit.audit import AuditSettings, Target, audit
 from jaxaudit.audit import reference as ref_lib
 from jaxaudit.audit.decision import TestSettings
 from jaxaudit.audit.report import markdown, report_dict
-from jaxaudit.data import make_split, validate_split
+from jaxaudit.data import validate_split
 from jaxaudit.errors import AuditError
 
 

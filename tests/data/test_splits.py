@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from jaxaudit.data import (AuditSplit, dataset_from_arrays, load_split,
+from jaxaudit.data import (dataset_from_arrays, load_split,
                            make_split, read_index_file, save_split, split_hash,
                            validate_split)
 from jaxaudit.errors import SplitError

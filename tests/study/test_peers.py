@@ -1,7 +1,5 @@
 """The one peer dispatch (jaxaudit.study.peers): argument lists, summaries, failures."""
 
-import types
-
 import pytest
 
 from jaxaudit import peers
