@@ -97,8 +97,9 @@ def _stable(env: dict) -> dict:
 
 class _LineReader:
   """Lines from a pipe with a timeout. ``select`` sees only the OS pipe, so lines must not
-  wait in a Python buffer: with a buffered reader, two lines that arrived together left
-  the second unseen until the timeout (a server start that waited 300 s)."""
+  wait in a Python buffer: with a buffered reader, a fast child's two lines (its pid and
+  its exit code) arrived together, the second stayed unseen until the 300 s timeout, and
+  every later call of that test process fell back to a subprocess."""
 
   def __init__(self, fd: int):
     self.fd = fd

@@ -47,7 +47,7 @@ def test_ray_and_pytest_variables_keep_the_server(monkeypatch, tmp_path):
 
 def test_line_reader_returns_lines_that_arrived_together_at_once():
   """Both the server's lines of one write are read without waiting for the timeout (a
-  buffered reader hid the second from ``select``: a server start waited 300 s)."""
+  buffered reader hid the second from ``select``: `jaxaudit --help` waited 300 s)."""
   r, w = os.pipe()
   try:
     reader = cli_runner._LineReader(r)
