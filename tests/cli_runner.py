@@ -131,15 +131,12 @@ class _Server:
     self.lock = threading.Lock()
     self.ready = False
     while True:   # the first JSON line (anything an import printed before it is skipped)
-      line = self._read(300)
+      line = self.lines.read(300)
       if not line:
         break
       if line.startswith('{'):
         self.ready = bool(json.loads(line).get('ready'))
         break
-
-  def _read(self, timeout: float) -> str | None:
-    return self.lines.read(timeout)
 
   def alive(self) -> bool:
     return self.ready and self.proc.poll() is None
@@ -153,11 +150,11 @@ class _Server:
                               stdout=out, stderr=err)) + '\n').encode()
       while data:                     # an unbuffered pipe may take part of it per call
         data = data[self.proc.stdin.write(data):]
-      pid = json.loads(self._read(60))['pid']
-      line = self._read(timeout)
+      pid = json.loads(self.lines.read(60))['pid']
+      line = self.lines.read(timeout)
       if line is None:
         os.kill(pid, signal.SIGKILL)
-        self._read(60)
+        self.lines.read(60)
         raise subprocess.TimeoutExpired(['jaxaudit', *args], timeout)
       code = json.loads(line)['code']
       read = lambda p: open(p, encoding='utf-8', errors='replace').read()

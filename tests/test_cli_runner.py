@@ -21,9 +21,10 @@ def test_each_test_runs_its_calls_on_the_fork_server(n, tmp_path):
   r = cli_runner.run_cli(['train', '--nosuchflag'], str(tmp_path))
   assert r.returncode != 0 and 'nosuchflag' in r.stderr, r.stderr
   srv = cli_runner._server
+  now = cli_runner._stable(cli_runner._env())
   why = 'no server' if srv is None else (
       f'alive={srv.alive()} unavailable={cli_runner._unavailable} differing='
-      f'{sorted(k for k in set(srv.env) | set(os.environ) if srv.env.get(k) != os.environ.get(k))}')
+      f'{sorted(set(now.items()) ^ set(cli_runner._stable(srv.env).items()))}')
   assert cli_runner.calls['fork'] == before['fork'] + 1, (before, cli_runner.calls, why)
 
 
